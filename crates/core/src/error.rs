@@ -1,0 +1,80 @@
+//! Typed errors of the core crate. Every message carries the data needed to act on it.
+
+use std::path::PathBuf;
+
+/// Result alias for the core crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in loading, splitting and chunking.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file holds no text at all (zero bytes, only whitespace, or an image-only PDF).
+    #[error("{path}: empty document: {detail}")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// Why it counts as empty.
+        detail: String,
+    },
+    /// The file looks like binary data, not a document.
+    #[error("{path}: binary file ({detail}); expected text, Markdown, HTML or PDF")]
+    Binary {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        detail: String,
+    },
+    /// The file is not valid UTF-8.
+    #[error("{path}: invalid UTF-8 at byte {offset}; convert the file to UTF-8 first")]
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the first invalid sequence.
+        offset: usize,
+    },
+    /// The PDF could not be parsed (corrupt, truncated, encrypted, or the parser panicked).
+    #[error("{path}: cannot extract PDF text: {detail}")]
+    Pdf {
+        /// The file.
+        path: PathBuf,
+        /// What the PDF parser reported.
+        detail: String,
+    },
+    /// Extraction took longer than the per-file time limit.
+    #[error("{path}: gave up after {seconds} s (per-file time limit; raise it with --file-timeout)")]
+    Timeout {
+        /// The file.
+        path: PathBuf,
+        /// The limit that was hit.
+        seconds: u64,
+    },
+    /// The file type is not supported, or support was left out of this build.
+    #[error("{path}: unsupported document type: {detail}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// Which type and why.
+        detail: String,
+    },
+    /// A model-backed stage (scorer, judge, embedder) failed.
+    #[error("model: {0}")]
+    Model(String),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Wraps any displayable model error.
+    pub fn model(e: impl std::fmt::Display) -> Self {
+        Error::Model(e.to_string())
+    }
+}

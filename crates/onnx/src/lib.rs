@@ -1,0 +1,38 @@
+//! metarag-onnx: the models, run by ONNX Runtime. The only crate that uses `ort` and
+//! `tokenizers`.
+//!
+//! - [`RuntimeOptions`]: where the models and the ONNX Runtime library are, thread count;
+//!   the library is found automatically ([`runtime::ort_library_candidates`]) and a missing
+//!   one is a clear [`Error::RuntimeMissing`], never a panic.
+//! - [`CausalLm`]: per-token log-probabilities, batched; long documents scored through the
+//!   KV cache in windows with consistent positions ([`LmConfig`]); prompt-prefix caching.
+//!   It implements [`metarag_core::model::SentenceScorer`] (PPL chunking).
+//! - [`LmMarginJudge`]: margin sampling over the chat template
+//!   ([`metarag_core::model::MarginJudge`]).
+//! - [`Embedder`]: MiniLM sentence embeddings ([`metarag_core::model::SentenceEmbedder`]).
+//!
+//! ```no_run
+//! use metarag_core::model::SentenceScorer;
+//! use metarag_onnx::{CausalLm, LmConfig, RuntimeOptions};
+//!
+//! let opts = RuntimeOptions::default().with_threads(2);
+//! let lm = CausalLm::load(&opts, LmConfig::default())?;
+//! let scores = lm.score_sentences(&["The cat sat.", " It purred.", " Stocks fell."])?;
+//! assert_eq!(scores.len(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod embed;
+mod error;
+mod lm;
+mod margin;
+mod math;
+mod tokens;
+pub mod runtime;
+
+pub use embed::{Embedder, MINILM_DIR};
+pub use error::{Error, Result};
+pub use lm::{CausalLm, KvCache, LmConfig, SMOLLM2_DIR};
+pub use margin::{JudgeConfig, LmMarginJudge};
+pub use runtime::{RuntimeOptions, models_dir};
+pub use tokens::TokenizerFile;

@@ -1,0 +1,576 @@
+//! [`CausalLm`]: a causal language model over the ONNX graph contract of DESIGN.md
+//! (`input_ids`, `attention_mask`, `position_ids`, `past_key_values.{i}.key/value` →
+//! `logits`, `present.{i}.key/value`), with per-token log-probabilities, windowed scoring of
+//! long documents through the KV cache, and prompt-prefix caching.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ndarray::{Axis, Ix4};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor};
+use rayon::prelude::*;
+use tokenizers::Tokenizer;
+
+use crate::math::log_sum_exp;
+use crate::runtime::{RuntimeOptions, check_names};
+use crate::{Error, Result};
+
+const CONTRACT: &str = "causal-LM";
+
+/// Where the default causal LM lives inside the models directory.
+pub const SMOLLM2_DIR: &str = "smollm2-135m-instruct";
+
+/// Window settings for scoring long token sequences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmConfig {
+    /// Tokens fed per forward pass (default 256).
+    pub window: usize,
+    /// Most tokens kept in the KV cache; older ones slide out (default 1024). Each token is
+    /// conditioned on at least `max_context - window` tokens before it (or all of them).
+    pub max_context: usize,
+    /// When positions would pass this value, the kept window is re-encoded from position 0,
+    /// so positions stay in the range the model was trained on (default 8192).
+    pub max_position: usize,
+}
+
+impl Default for LmConfig {
+    fn default() -> Self {
+        LmConfig {
+            window: 256,
+            max_context: 1024,
+            max_position: 8192,
+        }
+    }
+}
+
+impl LmConfig {
+    fn check(&self) -> Result<()> {
+        if self.window == 0 || self.max_context < 2 * self.window || self.max_position < self.max_context {
+            return Err(Error::Input(format!(
+                "need 0 < window ({}) <= max_context / 2 ({}) and max_context <= max_position ({})",
+                self.window, self.max_context, self.max_position
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A KV cache for one sequence: the `present` tensors of the last run (layer-major, key then
+/// value), the tokens they encode, and the position the next token gets.
+pub struct KvCache {
+    values: Vec<DynValue>,
+    tokens: Vec<u32>,
+    next_position: i64,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("tokens", &self.tokens.len())
+            .field("next_position", &self.next_position)
+            .finish()
+    }
+}
+
+impl KvCache {
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+    /// The cached tokens.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+}
+
+/// A causal LM session plus its tokenizer.
+///
+/// ```no_run
+/// use metarag_onnx::{CausalLm, LmConfig, RuntimeOptions};
+/// let lm = CausalLm::load(&RuntimeOptions::default(), LmConfig::default())?;
+/// let ids = lm.encode("The cat sat on the mat.")?;
+/// let nll = lm.score_tokens(&ids)?; // nll[i] = -log p(ids[i+1] | ids[..=i])
+/// assert_eq!(nll.len(), ids.len() - 1);
+/// # Ok::<(), metarag_onnx::Error>(())
+/// ```
+pub struct CausalLm {
+    model: PathBuf,
+    tokenizer_path: PathBuf,
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    layers: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    past_names: Vec<String>,
+    present_names: Vec<String>,
+    config: LmConfig,
+    run_nanos: AtomicU64,
+    run_tokens: AtomicU64,
+}
+
+impl std::fmt::Debug for CausalLm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalLm")
+            .field("model", &self.model)
+            .field("layers", &self.layers)
+            .field("kv_heads", &self.kv_heads)
+            .field("head_dim", &self.head_dim)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl CausalLm {
+    /// Loads SmolLM2-135M-Instruct from the models directory.
+    pub fn load(opts: &RuntimeOptions, config: LmConfig) -> Result<Self> {
+        let model = opts.model_file(&format!("{SMOLLM2_DIR}/model.onnx"))?;
+        let tokenizer = opts.model_file(&format!("{SMOLLM2_DIR}/tokenizer.json"))?;
+        Self::from_files(opts, &model, &tokenizer, config)
+    }
+
+    /// Loads any graph that follows the causal-LM contract, with its `tokenizer.json`.
+    pub fn from_files(opts: &RuntimeOptions, model: &Path, tokenizer: &Path, config: LmConfig) -> Result<Self> {
+        config.check()?;
+        let tok = Tokenizer::from_file(tokenizer).map_err(|e| Error::Tokenizer {
+            path: tokenizer.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let session = opts.session(model)?;
+        check_names(
+            &session,
+            model,
+            CONTRACT,
+            &["input_ids", "attention_mask", "position_ids", "past_key_values.0.key"],
+            &["logits", "present.0.key"],
+        )?;
+        let layers = (0..)
+            .take_while(|i| session.inputs().iter().any(|o| o.name() == format!("past_key_values.{i}.key")))
+            .count();
+        let past0 = session
+            .inputs()
+            .iter()
+            .find(|o| o.name() == "past_key_values.0.key")
+            .and_then(|o| o.dtype().tensor_shape().map(|s| s.to_vec()));
+        let (kv_heads, head_dim) = match past0.as_deref() {
+            Some([_, h, _, d]) if *h > 0 && *d > 0 => (*h as usize, *d as usize),
+            other => {
+                return Err(Error::Contract {
+                    model: model.to_path_buf(),
+                    contract: CONTRACT,
+                    detail: format!("past_key_values.0.key must be [batch, kv_heads, past, head_dim] with fixed kv_heads and head_dim, got {other:?}"),
+                });
+            }
+        };
+        let mut past_names = Vec::with_capacity(2 * layers);
+        let mut present_names = Vec::with_capacity(2 * layers);
+        for i in 0..layers {
+            for kind in ["key", "value"] {
+                past_names.push(format!("past_key_values.{i}.{kind}"));
+                present_names.push(format!("present.{i}.{kind}"));
+            }
+        }
+        let outs: Vec<&str> = present_names.iter().map(String::as_str).collect();
+        let ins: Vec<&str> = past_names.iter().map(String::as_str).collect();
+        check_names(&session, model, CONTRACT, &ins, &outs)?;
+        Ok(CausalLm {
+            model: model.to_path_buf(),
+            tokenizer_path: tokenizer.to_path_buf(),
+            session: Mutex::new(session),
+            tokenizer: tok,
+            layers,
+            kv_heads,
+            head_dim,
+            past_names,
+            present_names,
+            config,
+            run_nanos: AtomicU64::new(0),
+            run_tokens: AtomicU64::new(0),
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The window settings.
+    pub fn config(&self) -> &LmConfig {
+        &self.config
+    }
+
+    /// Time spent inside ONNX Runtime's `run` and the number of token positions fed to it,
+    /// since load (for benchmarks: everything else is overhead).
+    pub fn model_time(&self) -> (Duration, u64) {
+        (
+            Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
+            self.run_tokens.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Number of transformer layers.
+    pub fn layers(&self) -> usize {
+        self.layers
+    }
+
+    /// Token ids of `text` (no BOS or other special token added; special-token text such as
+    /// `<|im_start|>` is recognised).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.tokenizer.encode_fast(text, false).map_err(|e| Error::Tokenizer {
+            path: self.tokenizer_path.clone(),
+            detail: format!("encoding {} bytes: {e}", text.len()),
+        })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Byte offsets of the tokens of `text`.
+    pub fn encode_offsets(&self, text: &str) -> Result<Vec<Range<usize>>> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| Error::Tokenizer {
+            path: self.tokenizer_path.clone(),
+            detail: format!("encoding {} bytes: {e}", text.len()),
+        })?;
+        Ok(enc.get_offsets().iter().map(|&(a, b)| a..b).collect())
+    }
+
+    /// Id of a token given by its exact text (e.g. `"<|im_end|>"` or `"1"`).
+    pub fn token_id(&self, token: &str) -> Result<u32> {
+        self.tokenizer.token_to_id(token).ok_or_else(|| Error::Tokenizer {
+            path: self.tokenizer_path.clone(),
+            detail: format!("no token `{token}` in the vocabulary"),
+        })
+    }
+
+    fn ort_err(&self, context: &'static str) -> impl Fn(ort::Error) -> Error + '_ {
+        move |e| Error::Ort {
+            model: self.model.clone(),
+            context,
+            detail: e.to_string(),
+        }
+    }
+
+    /// One forward pass of `batch` rows of `t` tokens each over an optional past (whose
+    /// length is `attention_mask` width minus `t`). `f` sees the logits `[batch, t, vocab]`
+    /// while they are still inside ONNX Runtime's buffer; the `present` tensors are returned.
+    #[allow(clippy::too_many_arguments)]
+    fn forward<R>(
+        &self,
+        session: &mut Session,
+        batch: usize,
+        ids: Vec<i64>,
+        attention: Vec<i64>,
+        positions: Vec<i64>,
+        past: Option<&[DynValue]>,
+        f: impl FnOnce(&[f32], usize) -> R,
+    ) -> Result<(R, Vec<DynValue>)> {
+        let t = ids.len() / batch.max(1);
+        let total = attention.len() / batch.max(1);
+        let err = self.ort_err("forward pass");
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + self.past_names.len());
+        inputs.push(("input_ids".into(), Tensor::from_array(([batch, t], ids)).map_err(&err)?.into()));
+        inputs.push((
+            "attention_mask".into(),
+            Tensor::from_array(([batch, total], attention)).map_err(&err)?.into(),
+        ));
+        inputs.push(("position_ids".into(), Tensor::from_array(([batch, t], positions)).map_err(&err)?.into()));
+        match past {
+            Some(values) => {
+                for (name, v) in self.past_names.iter().zip(values) {
+                    inputs.push((name.as_str().into(), v.into()));
+                }
+            }
+            None => {
+                for name in &self.past_names {
+                    let empty = Tensor::<f32>::from_array(([batch, self.kv_heads, 0, self.head_dim], Vec::<f32>::new()))
+                        .map_err(&err)?;
+                    inputs.push((name.as_str().into(), empty.into()));
+                }
+            }
+        }
+        let started = Instant::now();
+        let mut outputs = session.run(inputs).map_err(&err)?;
+        self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.run_tokens.fetch_add((batch * t) as u64, Ordering::Relaxed);
+        let logits = outputs
+            .get("logits")
+            .ok_or_else(|| Error::Contract {
+                model: self.model.clone(),
+                contract: CONTRACT,
+                detail: "no `logits` output".into(),
+            })?
+            .try_extract_tensor::<f32>()
+            .map_err(&err)?;
+        let (shape, data) = logits;
+        let vocab = shape.last().copied().unwrap_or(0) as usize;
+        if vocab == 0 || data.len() != batch * t * vocab {
+            return Err(Error::Contract {
+                model: self.model.clone(),
+                contract: CONTRACT,
+                detail: format!("logits shape {shape:?}, expected [{batch}, {t}, vocab]"),
+            });
+        }
+        let r = f(data, vocab);
+        let mut present = Vec::with_capacity(self.present_names.len());
+        for name in &self.present_names {
+            present.push(outputs.remove(name.as_str()).ok_or_else(|| Error::Contract {
+                model: self.model.clone(),
+                contract: CONTRACT,
+                detail: format!("no `{name}` output"),
+            })?);
+        }
+        Ok((r, present))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
+        self.session.lock().map_err(|_| Error::Ort {
+            model: self.model.clone(),
+            context: "session lock",
+            detail: "a previous run panicked".into(),
+        })
+    }
+
+    /// Keeps the cached positions `keep` of every KV tensor (a copy).
+    fn slice_cache(&self, values: &[DynValue], keep: Range<usize>) -> Result<Vec<DynValue>> {
+        let err = self.ort_err("slicing the KV cache");
+        values
+            .iter()
+            .map(|v| {
+                let a = v.try_extract_array::<f32>().map_err(&err)?;
+                let a = a.into_dimensionality::<Ix4>().map_err(|e| Error::Contract {
+                    model: self.model.clone(),
+                    contract: CONTRACT,
+                    detail: format!("present tensor is not 4-D: {e}"),
+                })?;
+                let owned = a.slice_axis(Axis(2), keep.clone().into()).as_standard_layout().into_owned();
+                Ok(Tensor::from_array(owned).map_err(&err)?.into_dyn())
+            })
+            .collect()
+    }
+
+    /// Runs `tokens` after `cache` (or from scratch) and returns the new cache; `f` gets the
+    /// logits rows `[tokens.len(), vocab]`.
+    fn extend<R>(
+        &self,
+        session: &mut Session,
+        cache: Option<KvCache>,
+        tokens: &[u32],
+        f: impl FnOnce(&[f32], usize) -> R,
+    ) -> Result<(R, KvCache)> {
+        let (past_len, start_pos) = cache.as_ref().map_or((0, 0), |c| (c.tokens.len(), c.next_position));
+        let t = tokens.len();
+        let ids: Vec<i64> = tokens.iter().map(|&x| i64::from(x)).collect();
+        let positions: Vec<i64> = (start_pos..start_pos + t as i64).collect();
+        let attention = vec![1i64; past_len + t];
+        let (r, present) = self.forward(
+            session,
+            1,
+            ids,
+            attention,
+            positions,
+            cache.as_ref().map(|c| c.values.as_slice()),
+            f,
+        )?;
+        let mut kept = cache.map(|c| c.tokens).unwrap_or_default();
+        kept.extend_from_slice(tokens);
+        Ok((
+            r,
+            KvCache {
+                values: present,
+                tokens: kept,
+                next_position: start_pos + t as i64,
+            },
+        ))
+    }
+
+    /// Makes room for `incoming` more tokens: slides old tokens out of the cache beyond
+    /// `max_context`, and re-encodes the kept tokens from position 0 when positions would
+    /// pass `max_position`.
+    fn make_room(&self, session: &mut Session, cache: KvCache, incoming: usize) -> Result<Option<KvCache>> {
+        let c = &self.config;
+        let mut cache = cache;
+        if cache.tokens.len() + incoming > c.max_context {
+            let keep = c.max_context.saturating_sub(incoming).min(cache.tokens.len());
+            let from = cache.tokens.len() - keep;
+            cache = KvCache {
+                values: self.slice_cache(&cache.values, from..cache.tokens.len())?,
+                tokens: cache.tokens[from..].to_vec(),
+                next_position: cache.next_position,
+            };
+        }
+        if cache.next_position as usize + incoming > c.max_position {
+            let tokens = std::mem::take(&mut cache.tokens);
+            if tokens.is_empty() {
+                return Ok(None);
+            }
+            let ((), fresh) = self.extend(session, None, &tokens, |_, _| ())?;
+            return Ok(Some(fresh));
+        }
+        Ok(Some(cache))
+    }
+
+    /// Per-token negative log-likelihoods (nats) of a token sequence of any length:
+    /// `nll[i] = -log p(tokens[i+1] | tokens[..=i])`, scored `window` tokens per forward with
+    /// the KV cache carried forward (see [`LmConfig`]).
+    pub fn score_tokens(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let n = tokens.len();
+        let mut nll = vec![f32::NAN; n.saturating_sub(1)];
+        if n < 2 {
+            return Ok(nll);
+        }
+        let mut session = self.lock()?;
+        let mut cache: Option<KvCache> = None;
+        let mut start = 0;
+        // The last token predicts nothing, so inputs are tokens[..n-1].
+        while start < n - 1 {
+            let end = (start + self.config.window).min(n - 1);
+            if let Some(c) = cache.take() {
+                cache = self.make_room(&mut session, c, end - start)?;
+            }
+            let targets = &tokens[start + 1..=end];
+            let out = &mut nll[start..end];
+            let ((), next) = self.extend(&mut session, cache.take(), &tokens[start..end], |logits, vocab| {
+                logits
+                    .par_chunks(vocab)
+                    .zip(out.par_iter_mut())
+                    .zip(targets.par_iter())
+                    .for_each(|((row, o), &tgt)| *o = log_sum_exp(row) - row[tgt as usize]);
+            })?;
+            cache = Some(next);
+            start = end;
+        }
+        Ok(nll)
+    }
+
+    /// Log-probabilities of `tokens[1..]` for several sequences at once, in one batched
+    /// forward (right padding; each row is conditioned only on its own tokens).
+    pub fn token_logprobs(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let b = batch.len();
+        let t = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        if b == 0 || t < 2 {
+            return Ok(batch.iter().map(|s| vec![0.0; s.len().saturating_sub(1)]).collect());
+        }
+        if t > self.config.max_position {
+            return Err(Error::Input(format!(
+                "a sequence of {t} tokens is longer than max_position {}; use score_tokens",
+                self.config.max_position
+            )));
+        }
+        let mut ids = vec![0i64; b * t];
+        let mut attention = vec![0i64; b * t];
+        let mut positions = vec![0i64; b * t];
+        for (r, s) in batch.iter().enumerate() {
+            for (j, &tok) in s.iter().enumerate() {
+                ids[r * t + j] = i64::from(tok);
+                attention[r * t + j] = 1;
+                positions[r * t + j] = j as i64;
+            }
+        }
+        let mut session = self.lock()?;
+        let (out, _) = self.forward(&mut session, b, ids, attention, positions, None, |logits, vocab| {
+            batch
+                .par_iter()
+                .enumerate()
+                .map(|(r, s)| {
+                    (0..s.len().saturating_sub(1))
+                        .map(|j| {
+                            let row = &logits[(r * t + j) * vocab..(r * t + j + 1) * vocab];
+                            row[s[j + 1] as usize] - log_sum_exp(row)
+                        })
+                        .collect::<Vec<f32>>()
+                })
+                .collect::<Vec<_>>()
+        })?;
+        Ok(out)
+    }
+
+    /// Log-probabilities of `candidates` as the token following `prompt`, reusing `cache`:
+    /// the longest common prefix of the cached tokens and `prompt` is not recomputed. The
+    /// cache is updated to hold `prompt`.
+    pub fn next_token_logprobs(
+        &self,
+        prompt: &[u32],
+        cache: &mut Option<KvCache>,
+        candidates: &[u32],
+    ) -> Result<Vec<f32>> {
+        if prompt.is_empty() {
+            return Err(Error::Input("empty prompt".into()));
+        }
+        if prompt.len() > self.config.max_position {
+            return Err(Error::Input(format!(
+                "prompt of {} tokens exceeds max_position {}",
+                prompt.len(),
+                self.config.max_position
+            )));
+        }
+        let mut session = self.lock()?;
+        let reuse = match cache.take() {
+            Some(c) => {
+                let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+                // Always recompute at least the last prompt token to get its logits.
+                let common = common.min(prompt.len() - 1);
+                if common == 0 {
+                    None
+                } else if common == c.tokens.len() {
+                    Some(c)
+                } else {
+                    Some(KvCache {
+                        values: self.slice_cache(&c.values, 0..common)?,
+                        tokens: c.tokens[..common].to_vec(),
+                        next_position: common as i64,
+                    })
+                }
+            }
+            None => None,
+        };
+        let done = reuse.as_ref().map_or(0, |c| c.tokens.len());
+        let (lps, next) = self.extend(&mut session, reuse, &prompt[done..], |logits, vocab| {
+            let last = &logits[logits.len() - vocab..];
+            let lse = log_sum_exp(last);
+            candidates.iter().map(|&c| last[c as usize] - lse).collect::<Vec<f32>>()
+        })?;
+        *cache = Some(next);
+        Ok(lps)
+    }
+}
+
+/// PPL chunking's scorer: each piece is tokenized on its own, the token sequences are
+/// concatenated and scored in one pass ([`CausalLm::score_tokens`]), and each piece gets the
+/// mean NLL of its tokens.
+impl metarag_core::model::SentenceScorer for CausalLm {
+    fn score_sentences(&self, pieces: &[&str]) -> metarag_core::Result<Vec<f32>> {
+        let mut tokens = Vec::new();
+        let mut bounds = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let start = tokens.len();
+            tokens.extend(self.encode(p)?);
+            bounds.push(start..tokens.len());
+        }
+        let nll = self.score_tokens(&tokens)?;
+        Ok(bounds
+            .into_iter()
+            .map(|r| {
+                // Token k is predicted by nll[k-1]; token 0 has no prediction.
+                let scored: Vec<f32> = r.filter(|&k| k > 0).map(|k| nll[k - 1]).collect();
+                if scored.is_empty() {
+                    f32::NAN
+                } else {
+                    scored.iter().sum::<f32>() / scored.len() as f32
+                }
+            })
+            .collect())
+    }
+}
+
+/// Token byte offsets from the LM's tokenizer (for fixed token windows and token sizing).
+impl metarag_core::model::TokenOffsets for CausalLm {
+    fn token_offsets(&self, text: &str) -> metarag_core::Result<Vec<Range<usize>>> {
+        Ok(self.encode_offsets(text)?)
+    }
+}

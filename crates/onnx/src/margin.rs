@@ -1,0 +1,139 @@
+//! [`MarginJudge`]: margin sampling with the instruction model's chat template, reusing the
+//! KV cache of the prompt prefix across the calls of one document.
+
+use std::sync::Mutex;
+
+use metarag_core::model::MarginJudge;
+
+use crate::lm::{CausalLm, KvCache};
+use crate::{Error, Result};
+
+/// The Meta-Chunking margin prompt, split where the chunk and the next sentence go.
+const PARTS: [&str; 5] = [
+    "This is a text chunking task. You are a text analysis expert. Please choose one of the following two options based on the logical structure and semantic content of the provided sentence:\n1. Split \"",
+    "\" into \"",
+    "\" and \"",
+    "\" two parts;\n2. Keep \"",
+    "\" unsplit in its original form;\nPlease answer 1 or 2.",
+];
+
+/// The default system prompt of SmolLM2's chat template.
+const SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+
+/// Settings of [`LmMarginJudge`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgeConfig {
+    /// The current chunk shown to the model is capped to its last sentences that fit in this
+    /// many tokens (the prompt holds the chunk three times). Default 384.
+    pub max_chunk_tokens: usize,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig { max_chunk_tokens: 384 }
+    }
+}
+
+/// Margin judge over a [`CausalLm`] with a chat template (`<|im_start|>role\n…<|im_end|>`).
+///
+/// The prompt is laid out so that everything up to the end of the first copy of the chunk is
+/// shared with the previous call when the previous sentence was merged; that prefix's KV
+/// cache is reused. Pieces are tokenized one by one, so the shared prefix has identical
+/// tokens from call to call.
+pub struct LmMarginJudge<'a> {
+    lm: &'a CausalLm,
+    config: JudgeConfig,
+    head: Vec<u32>,
+    parts: Vec<Vec<u32>>,
+    tail: Vec<u32>,
+    one: u32,
+    two: u32,
+    cache: Mutex<Option<KvCache>>,
+    piece_cache: Mutex<Vec<(String, Vec<u32>)>>,
+}
+
+impl std::fmt::Debug for LmMarginJudge<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmMarginJudge").field("config", &self.config).finish()
+    }
+}
+
+impl<'a> LmMarginJudge<'a> {
+    /// A judge over `lm`, which must know the chat-template tokens.
+    pub fn new(lm: &'a CausalLm, config: JudgeConfig) -> Result<Self> {
+        lm.token_id("<|im_start|>")?;
+        lm.token_id("<|im_end|>")?;
+        let head = lm.encode(&format!(
+            "<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{}",
+            PARTS[0]
+        ))?;
+        let parts = PARTS[1..4].iter().map(|p| lm.encode(p)).collect::<Result<Vec<_>>>()?;
+        let tail = lm.encode(&format!("{}<|im_end|>\n<|im_start|>assistant\n", PARTS[4]))?;
+        Ok(LmMarginJudge {
+            one: lm.token_id("1")?,
+            two: lm.token_id("2")?,
+            lm,
+            config,
+            head,
+            parts,
+            tail,
+            cache: Mutex::new(None),
+            piece_cache: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn tokens_of(&self, piece: &str) -> Result<Vec<u32>> {
+        let mut pc = self.piece_cache.lock().map_err(|_| Error::Input("judge cache poisoned".into()))?;
+        if let Some((_, t)) = pc.iter().find(|(p, _)| p == piece) {
+            return Ok(t.clone());
+        }
+        let t = self.lm.encode(piece)?;
+        if pc.len() >= 256 {
+            pc.remove(0);
+        }
+        pc.push((piece.to_string(), t.clone()));
+        Ok(t)
+    }
+
+    /// The prompt's token ids for `chunk` + `next`.
+    pub fn prompt(&self, chunk: &[&str], next: &str) -> Result<Vec<u32>> {
+        let mut chunk_tokens: Vec<Vec<u32>> = Vec::new();
+        let mut total = 0;
+        for p in chunk.iter().rev() {
+            let t = self.tokens_of(p)?;
+            if total + t.len() > self.config.max_chunk_tokens && !chunk_tokens.is_empty() {
+                break;
+            }
+            total += t.len();
+            chunk_tokens.push(t);
+        }
+        chunk_tokens.reverse();
+        let c: Vec<u32> = chunk_tokens.concat();
+        let n = self.tokens_of(next)?;
+        let mut p = Vec::with_capacity(self.head.len() + 4 * (c.len() + n.len()) + 64);
+        p.extend(&self.head);
+        p.extend(&c);
+        p.extend(&n);
+        p.extend(&self.parts[0]);
+        p.extend(&c);
+        p.extend(&self.parts[1]);
+        p.extend(&n);
+        p.extend(&self.parts[2]);
+        p.extend(&c);
+        p.extend(&n);
+        p.extend(&self.tail);
+        Ok(p)
+    }
+}
+
+impl MarginJudge for LmMarginJudge<'_> {
+    fn margin(&self, chunk: &[&str], next: &str) -> metarag_core::Result<f32> {
+        let prompt = self.prompt(chunk, next)?;
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| metarag_core::Error::Model("judge cache poisoned".into()))?;
+        let lp = self.lm.next_token_logprobs(&prompt, &mut cache, &[self.one, self.two])?;
+        Ok(lp[1].exp() - lp[0].exp())
+    }
+}

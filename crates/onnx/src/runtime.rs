@@ -1,0 +1,168 @@
+//! Finding the models directory and the ONNX Runtime library, and building sessions.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+use crate::{Error, Result};
+
+/// The versioned library file name shipped by the `onnxruntime` 1.32 wheel.
+pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.32.0";
+
+/// The models directory: `$METARAG_MODELS`, else `models/` in the current directory if it
+/// exists, else `models/` in the source checkout this binary was built from.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("METARAG_MODELS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from("models");
+    if local.join("manifest.json").exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+/// Where the ONNX Runtime library is looked for, in order: the models directory (put there by
+/// `onnx/setup.py`), then `ORT_DYLIB_PATH`.
+pub fn ort_library_candidates(models: &Path) -> Vec<PathBuf> {
+    let mut v = vec![
+        models.join("onnxruntime").join(ORT_LIBRARY),
+        models.join("onnxruntime").join("libonnxruntime.so"),
+    ];
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        v.push(PathBuf::from(p));
+    }
+    v
+}
+
+static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+static ENV_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Loads ONNX Runtime once per process (from the first candidate that exists) and returns
+/// its environment. Never panics when the library is missing: that is
+/// [`Error::RuntimeMissing`].
+pub fn environment(models: &Path) -> Result<&'static ort::environment::Environment> {
+    let candidates = ort_library_candidates(models);
+    let Some(path) = candidates.iter().find(|p| p.is_file()).cloned() else {
+        if let Some(Ok(env)) = ENV.get() {
+            return Ok(env);
+        }
+        return Err(Error::RuntimeMissing { looked: candidates });
+    };
+    let env = ENV.get_or_init(|| {
+        if let Ok(mut g) = ENV_PATH.lock() {
+            *g = Some(path.clone());
+        }
+        let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
+        builder.with_name("metarag").build().map_err(|e| e.to_string())
+    });
+    match env {
+        Ok(env) => Ok(env),
+        Err(detail) => Err(Error::RuntimeLoad {
+            path: ENV_PATH.lock().ok().and_then(|g| g.clone()).unwrap_or(path),
+            detail: detail.clone(),
+        }),
+    }
+}
+
+/// How sessions run.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Intra-op threads per session (default: all cores).
+    pub intra_threads: usize,
+    /// Models directory (default [`models_dir`]).
+    pub models_dir: PathBuf,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            models_dir: models_dir(),
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// Sets the intra-op thread count (at least 1).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.intra_threads = threads.max(1);
+        self
+    }
+
+    /// Sets the models directory.
+    pub fn with_models_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.models_dir = dir.into();
+        self
+    }
+
+    /// A model file inside the models directory, checked to exist.
+    pub fn model_file(&self, relative: &str) -> Result<PathBuf> {
+        let path = self.models_dir.join(relative);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::ModelMissing {
+                path,
+                models_dir: self.models_dir.clone(),
+            })
+        }
+    }
+
+    /// Builds a CPU session for `model` with full graph optimisation.
+    pub fn session(&self, model: &Path) -> Result<Session> {
+        let env = environment(&self.models_dir)?;
+        let ort_err = |context: &'static str| {
+            move |e: &dyn std::fmt::Display| Error::Ort {
+                model: model.to_path_buf(),
+                context,
+                detail: e.to_string(),
+            }
+        };
+        let builder = Session::builder(env).map_err(|e| ort_err("session builder")(&e))?;
+        let builder = builder
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| ort_err("optimisation level")(&e))?
+            .with_intra_threads(self.intra_threads)
+            .map_err(|e| ort_err("intra-op threads")(&e))?
+            .with_inter_threads(1)
+            .map_err(|e| ort_err("inter-op threads")(&e))?;
+        let mut builder = builder;
+        builder
+            .commit_from_file(model)
+            .map_err(|e| ort_err("loading the graph")(&e))
+    }
+}
+
+/// Checks that a session has the named inputs and outputs.
+pub(crate) fn check_names(
+    session: &Session,
+    model: &Path,
+    contract: &'static str,
+    inputs: &[&str],
+    outputs: &[&str],
+) -> Result<()> {
+    let have_in: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
+    let have_out: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+    for want in inputs {
+        if !have_in.contains(want) {
+            return Err(Error::Contract {
+                model: model.to_path_buf(),
+                contract,
+                detail: format!("missing input `{want}` (inputs: {})", have_in.join(", ")),
+            });
+        }
+    }
+    for want in outputs {
+        if !have_out.contains(want) {
+            return Err(Error::Contract {
+                model: model.to_path_buf(),
+                contract,
+                detail: format!("missing output `{want}` (outputs: {})", have_out.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The real models against the oracle of `tests/fixtures/model_oracle.json` (PyTorch values,
+//! an implementation that shares nothing with ONNX Runtime).
+
+use std::sync::{Arc, OnceLock};
+
+use metarag_core::model::{SentenceEmbedder, SentenceScorer, TokenOffsets};
+use metarag_onnx::{CausalLm, Embedder, LmConfig, RuntimeOptions, TokenizerFile};
+
+use crate::oracle;
+
+fn opts() -> RuntimeOptions {
+    RuntimeOptions::default().with_threads(2)
+}
+
+fn lm() -> Arc<CausalLm> {
+    static LM: OnceLock<Arc<CausalLm>> = OnceLock::new();
+    LM.get_or_init(|| {
+        Arc::new(CausalLm::load(&opts(), LmConfig::default()).expect("load SmolLM2 (run `python3 onnx/setup.py`)"))
+    })
+    .clone()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+#[test]
+fn tokenizer_matches_oracle_ids() {
+    let o = oracle();
+    let lm = lm();
+    for (name, t) in o["texts"].as_object().expect("texts") {
+        let text = t["text"].as_str().expect("text");
+        assert_eq!(lm.encode(text).expect("encode"), ids(&t["token_ids"]), "token ids of `{name}`");
+    }
+}
+
+#[test]
+fn tokenizer_more_cases() {
+    let tok = TokenizerFile::smollm2(&opts()).expect("tokenizer");
+    let lm = lm();
+    // Digits are split one by one.
+    let digits = tok.encode("12345").expect("encode");
+    assert_eq!(digits.len(), 5);
+    assert_eq!(digits, "12345".chars().map(|c| lm.token_id(&c.to_string()).expect("digit")).collect::<Vec<_>>());
+    // Special tokens are recognised as single ids.
+    assert_eq!(tok.encode("<|im_start|>").expect("encode"), vec![lm.token_id("<|im_start|>").expect("id")]);
+    assert_eq!(lm.token_id("<|endoftext|>").expect("id"), 0);
+    // Emoji and CJK round-trip through the byte-level decoder, and offsets cover the text.
+    for s in ["🙂 ok", "東京 and naïve", "tab\tnew\nline  two spaces"] {
+        let enc = lm.tokenizer().encode(s, false).expect("encode");
+        assert_eq!(lm.tokenizer().decode(enc.get_ids(), false).expect("decode"), s);
+        let offsets = tok.token_offsets(s).expect("offsets");
+        assert_eq!(offsets.first().map(|r| r.start), Some(0));
+        assert_eq!(offsets.last().map(|r| r.end), Some(s.len()));
+    }
+    // A leading space is part of the next word's token.
+    assert_eq!(tok.encode(" the").expect("encode").len(), 1);
+}
+
+#[test]
+fn mean_nll_matches_oracle() {
+    let o = oracle();
+    let lm = lm();
+    for (name, t) in o["texts"].as_object().expect("texts") {
+        let nll = lm.score_tokens(&ids(&t["token_ids"])).expect("score");
+        let want = floats(&t["nll"]);
+        assert_eq!(nll.len(), want.len());
+        let mean = nll.iter().map(|&x| f64::from(x)).sum::<f64>() / nll.len() as f64;
+        let oracle_mean = t["mean_nll"].as_f64().expect("mean");
+        assert!((mean - oracle_mean).abs() < 1e-3, "{name}: mean NLL {mean} vs oracle {oracle_mean}");
+        let worst = nll.iter().zip(&want).map(|(&a, b)| (f64::from(a) - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 2e-2, "{name}: per-token NLL off by {worst}");
+    }
+}
+
+#[test]
+fn sentence_scores_match_oracle() {
+    let o = oracle();
+    let s = &o["sentence_scores"];
+    let sentences: Vec<&str> = s["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
+    let scores = lm().score_sentences(&sentences).expect("score");
+    for (i, (got, want)) in scores.iter().zip(floats(&s["mean_nll_per_sentence"])).enumerate() {
+        assert!((f64::from(*got) - want).abs() < 1e-3, "sentence {i}: {got} vs oracle {want}");
+    }
+}
+
+#[test]
+fn windowed_scoring_equals_one_shot() {
+    let o = oracle();
+    let s = &o["sentence_scores"];
+    let sentences: Vec<&str> = s["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
+    let one_shot = lm().score_sentences(&sentences).expect("score");
+    let small = CausalLm::load(
+        &opts(),
+        LmConfig {
+            window: 7,
+            max_context: 1024,
+            max_position: 8192,
+        },
+    )
+    .expect("load");
+    let windowed = small.score_sentences(&sentences).expect("score");
+    for (a, b) in one_shot.iter().zip(&windowed) {
+        assert!((a - b).abs() < 1e-3, "windowed {b} vs one-shot {a}");
+    }
+    // Batched scoring of ragged sequences gives the same numbers as one at a time.
+    let lm = lm();
+    let seqs: Vec<Vec<u32>> = o["texts"].as_object().expect("texts").values().map(|t| ids(&t["token_ids"])).collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let batched = lm.token_logprobs(&refs).expect("batch");
+    for (seq, lp) in seqs.iter().zip(&batched) {
+        let single = lm.score_tokens(seq).expect("score");
+        for (a, b) in single.iter().zip(lp) {
+            assert!((a + b).abs() < 1e-3, "batched {b} vs single {}", -a);
+        }
+    }
+}
+
+#[test]
+fn long_documents_slide_and_rebase_positions() {
+    let text = "The river rises in the hills and flows to the sea. ".repeat(40);
+    let lm = lm();
+    let tokens = lm.encode(&text).expect("encode");
+    let cfg = |max_position| LmConfig {
+        window: 32,
+        max_context: 96,
+        max_position,
+    };
+    let slide = CausalLm::load(&opts(), cfg(100_000)).expect("load").score_tokens(&tokens).expect("score");
+    let rebase = CausalLm::load(&opts(), cfg(160)).expect("load").score_tokens(&tokens).expect("score");
+    assert_eq!(slide.len(), tokens.len() - 1);
+    assert!(slide.iter().chain(&rebase).all(|x| x.is_finite() && *x >= 0.0));
+    // A repeated sentence becomes predictable whatever the window mechanics.
+    let tail = |v: &[f32]| v[v.len() - 100..].iter().sum::<f32>() / 100.0;
+    assert!(tail(&slide) < 0.5 && tail(&rebase) < 0.5, "{} {}", tail(&slide), tail(&rebase));
+}
+
+#[test]
+fn embeddings_match_oracle() {
+    let o = oracle();
+    let e = &o["embeddings"];
+    let sentences: Vec<&str> = e["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
+    let emb = Embedder::load(&opts()).expect("load MiniLM");
+    assert_eq!(emb.dims(), 384);
+    let got = emb.embed(&sentences).expect("embed");
+    // Batched with padding equals one by one.
+    for (i, want) in e["vectors"].as_array().expect("vectors").iter().enumerate() {
+        let want = floats(want);
+        let cos: f64 = got[i].iter().zip(&want).map(|(a, b)| f64::from(*a) * b).sum::<f64>()
+            / want.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(cos >= 0.99, "sentence {i}: cosine {cos}");
+        let alone = emb.embed(&sentences[i..=i]).expect("embed");
+        let d: f32 = alone[0].iter().zip(&got[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(d < 1e-4, "padding changed sentence {i} by {d}");
+    }
+}
