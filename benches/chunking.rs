@@ -21,7 +21,7 @@ fn threads() -> usize {
 
 /// The example corpus's plain-text documents (txt and md).
 fn corpus() -> Vec<Document> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("examples/")
         .filter_map(|e| e.ok().map(|e| e.path()))

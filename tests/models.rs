@@ -81,7 +81,8 @@ fn mean_nll_matches_oracle() {
 fn sentence_scores_match_oracle() {
     let o = oracle();
     let s = &o["sentence_scores"];
-    let sentences: Vec<&str> = s["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
+    let sentences: Vec<&str> =
+        s["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
     let scores = lm().score_sentences(&sentences).expect("score");
     for (i, (got, want)) in scores.iter().zip(floats(&s["mean_nll_per_sentence"])).enumerate() {
         assert!((f64::from(*got) - want).abs() < 1e-3, "sentence {i}: {got} vs oracle {want}");
@@ -92,17 +93,10 @@ fn sentence_scores_match_oracle() {
 fn windowed_scoring_equals_one_shot() {
     let o = oracle();
     let s = &o["sentence_scores"];
-    let sentences: Vec<&str> = s["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
+    let sentences: Vec<&str> =
+        s["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
     let one_shot = lm().score_sentences(&sentences).expect("score");
-    let small = CausalLm::load(
-        &opts(),
-        LmConfig {
-            window: 7,
-            max_context: 1024,
-            max_position: 8192,
-        },
-    )
-    .expect("load");
+    let small = CausalLm::load(&opts(), LmConfig { window: 7, max_context: 1024, max_position: 8192 }).expect("load");
     let windowed = small.score_sentences(&sentences).expect("score");
     for (a, b) in one_shot.iter().zip(&windowed) {
         assert!((a - b).abs() < 1e-3, "windowed {b} vs one-shot {a}");
@@ -125,11 +119,7 @@ fn long_documents_slide_and_rebase_positions() {
     let text = "The river rises in the hills and flows to the sea. ".repeat(40);
     let lm = lm();
     let tokens = lm.encode(&text).expect("encode");
-    let cfg = |max_position| LmConfig {
-        window: 32,
-        max_context: 96,
-        max_position,
-    };
+    let cfg = |max_position| LmConfig { window: 32, max_context: 96, max_position };
     let slide = CausalLm::load(&opts(), cfg(100_000)).expect("load").score_tokens(&tokens).expect("score");
     let rebase = CausalLm::load(&opts(), cfg(160)).expect("load").score_tokens(&tokens).expect("score");
     assert_eq!(slide.len(), tokens.len() - 1);
@@ -143,7 +133,8 @@ fn long_documents_slide_and_rebase_positions() {
 fn embeddings_match_oracle() {
     let o = oracle();
     let e = &o["embeddings"];
-    let sentences: Vec<&str> = e["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
+    let sentences: Vec<&str> =
+        e["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
     let emb = Embedder::load(&opts()).expect("load MiniLM");
     assert_eq!(emb.dims(), 384);
     let got = emb.embed(&sentences).expect("embed");

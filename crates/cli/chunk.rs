@@ -197,11 +197,7 @@ fn load_models(args: &ChunkArgs, opts: &RuntimeOptions) -> anyhow::Result<Models
     let need_lm = matches!(args.method, Method::Ppl | Method::Margin);
     let need_tok = args.method == Method::Fixed || (args.merge_to.is_some() && args.merge_unit == Unit::Tokens);
     let lm = if need_lm {
-        let cfg = LmConfig {
-            window: args.window,
-            max_context: args.max_context,
-            ..LmConfig::default()
-        };
+        let cfg = LmConfig { window: args.window, max_context: args.max_context, ..LmConfig::default() };
         Some(Arc::new(CausalLm::load(opts, cfg).context("loading the causal LM")?))
     } else {
         None
@@ -211,20 +207,18 @@ fn load_models(args: &ChunkArgs, opts: &RuntimeOptions) -> anyhow::Result<Models
     } else {
         None
     };
-    let tokenizer = if need_tok {
-        Some(Arc::new(TokenizerFile::smollm2(opts).context("loading the tokenizer")?))
-    } else {
-        None
-    };
-    Ok(Models {
-        lm,
-        embedder,
-        tokenizer,
-    })
+    let tokenizer =
+        if need_tok { Some(Arc::new(TokenizerFile::smollm2(opts).context("loading the tokenizer")?)) } else { None };
+    Ok(Models { lm, embedder, tokenizer })
 }
 
 /// Chunks one document with the method of `args`.
-fn chunk_document(args: &ChunkArgs, models: &Models, doc: &Document, sentences: &[std::ops::Range<usize>]) -> metarag_core::Result<Chunked> {
+fn chunk_document(
+    args: &ChunkArgs,
+    models: &Models,
+    doc: &Document,
+    sentences: &[std::ops::Range<usize>],
+) -> metarag_core::Result<Chunked> {
     let missing = || metarag_core::Error::Config("model not loaded".into());
     match args.method {
         Method::Ppl => {
@@ -243,22 +237,18 @@ fn chunk_document(args: &ChunkArgs, models: &Models, doc: &Document, sentences: 
         Method::Margin => {
             let lm = models.lm.as_deref().ok_or_else(missing)?;
             let judge = LmMarginJudge::new(lm, JudgeConfig::default())?;
-            let cfg = MarginConfig {
-                threshold: args.threshold.unwrap_or(0.0),
-                ..MarginConfig::default()
-            };
+            let cfg = MarginConfig { threshold: args.threshold.unwrap_or(0.0), ..MarginConfig::default() };
             MarginChunker::new(judge, cfg).chunk(doc, sentences)
         }
         Method::Semantic => {
             let e = models.embedder.as_deref().ok_or_else(missing)?;
-            let cfg = SemanticConfig {
-                percentile: args.percentile,
-                ..SemanticConfig::default()
-            };
+            let cfg = SemanticConfig { percentile: args.percentile, ..SemanticConfig::default() };
             SemanticChunker::new(e, cfg).chunk(doc, sentences)
         }
         Method::Sentence => SentenceChunker.chunk(doc, sentences),
-        Method::Fixed => FixedChunker::new(models.tokenizer.as_deref().ok_or_else(missing)?, args.size)?.chunk(doc, sentences),
+        Method::Fixed => {
+            FixedChunker::new(models.tokenizer.as_deref().ok_or_else(missing)?, args.size)?.chunk(doc, sentences)
+        }
     }
 }
 
@@ -312,12 +302,11 @@ fn process(args: &ChunkArgs, models: &Models, load: &LoadOptions, path: &Path) -
                 })
                 .unwrap_or_default(),
                 Format::Text => {
-                    let mut s = format!("=== {} #{} [{}..{}]\n{}\n", doc.id, c.index, c.span.start, c.span.end, text.trim());
+                    let mut s =
+                        format!("=== {} #{} [{}..{}]\n{}\n", doc.id, c.index, c.span.start, c.span.end, text.trim());
                     if let Some(sc) = sentences {
-                        let v: Vec<String> = sc
-                            .iter()
-                            .map(|x| x.score.map_or("-".into(), |v| format!("{v:.3}")))
-                            .collect();
+                        let v: Vec<String> =
+                            sc.iter().map(|x| x.score.map_or("-".into(), |v| format!("{v:.3}"))).collect();
                         s.push_str(&format!("    scores: {}\n", v.join(" ")));
                     }
                     s
@@ -337,14 +326,8 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     }
     let files = collect_files(&args.paths);
     let models = load_models(args, &opts)?;
-    let load = LoadOptions {
-        pdf_timeout: Duration::from_secs(args.file_timeout),
-        ..LoadOptions::default()
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("starting the thread pool")?;
+    let load = LoadOptions { pdf_timeout: Duration::from_secs(args.file_timeout), ..LoadOptions::default() };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the thread pool")?;
 
     let (mut sink, tmp): (Box<dyn Write>, Option<PathBuf>) = match &args.output {
         Some(path) => {
@@ -355,11 +338,7 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
         None => (Box::new(std::io::BufWriter::new(std::io::stdout().lock())), None),
     };
 
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(files.len() as u64)
-    };
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(files.len() as u64) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -407,9 +386,5 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

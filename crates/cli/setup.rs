@@ -20,10 +20,7 @@ pub struct SetupArgs {
 pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx/setup.py");
     if !script.is_file() {
-        bail!(
-            "{}: set-up script not found; run `python3 onnx/setup.py` from a metarag checkout",
-            script.display()
-        );
+        bail!("{}: set-up script not found; run `python3 onnx/setup.py` from a metarag checkout", script.display());
     }
     let mut cmd = Command::new("python3");
     cmd.arg(&script);
@@ -34,9 +31,5 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
         cmd.arg("--verify-only");
     }
     let status = cmd.status().with_context(|| format!("running python3 {}", script.display()))?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -56,13 +56,7 @@ impl Document {
     /// assert_eq!(doc.text.len(), 13);
     /// ```
     pub fn from_text(id: impl Into<String>, text: impl Into<String>) -> Self {
-        Document {
-            id: id.into(),
-            path: None,
-            kind: DocKind::Text,
-            text: text.into(),
-            pages: Vec::new(),
-        }
+        Document { id: id.into(), path: None, kind: DocKind::Text, text: text.into(), pages: Vec::new() }
     }
 }
 

@@ -17,7 +17,7 @@
 //! let chunker = PplChunker::new(FakeScorer::default(), PplConfig::default());
 //! let chunks = chunker.chunk(&doc, &RuleSplitter::default().split(&doc.text))?;
 //! // Chunks are byte spans that tile the document.
-//! assert!(metarag_core::tiles(&chunks.iter().map(|c| c.span.clone()).collect::<Vec<_>>(), doc.text.len()));
+//! assert!(metarag_core::tiles(&chunks.chunks.iter().map(|c| c.span.clone()).collect::<Vec<_>>(), doc.text.len()));
 //! # Ok::<(), metarag_core::Error>(())
 //! ```
 

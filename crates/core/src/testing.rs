@@ -18,9 +18,7 @@ use crate::Result;
 use crate::model::{MarginJudge, SentenceEmbedder, SentenceScorer, TokenOffsets};
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase)
 }
 
 /// Fake scorer: a word costs 1 nat if it appeared earlier in the document, 4 nats if not.
@@ -83,9 +81,9 @@ impl SentenceEmbedder for FakeEmbedder {
                 let dims = self.dims.max(1);
                 let mut v = vec![0f32; dims];
                 for w in words(t) {
-                    let h = w.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-                    });
+                    let h = w
+                        .bytes()
+                        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
                     v[(h % dims as u64) as usize] += 1.0;
                 }
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

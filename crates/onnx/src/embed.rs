@@ -50,10 +50,8 @@ impl Embedder {
     /// Loads any graph that follows the embedder contract; inputs are truncated to
     /// `max_tokens` and padded to the longest in each batch.
     pub fn from_files(opts: &RuntimeOptions, model: &Path, tokenizer: &Path, max_tokens: usize) -> Result<Self> {
-        let mut tok = Tokenizer::from_file(tokenizer).map_err(|e| Error::Tokenizer {
-            path: tokenizer.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let mut tok = Tokenizer::from_file(tokenizer)
+            .map_err(|e| Error::Tokenizer { path: tokenizer.to_path_buf(), detail: e.to_string() })?;
         let pad_id = tok.get_padding().map_or(0, |p| p.pad_id);
         let pad_token = tok.get_padding().map_or_else(|| "[PAD]".to_string(), |p| p.pad_token.clone());
         tok.with_padding(Some(PaddingParams {
@@ -62,22 +60,10 @@ impl Embedder {
             pad_token,
             ..Default::default()
         }));
-        tok.with_truncation(Some(TruncationParams {
-            max_length: max_tokens,
-            ..Default::default()
-        }))
-        .map_err(|e| Error::Tokenizer {
-            path: tokenizer.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        tok.with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .map_err(|e| Error::Tokenizer { path: tokenizer.to_path_buf(), detail: e.to_string() })?;
         let session = opts.session(model)?;
-        check_names(
-            &session,
-            model,
-            CONTRACT,
-            &["input_ids", "attention_mask"],
-            &["last_hidden_state"],
-        )?;
+        check_names(&session, model, CONTRACT, &["input_ids", "attention_mask"], &["last_hidden_state"])?;
         let dims = session
             .outputs()
             .iter()
@@ -89,13 +75,7 @@ impl Embedder {
                 contract: CONTRACT,
                 detail: "last_hidden_state must have a fixed hidden size".into(),
             })? as usize;
-        Ok(Embedder {
-            model: model.to_path_buf(),
-            session: Mutex::new(session),
-            tokenizer: tok,
-            dims,
-            batch: 32,
-        })
+        Ok(Embedder { model: model.to_path_buf(), session: Mutex::new(session), tokenizer: tok, dims, batch: 32 })
     }
 
     /// Vector size (384 for MiniLM-L6).
@@ -119,27 +99,22 @@ impl Embedder {
         let encs = self
             .tokenizer
             .encode_batch_fast(texts.to_vec(), true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.model.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::Tokenizer { path: self.model.clone(), detail: e.to_string() })?;
         let b = encs.len();
         let t = encs.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0i64; b * t];
         let mut mask = vec![0i64; b * t];
         let mut types = vec![0i64; b * t];
         for (r, e) in encs.iter().enumerate() {
-            for (j, ((&id, &m), &ty)) in e.get_ids().iter().zip(e.get_attention_mask()).zip(e.get_type_ids()).enumerate() {
+            for (j, ((&id, &m), &ty)) in
+                e.get_ids().iter().zip(e.get_attention_mask()).zip(e.get_type_ids()).enumerate()
+            {
                 ids[r * t + j] = i64::from(id);
                 mask[r * t + j] = i64::from(m);
                 types[r * t + j] = i64::from(ty);
             }
         }
-        let err = |e: ort::Error| Error::Ort {
-            model: self.model.clone(),
-            context: "embedding",
-            detail: e.to_string(),
-        };
+        let err = |e: ort::Error| Error::Ort { model: self.model.clone(), context: "embedding", detail: e.to_string() };
         let mut session = self.session.lock().map_err(|_| Error::Ort {
             model: self.model.clone(),
             context: "session lock",

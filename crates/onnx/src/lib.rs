@@ -27,8 +27,8 @@ mod error;
 mod lm;
 mod margin;
 mod math;
-mod tokens;
 pub mod runtime;
+mod tokens;
 
 pub use embed::{Embedder, MINILM_DIR};
 pub use error::{Error, Result};

@@ -40,11 +40,7 @@ pub struct LmConfig {
 
 impl Default for LmConfig {
     fn default() -> Self {
-        LmConfig {
-            window: 256,
-            max_context: 1024,
-            max_position: 8192,
-        }
+        LmConfig { window: 256, max_context: 1024, max_position: 8192 }
     }
 }
 
@@ -140,10 +136,8 @@ impl CausalLm {
     /// Loads any graph that follows the causal-LM contract, with its `tokenizer.json`.
     pub fn from_files(opts: &RuntimeOptions, model: &Path, tokenizer: &Path, config: LmConfig) -> Result<Self> {
         config.check()?;
-        let tok = Tokenizer::from_file(tokenizer).map_err(|e| Error::Tokenizer {
-            path: tokenizer.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let tok = Tokenizer::from_file(tokenizer)
+            .map_err(|e| Error::Tokenizer { path: tokenizer.to_path_buf(), detail: e.to_string() })?;
         let session = opts.session(model)?;
         check_names(
             &session,
@@ -166,7 +160,9 @@ impl CausalLm {
                 return Err(Error::Contract {
                     model: model.to_path_buf(),
                     contract: CONTRACT,
-                    detail: format!("past_key_values.0.key must be [batch, kv_heads, past, head_dim] with fixed kv_heads and head_dim, got {other:?}"),
+                    detail: format!(
+                        "past_key_values.0.key must be [batch, kv_heads, past, head_dim] with fixed kv_heads and head_dim, got {other:?}"
+                    ),
                 });
             }
         };
@@ -210,10 +206,7 @@ impl CausalLm {
     /// Time spent inside ONNX Runtime's `run` and the number of token positions fed to it,
     /// since load (for benchmarks: everything else is overhead).
     pub fn model_time(&self) -> (Duration, u64) {
-        (
-            Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
-            self.run_tokens.load(Ordering::Relaxed),
-        )
+        (Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)), self.run_tokens.load(Ordering::Relaxed))
     }
 
     /// Number of transformer layers.
@@ -249,11 +242,7 @@ impl CausalLm {
     }
 
     fn ort_err(&self, context: &'static str) -> impl Fn(ort::Error) -> Error + '_ {
-        move |e| Error::Ort {
-            model: self.model.clone(),
-            context,
-            detail: e.to_string(),
-        }
+        move |e| Error::Ort { model: self.model.clone(), context, detail: e.to_string() }
     }
 
     /// One forward pass of `batch` rows of `t` tokens each over an optional past (whose
@@ -275,10 +264,7 @@ impl CausalLm {
         let err = self.ort_err("forward pass");
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + self.past_names.len());
         inputs.push(("input_ids".into(), Tensor::from_array(([batch, t], ids)).map_err(&err)?.into()));
-        inputs.push((
-            "attention_mask".into(),
-            Tensor::from_array(([batch, total], attention)).map_err(&err)?.into(),
-        ));
+        inputs.push(("attention_mask".into(), Tensor::from_array(([batch, total], attention)).map_err(&err)?.into()));
         inputs.push(("position_ids".into(), Tensor::from_array(([batch, t], positions)).map_err(&err)?.into()));
         match past {
             Some(values) => {
@@ -288,8 +274,9 @@ impl CausalLm {
             }
             None => {
                 for name in &self.past_names {
-                    let empty = Tensor::<f32>::from_array(([batch, self.kv_heads, 0, self.head_dim], Vec::<f32>::new()))
-                        .map_err(&err)?;
+                    let empty =
+                        Tensor::<f32>::from_array(([batch, self.kv_heads, 0, self.head_dim], Vec::<f32>::new()))
+                            .map_err(&err)?;
                     inputs.push((name.as_str().into(), empty.into()));
                 }
             }
@@ -368,25 +355,11 @@ impl CausalLm {
         let ids: Vec<i64> = tokens.iter().map(|&x| i64::from(x)).collect();
         let positions: Vec<i64> = (start_pos..start_pos + t as i64).collect();
         let attention = vec![1i64; past_len + t];
-        let (r, present) = self.forward(
-            session,
-            1,
-            ids,
-            attention,
-            positions,
-            cache.as_ref().map(|c| c.values.as_slice()),
-            f,
-        )?;
+        let (r, present) =
+            self.forward(session, 1, ids, attention, positions, cache.as_ref().map(|c| c.values.as_slice()), f)?;
         let mut kept = cache.map(|c| c.tokens).unwrap_or_default();
         kept.extend_from_slice(tokens);
-        Ok((
-            r,
-            KvCache {
-                values: present,
-                tokens: kept,
-                next_position: start_pos + t as i64,
-            },
-        ))
+        Ok((r, KvCache { values: present, tokens: kept, next_position: start_pos + t as i64 }))
     }
 
     /// Makes room for `incoming` more tokens: slides old tokens out of the cache beyond
@@ -558,11 +531,7 @@ impl metarag_core::model::SentenceScorer for CausalLm {
             .map(|r| {
                 // Token k is predicted by nll[k-1]; token 0 has no prediction.
                 let scored: Vec<f32> = r.filter(|&k| k > 0).map(|k| nll[k - 1]).collect();
-                if scored.is_empty() {
-                    f32::NAN
-                } else {
-                    scored.iter().sum::<f32>() / scored.len() as f32
-                }
+                if scored.is_empty() { f32::NAN } else { scored.iter().sum::<f32>() / scored.len() as f32 }
             })
             .collect())
     }

@@ -63,10 +63,7 @@ impl<'a> LmMarginJudge<'a> {
     pub fn new(lm: &'a CausalLm, config: JudgeConfig) -> Result<Self> {
         lm.token_id("<|im_start|>")?;
         lm.token_id("<|im_end|>")?;
-        let head = lm.encode(&format!(
-            "<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{}",
-            PARTS[0]
-        ))?;
+        let head = lm.encode(&format!("<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{}", PARTS[0]))?;
         let parts = PARTS[1..4].iter().map(|p| lm.encode(p)).collect::<Result<Vec<_>>>()?;
         let tail = lm.encode(&format!("{}<|im_end|>\n<|im_start|>assistant\n", PARTS[4]))?;
         Ok(LmMarginJudge {
@@ -129,10 +126,7 @@ impl<'a> LmMarginJudge<'a> {
 impl MarginJudge for LmMarginJudge<'_> {
     fn margin(&self, chunk: &[&str], next: &str) -> metarag_core::Result<f32> {
         let prompt = self.prompt(chunk, next)?;
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| metarag_core::Error::Model("judge cache poisoned".into()))?;
+        let mut cache = self.cache.lock().map_err(|_| metarag_core::Error::Model("judge cache poisoned".into()))?;
         let lp = self.lm.next_token_logprobs(&prompt, &mut cache, &[self.one, self.two])?;
         Ok(lp[1].exp() - lp[0].exp())
     }

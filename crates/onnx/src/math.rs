@@ -12,10 +12,7 @@ fn exp_approx(x: f32) -> f32 {
     // Round to nearest with the 1.5·2^23 trick (|t| < 2^22 here).
     let n = (t + 12_582_912.0) - 12_582_912.0;
     let y = (t - n) * std::f32::consts::LN_2; // |y| <= ln2/2
-    let p = 1.0
-        + y * (1.0
-            + y * (0.5
-                + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (1.0 / 720.0))))));
+    let p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (1.0 / 720.0))))));
     let bits = ((n as i32 + 127) as u32) << 23;
     p * f32::from_bits(bits)
 }

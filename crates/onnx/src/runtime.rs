@@ -27,10 +27,8 @@ pub fn models_dir() -> PathBuf {
 /// Where the ONNX Runtime library is looked for, in order: the models directory (put there by
 /// `onnx/setup.py`), then `ORT_DYLIB_PATH`.
 pub fn ort_library_candidates(models: &Path) -> Vec<PathBuf> {
-    let mut v = vec![
-        models.join("onnxruntime").join(ORT_LIBRARY),
-        models.join("onnxruntime").join("libonnxruntime.so"),
-    ];
+    let mut v =
+        vec![models.join("onnxruntime").join(ORT_LIBRARY), models.join("onnxruntime").join("libonnxruntime.so")];
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         v.push(PathBuf::from(p));
     }
@@ -101,25 +99,14 @@ impl RuntimeOptions {
     /// A model file inside the models directory, checked to exist.
     pub fn model_file(&self, relative: &str) -> Result<PathBuf> {
         let path = self.models_dir.join(relative);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(Error::ModelMissing {
-                path,
-                models_dir: self.models_dir.clone(),
-            })
-        }
+        if path.is_file() { Ok(path) } else { Err(Error::ModelMissing { path, models_dir: self.models_dir.clone() }) }
     }
 
     /// Builds a CPU session for `model` with full graph optimisation.
     pub fn session(&self, model: &Path) -> Result<Session> {
         let env = environment(&self.models_dir)?;
         let ort_err = |context: &'static str| {
-            move |e: &dyn std::fmt::Display| Error::Ort {
-                model: model.to_path_buf(),
-                context,
-                detail: e.to_string(),
-            }
+            move |e: &dyn std::fmt::Display| Error::Ort { model: model.to_path_buf(), context, detail: e.to_string() }
         };
         let builder = Session::builder(env).map_err(|e| ort_err("session builder")(&e))?;
         let builder = builder
@@ -130,9 +117,7 @@ impl RuntimeOptions {
             .with_inter_threads(1)
             .map_err(|e| ort_err("inter-op threads")(&e))?;
         let mut builder = builder;
-        builder
-            .commit_from_file(model)
-            .map_err(|e| ort_err("loading the graph")(&e))
+        builder.commit_from_file(model).map_err(|e| ort_err("loading the graph")(&e))
     }
 }
 

@@ -27,14 +27,9 @@ pub struct TokenizerFile {
 impl TokenizerFile {
     /// Loads a `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        let tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
-        Ok(TokenizerFile {
-            path: path.to_path_buf(),
-            tokenizer,
-        })
+        let tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer { path: path.to_path_buf(), detail: e.to_string() })?;
+        Ok(TokenizerFile { path: path.to_path_buf(), tokenizer })
     }
 
     /// The SmolLM2 tokenizer from the models directory.
@@ -47,19 +42,16 @@ impl TokenizerFile {
         self.tokenizer
             .encode_fast(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                detail: e.to_string(),
-            })
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), detail: e.to_string() })
     }
 }
 
 impl metarag_core::model::TokenOffsets for TokenizerFile {
     fn token_offsets(&self, text: &str) -> metarag_core::Result<Vec<Range<usize>>> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| Error::Tokenizer {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), detail: e.to_string() })?;
         Ok(enc.get_offsets().iter().map(|&(a, b)| a..b).collect())
     }
 }

@@ -19,10 +19,7 @@ pub struct SentenceChunker;
 
 impl Chunker for SentenceChunker {
     fn chunk(&self, _doc: &Document, sentences: &[Range<usize>]) -> Result<Chunked> {
-        Ok(Chunked {
-            chunks: to_chunks(sentences.to_vec()),
-            sentence_scores: Vec::new(),
-        })
+        Ok(Chunked { chunks: to_chunks(sentences.to_vec()), sentence_scores: Vec::new() })
     }
 }
 
@@ -78,9 +75,6 @@ impl<T: TokenOffsets> Chunker for FixedChunker<T> {
             }
         }
         spans.push(start..text.len());
-        Ok(Chunked {
-            chunks: to_chunks(spans),
-            sentence_scores: Vec::new(),
-        })
+        Ok(Chunked { chunks: to_chunks(spans), sentence_scores: Vec::new() })
     }
 }

@@ -23,11 +23,7 @@ pub struct MarginConfig {
 
 impl Default for MarginConfig {
     fn default() -> Self {
-        MarginConfig {
-            threshold: 0.0,
-            adaptive: true,
-            window: 5,
-        }
+        MarginConfig { threshold: 0.0, adaptive: true, window: 5 }
     }
 }
 
@@ -89,9 +85,6 @@ impl<J: MarginJudge> Chunker for MarginChunker<J> {
             }
         }
         spans.push(start..sentences[sentences.len() - 1].end);
-        Ok(Chunked {
-            chunks: to_chunks(spans),
-            sentence_scores: scores,
-        })
+        Ok(Chunked { chunks: to_chunks(spans), sentence_scores: scores })
     }
 }

@@ -9,7 +9,7 @@
 //! - [`MarginChunker`]: margin sampling with an instruction model,
 //! - [`SemanticChunker`]: embedding-similarity breakpoints (percentile threshold),
 //! - [`SentenceChunker`] and [`FixedChunker`]: baselines,
-//! - [`merge`]: dynamic merging of consecutive chunks up to a target size.
+//! - [`merge()`](fn@merge): dynamic merging of consecutive chunks up to a target size.
 //!
 //! ```
 //! use metarag_core::chunk::{Chunker, SentenceChunker, merge, Words};
@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub use baseline::{FixedChunker, SentenceChunker};
 pub use margin::{MarginChunker, MarginConfig};
-pub use merge::{ChunkSizer, Chars, TokenSizer, Words, merge};
+pub use merge::{Chars, ChunkSizer, TokenSizer, Words, merge};
 pub use ppl::{BoundaryRule, PplChunker, PplConfig, ppl_boundaries};
 pub use semantic::{SemanticChunker, SemanticConfig, percentile};
 
@@ -104,9 +104,5 @@ pub(crate) fn spans_from_boundaries(
 
 /// Numbers spans as chunks.
 pub(crate) fn to_chunks(spans: Vec<Range<usize>>) -> Vec<Chunk> {
-    spans
-        .into_iter()
-        .enumerate()
-        .map(|(index, span)| Chunk { index, span })
-        .collect()
+    spans.into_iter().enumerate().map(|(index, span)| Chunk { index, span }).collect()
 }

@@ -37,12 +37,7 @@ pub struct PplConfig {
 
 impl Default for PplConfig {
     fn default() -> Self {
-        PplConfig {
-            threshold: 0.0,
-            rule: BoundaryRule::Either,
-            adaptive: false,
-            overlap: false,
-        }
+        PplConfig { threshold: 0.0, rule: BoundaryRule::Either, adaptive: false, overlap: false }
     }
 }
 

@@ -24,11 +24,7 @@ pub struct SemanticConfig {
 
 impl Default for SemanticConfig {
     fn default() -> Self {
-        SemanticConfig {
-            buffer: 1,
-            percentile: 95.0,
-            batch: 32,
-        }
+        SemanticConfig { buffer: 1, percentile: 95.0, batch: 32 }
     }
 }
 
@@ -108,22 +104,13 @@ impl<E: SentenceEmbedder> Chunker for SemanticChunker<E> {
             }
             vectors.extend(out);
         }
-        let distances: Vec<f32> = vectors
-            .windows(2)
-            .map(|w| 1.0 - w[0].iter().zip(&w[1]).map(|(a, b)| a * b).sum::<f32>())
-            .collect();
+        let distances: Vec<f32> =
+            vectors.windows(2).map(|w| 1.0 - w[0].iter().zip(&w[1]).map(|(a, b)| a * b).sum::<f32>()).collect();
         let threshold = percentile(&distances, self.config.percentile);
-        let boundaries: Vec<usize> = distances
-            .iter()
-            .enumerate()
-            .filter(|&(_, &d)| d > threshold)
-            .map(|(i, _)| i)
-            .collect();
+        let boundaries: Vec<usize> =
+            distances.iter().enumerate().filter(|&(_, &d)| d > threshold).map(|(i, _)| i).collect();
         let mut scores = distances;
         scores.push(f32::NAN);
-        Ok(Chunked {
-            chunks: to_chunks(spans_from_boundaries(sentences, &boundaries, false)),
-            sentence_scores: scores,
-        })
+        Ok(Chunked { chunks: to_chunks(spans_from_boundaries(sentences, &boundaries, false)), sentence_scores: scores })
     }
 }
