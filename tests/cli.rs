@@ -11,8 +11,11 @@ fn metarag(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_metarag")).args(args).current_dir(root()).output().expect("run metarag")
 }
 
-/// Parses JSONL output into (doc, chunk, start, end, text) rows.
-fn rows(out: &Output) -> Vec<(String, usize, usize, usize, String)> {
+/// One JSONL row: (doc, chunk, start, end, text).
+type Row = (String, usize, usize, usize, String);
+
+/// Parses JSONL output into rows.
+fn rows(out: &Output) -> Vec<Row> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -29,8 +32,8 @@ fn rows(out: &Output) -> Vec<(String, usize, usize, usize, String)> {
 }
 
 /// Checks that each document's chunks are numbered 0.., non-empty, and contiguous from 0.
-fn assert_tiles(rows: &[(String, usize, usize, usize, String)]) -> BTreeMap<String, usize> {
-    let mut per_doc: BTreeMap<String, Vec<&(String, usize, usize, usize, String)>> = BTreeMap::new();
+fn assert_tiles(rows: &[Row]) -> BTreeMap<String, usize> {
+    let mut per_doc: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for r in rows {
         per_doc.entry(r.0.clone()).or_default().push(r);
     }

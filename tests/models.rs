@@ -96,7 +96,7 @@ fn windowed_scoring_equals_one_shot() {
     let sentences: Vec<&str> =
         s["sentences"].as_array().expect("sentences").iter().map(|x| x.as_str().expect("s")).collect();
     let one_shot = lm().score_sentences(&sentences).expect("score");
-    let small = CausalLm::load(&opts(), LmConfig { window: 7, max_context: 1024, max_position: 8192 }).expect("load");
+    let small = CausalLm::load(&opts(), LmConfig { window: 7, ..LmConfig::default() }).expect("load");
     let windowed = small.score_sentences(&sentences).expect("score");
     for (a, b) in one_shot.iter().zip(&windowed) {
         assert!((a - b).abs() < 1e-3, "windowed {b} vs one-shot {a}");
@@ -119,7 +119,7 @@ fn long_documents_slide_and_rebase_positions() {
     let text = "The river rises in the hills and flows to the sea. ".repeat(40);
     let lm = lm();
     let tokens = lm.encode(&text).expect("encode");
-    let cfg = |max_position| LmConfig { window: 32, max_context: 96, max_position };
+    let cfg = |max_position| LmConfig { window: 32, max_context: 96, max_position, ..LmConfig::default() };
     let slide = CausalLm::load(&opts(), cfg(100_000)).expect("load").score_tokens(&tokens).expect("score");
     let rebase = CausalLm::load(&opts(), cfg(160)).expect("load").score_tokens(&tokens).expect("score");
     assert_eq!(slide.len(), tokens.len() - 1);
@@ -147,5 +147,41 @@ fn embeddings_match_oracle() {
         let alone = emb.embed(&sentences[i..=i]).expect("embed");
         let d: f32 = alone[0].iter().zip(&got[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(d < 1e-4, "padding changed sentence {i} by {d}");
+    }
+}
+
+#[test]
+#[ignore]
+fn explore_context_quality() {
+    use metarag_core::split::{RuleSplitter, SentenceSplitter};
+    let load = |f: &str| {
+        metarag_core::load::load_path(&crate::root().join("examples/corpus").join(f), &Default::default())
+            .expect("load")
+            .text
+    };
+    let text = load("washington-1790.txt") + "\n\n" + &load("moby-dick-loomings.pdf");
+    let s = RuleSplitter::default().split(&text);
+    let pieces: Vec<&str> = s.iter().map(|r| &text[r.clone()]).collect();
+    let run = |c: LmConfig| {
+        let lm = CausalLm::load(&opts(), c.clone()).expect("load");
+        let t = std::time::Instant::now();
+        let v = lm.score_sentences(&pieces).expect("score");
+        eprintln!("  model time {:?} of {:?}", lm.model_time(), t.elapsed());
+        (v, t.elapsed())
+    };
+    let (full, tf) = run(LmConfig { window: 256, max_context: 8192, ..LmConfig::default() });
+    eprintln!("tokens {} full {:?}", lm().encode(&text).expect("e").len(), tf);
+    for (name, c) in [
+        ("w256 c1024", LmConfig { window: 256, max_context: 1024, ..LmConfig::default() }),
+        ("w256 c512", LmConfig { window: 256, max_context: 512, ..LmConfig::default() }),
+    ] {
+        let (v, t) = run(c);
+        let d: Vec<f32> = v.iter().zip(&full).map(|(a, b)| (a - b).abs()).collect();
+        let mean = d.iter().sum::<f32>() / d.len() as f32;
+        let mx = d.iter().copied().fold(0.0, f32::max);
+        let b1 = metarag_core::chunk::ppl_boundaries(&v, 0.0, Default::default(), false);
+        let b0 = metarag_core::chunk::ppl_boundaries(&full, 0.0, Default::default(), false);
+        let same = b1.iter().filter(|x| b0.contains(x)).count();
+        eprintln!("{name}: {t:?} mean|d| {mean:.4} max {mx:.4} boundaries {} vs {} same {same}", b1.len(), b0.len());
     }
 }

@@ -30,17 +30,20 @@ pub const SMOLLM2_DIR: &str = "smollm2-135m-instruct";
 pub struct LmConfig {
     /// Tokens fed per forward pass (default 256).
     pub window: usize,
-    /// Most tokens kept in the KV cache; older ones slide out (default 1024). Each token is
+    /// Most tokens kept in the KV cache; older ones slide out (default 512). Each token is
     /// conditioned on at least `max_context - window` tokens before it (or all of them).
     pub max_context: usize,
     /// When positions would pass this value, the kept window is re-encoded from position 0,
     /// so positions stay in the range the model was trained on (default 8192).
     pub max_position: usize,
+    /// Tokens at the start of the cache that never slide out (attention sinks, as in
+    /// StreamingLLM; default 4).
+    pub sink_tokens: usize,
 }
 
 impl Default for LmConfig {
     fn default() -> Self {
-        LmConfig { window: 256, max_context: 1024, max_position: 8192 }
+        LmConfig { window: 256, max_context: 512, max_position: 8192, sink_tokens: 4 }
     }
 }
 
@@ -323,8 +326,8 @@ impl CausalLm {
         })
     }
 
-    /// Keeps the cached positions `keep` of every KV tensor (a copy).
-    fn slice_cache(&self, values: &[DynValue], keep: Range<usize>) -> Result<Vec<DynValue>> {
+    /// Keeps the cached positions in `keep` (in order) of every KV tensor (a copy).
+    fn slice_cache(&self, values: &[DynValue], keep: &[Range<usize>]) -> Result<Vec<DynValue>> {
         let err = self.ort_err("slicing the KV cache");
         values
             .iter()
@@ -335,8 +338,9 @@ impl CausalLm {
                     contract: CONTRACT,
                     detail: format!("present tensor is not 4-D: {e}"),
                 })?;
-                let owned = a.slice_axis(Axis(2), keep.clone().into()).as_standard_layout().into_owned();
-                Ok(Tensor::from_array(owned).map_err(&err)?.into_dyn())
+                let parts: Vec<_> = keep.iter().map(|r| a.slice_axis(Axis(2), r.clone().into())).collect();
+                let owned = ndarray::concatenate(Axis(2), &parts).map_err(|e| Error::Input(e.to_string()))?;
+                Ok(Tensor::from_array(owned.as_standard_layout().into_owned()).map_err(&err)?.into_dyn())
             })
             .collect()
     }
@@ -369,13 +373,16 @@ impl CausalLm {
         let c = &self.config;
         let mut cache = cache;
         if cache.tokens.len() + incoming > c.max_context {
-            let keep = c.max_context.saturating_sub(incoming).min(cache.tokens.len());
-            let from = cache.tokens.len() - keep;
-            cache = KvCache {
-                values: self.slice_cache(&cache.values, from..cache.tokens.len())?,
-                tokens: cache.tokens[from..].to_vec(),
-                next_position: cache.next_position,
-            };
+            // Keep the first `sink_tokens` (attention sinks: without them a sliding window
+            // degrades the model) and the most recent tokens.
+            let len = cache.tokens.len();
+            let sinks = c.sink_tokens.min(len);
+            let recent = c.max_context.saturating_sub(incoming + sinks).min(len - sinks);
+            let keep = [0..sinks, len - recent..len];
+            let mut tokens = cache.tokens[..sinks].to_vec();
+            tokens.extend_from_slice(&cache.tokens[len - recent..]);
+            cache =
+                KvCache { values: self.slice_cache(&cache.values, &keep)?, tokens, next_position: cache.next_position };
         }
         if cache.next_position as usize + incoming > c.max_position {
             let tokens = std::mem::take(&mut cache.tokens);
@@ -494,7 +501,7 @@ impl CausalLm {
                     Some(c)
                 } else {
                     Some(KvCache {
-                        values: self.slice_cache(&c.values, 0..common)?,
+                        values: self.slice_cache(&c.values, std::slice::from_ref(&(0..common)))?,
                         tokens: c.tokens[..common].to_vec(),
                         next_position: common as i64,
                     })
