@@ -73,6 +73,23 @@ fn quick_start_chunks_every_example_with_the_real_model() {
 }
 
 #[test]
+fn every_method_tiles_a_real_document() {
+    let example = first_example("md");
+    for method in ["ppl", "margin", "semantic", "sentence", "fixed"] {
+        let out = metarag(&["chunk", &example, "-q", "--method", method]);
+        assert!(out.status.success(), "{method}: {}", String::from_utf8_lossy(&out.stderr));
+        let r = rows(&out);
+        assert!(r.len() > 1, "{method}: one chunk only");
+        assert_tiles(&r);
+        // Merging keeps the tiling and reduces the count.
+        let merged = metarag(&["chunk", &example, "-q", "--method", method, "--merge-to", "120"]);
+        let m = rows(&merged);
+        assert_tiles(&m);
+        assert!(m.len() <= r.len(), "{method}: merging added chunks");
+    }
+}
+
+#[test]
 fn ppl_output_is_deterministic() {
     let example = first_example("md");
     let a = metarag(&["chunk", &example, "-q", "--threads", "2"]);

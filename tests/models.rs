@@ -4,7 +4,8 @@
 use std::sync::{Arc, OnceLock};
 
 use metarag_core::model::{SentenceEmbedder, SentenceScorer, TokenOffsets};
-use metarag_onnx::{CausalLm, Embedder, LmConfig, RuntimeOptions, TokenizerFile};
+use metarag_core::model::MarginJudge;
+use metarag_onnx::{CausalLm, Embedder, JudgeConfig, LmConfig, LmMarginJudge, RuntimeOptions, TokenizerFile};
 
 use crate::oracle;
 
@@ -148,6 +149,33 @@ fn embeddings_match_oracle() {
         let d: f32 = alone[0].iter().zip(&got[i]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(d < 1e-4, "padding changed sentence {i} by {d}");
     }
+}
+
+#[test]
+fn margin_judge_reuses_its_prefix_cache_exactly() {
+    let o = oracle();
+    let sentences: Vec<&str> =
+        o["sentence_scores"]["sentences"].as_array().expect("s").iter().map(|x| x.as_str().expect("s")).collect();
+    let lm = lm();
+    let warm = LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge");
+    // Merged, merged, then a new chunk: the cache is extended, then cut back.
+    let calls: [(&[&str], &str); 3] = [
+        (&sentences[..1], sentences[1]),
+        (&sentences[..2], sentences[2]),
+        (&sentences[2..3], sentences[3]),
+    ];
+    for (chunk, next) in calls {
+        let cached = warm.margin(chunk, next).expect("margin");
+        let fresh = LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge").margin(chunk, next).expect("margin");
+        assert!((cached - fresh).abs() < 1e-4, "cached {cached} vs fresh {fresh}");
+        assert!((-1.0..=1.0).contains(&cached));
+    }
+    // The prompt holds the chunk three times and the chat template around it.
+    let p = warm.prompt(&sentences[..1], sentences[1]).expect("prompt");
+    let text = lm.tokenizer().decode(&p, false).expect("decode");
+    assert!(text.starts_with("<|im_start|>system\n"), "{text}");
+    assert!(text.ends_with("Please answer 1 or 2.<|im_end|>\n<|im_start|>assistant\n"), "{text}");
+    assert_eq!(text.matches(sentences[0]).count(), 3, "{text}");
 }
 
 #[test]
