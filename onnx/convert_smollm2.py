@@ -12,7 +12,9 @@ Graph contract (see DESIGN.md, "Causal LM graph contract"):
   inputs   input_ids int64 [batch, seq], attention_mask int64 [batch, total],
            position_ids int64 [batch, seq],
            past_key_values.{i}.key / .value  f32 [batch, kv_heads, past, head_dim]
-  outputs  logits f32 [batch, seq, vocab],
+           logits_from int64 [1] (optional, default 0: an overridable initializer)
+  outputs  logits f32 [batch, seq - logits_from, vocab] (all positions unless
+           logits_from says where to start: decoding and judging need only the last one),
            present.{i}.key / .value          f32 [batch, kv_heads, total, head_dim]
   with total = past + seq. Query t sits at absolute slot past + t and may attend to slot j
   when j <= past + t and attention_mask[b, j] == 1 (left or right padding both work).
@@ -238,7 +240,7 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", V])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "logits_seq", V])]
     for i in range(L):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(
@@ -414,12 +416,17 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
         normed = rms_plain(x, g.init("final_norm.weight", w["final_norm"]), "final")
 
     s = "lm_head"  # tied weights: logits = normed @ embed^T, the embedding stored once
+    # Optional input `logits_from` (default 0): logits only for positions >= logits_from.
+    inputs.append(helper.make_tensor_value_info("logits_from", TensorProto.INT64, [1]))
+    g.init("logits_from", np.zeros([1], dtype=np.int64))
+    normed = g.op("Slice", [normed, "logits_from", c([2**62]), c([1])], scope=s)
     if opt["lm_head"] == "fused":
         g.op("FusedMatMul", [normed, embed], outputs=["logits"], domain="com.microsoft", transB=1, scope=s)
     else:
         flat = g.op("Reshape", [normed, c([-1, D])], scope=s)
         logits2 = g.op("Gemm", [flat, embed], transB=1, scope=s)
-        g.op("Reshape", [logits2, g.op("Concat", [batch, seq, c([V])], axis=0, scope=s)], outputs=["logits"], scope=s)
+        g.op("Reshape", [logits2, g.op("Concat", [batch, c([-1]), c([V])], axis=0, scope=s)], outputs=["logits"],
+             scope=s)
 
     graph = helper.make_graph(g.nodes, f"smollm2_{variant}", inputs, outputs, initializer=g.inits)
     onnx_opset = 23 if opt["attn"] == "onnx" else 21

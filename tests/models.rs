@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use metarag_core::model::{SentenceEmbedder, SentenceScorer, TokenOffsets};
 use metarag_core::model::MarginJudge;
+use metarag_core::model::{SentenceEmbedder, SentenceScorer, TokenOffsets};
 use metarag_onnx::{CausalLm, Embedder, JudgeConfig, LmConfig, LmMarginJudge, RuntimeOptions, TokenizerFile};
 
 use crate::oracle;
@@ -159,14 +159,12 @@ fn margin_judge_reuses_its_prefix_cache_exactly() {
     let lm = lm();
     let warm = LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge");
     // Merged, merged, then a new chunk: the cache is extended, then cut back.
-    let calls: [(&[&str], &str); 3] = [
-        (&sentences[..1], sentences[1]),
-        (&sentences[..2], sentences[2]),
-        (&sentences[2..3], sentences[3]),
-    ];
+    let calls: [(&[&str], &str); 3] =
+        [(&sentences[..1], sentences[1]), (&sentences[..2], sentences[2]), (&sentences[2..3], sentences[3])];
     for (chunk, next) in calls {
         let cached = warm.margin(chunk, next).expect("margin");
-        let fresh = LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge").margin(chunk, next).expect("margin");
+        let fresh =
+            LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge").margin(chunk, next).expect("margin");
         assert!((cached - fresh).abs() < 1e-4, "cached {cached} vs fresh {fresh}");
         assert!((-1.0..=1.0).contains(&cached));
     }
@@ -212,4 +210,31 @@ fn explore_context_quality() {
         let same = b1.iter().filter(|x| b0.contains(x)).count();
         eprintln!("{name}: {t:?} mean|d| {mean:.4} max {mx:.4} boundaries {} vs {} same {same}", b1.len(), b0.len());
     }
+}
+
+#[test]
+#[ignore]
+fn explore_margin_cost() {
+    use metarag_core::chunk::{Chunker, MarginChunker, MarginConfig};
+    use metarag_core::split::{RuleSplitter, SentenceSplitter};
+    let doc = metarag_core::load::load_path(
+        &crate::root().join("examples/corpus/debian-faq-next-release.md"),
+        &Default::default(),
+    )
+    .expect("load");
+    let s = RuleSplitter::default().split(&doc.text);
+    let lm = CausalLm::load(&opts(), LmConfig::default()).expect("load");
+    let judge = LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge");
+    let t = std::time::Instant::now();
+    let out = MarginChunker::new(judge, MarginConfig::default()).chunk(&doc, &s).expect("chunk");
+    let (mt, fed) = lm.model_time();
+    eprintln!(
+        "sentences {} chunks {} doc tokens {} fed {} model {:?} wall {:?}",
+        s.len(),
+        out.chunks.len(),
+        lm.encode(&doc.text).expect("e").len(),
+        fed,
+        mt,
+        t.elapsed()
+    );
 }

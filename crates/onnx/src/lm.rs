@@ -112,6 +112,7 @@ pub struct CausalLm {
     past_names: Vec<String>,
     present_names: Vec<String>,
     config: LmConfig,
+    has_logits_from: bool,
     run_nanos: AtomicU64,
     run_tokens: AtomicU64,
 }
@@ -180,6 +181,7 @@ impl CausalLm {
         let outs: Vec<&str> = present_names.iter().map(String::as_str).collect();
         let ins: Vec<&str> = past_names.iter().map(String::as_str).collect();
         check_names(&session, model, CONTRACT, &ins, &outs)?;
+        let has_logits_from = session.inputs().iter().any(|o| o.name() == "logits_from");
         Ok(CausalLm {
             model: model.to_path_buf(),
             tokenizer_path: tokenizer.to_path_buf(),
@@ -191,6 +193,7 @@ impl CausalLm {
             past_names,
             present_names,
             config,
+            has_logits_from,
             run_nanos: AtomicU64::new(0),
             run_tokens: AtomicU64::new(0),
         })
@@ -249,8 +252,10 @@ impl CausalLm {
     }
 
     /// One forward pass of `batch` rows of `t` tokens each over an optional past (whose
-    /// length is `attention_mask` width minus `t`). `f` sees the logits `[batch, t, vocab]`
-    /// while they are still inside ONNX Runtime's buffer; the `present` tensors are returned.
+    /// length is `attention_mask` width minus `t`). `f` sees the logits
+    /// `[batch, t - logits_from, vocab]` while they are still inside ONNX Runtime's buffer
+    /// (`logits_from` is ignored, i.e. 0, for graphs without that optional input); the
+    /// `present` tensors are returned.
     #[allow(clippy::too_many_arguments)]
     fn forward<R>(
         &self,
@@ -260,6 +265,7 @@ impl CausalLm {
         attention: Vec<i64>,
         positions: Vec<i64>,
         past: Option<&[DynValue]>,
+        logits_from: usize,
         f: impl FnOnce(&[f32], usize) -> R,
     ) -> Result<(R, Vec<DynValue>)> {
         let t = ids.len() / batch.max(1);
@@ -284,6 +290,14 @@ impl CausalLm {
                 }
             }
         }
+        // Only the last positions' logits when the graph allows it (optional `logits_from`).
+        let logits_from = if self.has_logits_from { logits_from.min(t.saturating_sub(1)) } else { 0 };
+        if logits_from > 0 {
+            inputs.push((
+                "logits_from".into(),
+                Tensor::from_array(([1], vec![logits_from as i64])).map_err(&err)?.into(),
+            ));
+        }
         let started = Instant::now();
         let mut outputs = session.run(inputs).map_err(&err)?;
         self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -299,11 +313,12 @@ impl CausalLm {
             .map_err(&err)?;
         let (shape, data) = logits;
         let vocab = shape.last().copied().unwrap_or(0) as usize;
-        if vocab == 0 || data.len() != batch * t * vocab {
+        let rows = t - logits_from;
+        if vocab == 0 || data.len() != batch * rows * vocab {
             return Err(Error::Contract {
                 model: self.model.clone(),
                 contract: CONTRACT,
-                detail: format!("logits shape {shape:?}, expected [{batch}, {t}, vocab]"),
+                detail: format!("logits shape {shape:?}, expected [{batch}, {rows}, vocab]"),
             });
         }
         let r = f(data, vocab);
@@ -346,12 +361,14 @@ impl CausalLm {
     }
 
     /// Runs `tokens` after `cache` (or from scratch) and returns the new cache; `f` gets the
-    /// logits rows `[tokens.len(), vocab]`.
+    /// logits rows from `logits_from` on (all of them when the graph has no `logits_from`
+    /// input: callers then read the last rows).
     fn extend<R>(
         &self,
         session: &mut Session,
         cache: Option<KvCache>,
         tokens: &[u32],
+        logits_from: usize,
         f: impl FnOnce(&[f32], usize) -> R,
     ) -> Result<(R, KvCache)> {
         let (past_len, start_pos) = cache.as_ref().map_or((0, 0), |c| (c.tokens.len(), c.next_position));
@@ -359,8 +376,16 @@ impl CausalLm {
         let ids: Vec<i64> = tokens.iter().map(|&x| i64::from(x)).collect();
         let positions: Vec<i64> = (start_pos..start_pos + t as i64).collect();
         let attention = vec![1i64; past_len + t];
-        let (r, present) =
-            self.forward(session, 1, ids, attention, positions, cache.as_ref().map(|c| c.values.as_slice()), f)?;
+        let (r, present) = self.forward(
+            session,
+            1,
+            ids,
+            attention,
+            positions,
+            cache.as_ref().map(|c| c.values.as_slice()),
+            logits_from,
+            f,
+        )?;
         let mut kept = cache.map(|c| c.tokens).unwrap_or_default();
         kept.extend_from_slice(tokens);
         Ok((r, KvCache { values: present, tokens: kept, next_position: start_pos + t as i64 }))
@@ -389,7 +414,7 @@ impl CausalLm {
             if tokens.is_empty() {
                 return Ok(None);
             }
-            let ((), fresh) = self.extend(session, None, &tokens, |_, _| ())?;
+            let ((), fresh) = self.extend(session, None, &tokens, tokens.len() - 1, |_, _| ())?;
             return Ok(Some(fresh));
         }
         Ok(Some(cache))
@@ -415,7 +440,7 @@ impl CausalLm {
             }
             let targets = &tokens[start + 1..=end];
             let out = &mut nll[start..end];
-            let ((), next) = self.extend(&mut session, cache.take(), &tokens[start..end], |logits, vocab| {
+            let ((), next) = self.extend(&mut session, cache.take(), &tokens[start..end], 0, |logits, vocab| {
                 logits
                     .par_chunks(vocab)
                     .zip(out.par_iter_mut())
@@ -453,7 +478,7 @@ impl CausalLm {
             }
         }
         let mut session = self.lock()?;
-        let (out, _) = self.forward(&mut session, b, ids, attention, positions, None, |logits, vocab| {
+        let (out, _) = self.forward(&mut session, b, ids, attention, positions, None, 0, |logits, vocab| {
             batch
                 .par_iter()
                 .enumerate()
@@ -510,7 +535,8 @@ impl CausalLm {
             None => None,
         };
         let done = reuse.as_ref().map_or(0, |c| c.tokens.len());
-        let (lps, next) = self.extend(&mut session, reuse, &prompt[done..], |logits, vocab| {
+        let fed = prompt.len() - done;
+        let (lps, next) = self.extend(&mut session, reuse, &prompt[done..], fed - 1, |logits, vocab| {
             let last = &logits[logits.len() - vocab..];
             let lse = log_sum_exp(last);
             candidates.iter().map(|&c| last[c as usize] - lse).collect::<Vec<f32>>()

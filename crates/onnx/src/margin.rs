@@ -26,11 +26,15 @@ pub struct JudgeConfig {
     /// The current chunk shown to the model is capped to its last sentences that fit in this
     /// many tokens (the prompt holds the chunk three times). Default 384.
     pub max_chunk_tokens: usize,
+    /// Reuse the KV cache of the prompt prefix shared with the previous call (default true;
+    /// false recomputes every prompt from scratch, as the reference implementation does; the
+    /// margins are the same either way, test-checked).
+    pub reuse_prefix: bool,
 }
 
 impl Default for JudgeConfig {
     fn default() -> Self {
-        JudgeConfig { max_chunk_tokens: 384 }
+        JudgeConfig { max_chunk_tokens: 384, reuse_prefix: true }
     }
 }
 
@@ -127,6 +131,9 @@ impl MarginJudge for LmMarginJudge<'_> {
     fn margin(&self, chunk: &[&str], next: &str) -> metarag_core::Result<f32> {
         let prompt = self.prompt(chunk, next)?;
         let mut cache = self.cache.lock().map_err(|_| metarag_core::Error::Model("judge cache poisoned".into()))?;
+        if !self.config.reuse_prefix {
+            *cache = None;
+        }
         let lp = self.lm.next_token_logprobs(&prompt, &mut cache, &[self.one, self.two])?;
         Ok(lp[1].exp() - lp[0].exp())
     }
