@@ -195,11 +195,14 @@ fn explore_context_quality() {
         eprintln!("  model time {:?} of {:?}", lm.model_time(), t.elapsed());
         (v, t.elapsed())
     };
-    let (full, tf) = run(LmConfig { window: 256, max_context: 8192, ..LmConfig::default() });
+    let (full, tf) = run(LmConfig { window: 512, max_context: 8192, ..LmConfig::default() });
     eprintln!("tokens {} full {:?}", lm().encode(&text).expect("e").len(), tf);
     for (name, c) in [
-        ("w256 c1024", LmConfig { window: 256, max_context: 1024, ..LmConfig::default() }),
         ("w256 c512", LmConfig { window: 256, max_context: 512, ..LmConfig::default() }),
+        ("w512 c768", LmConfig { window: 512, max_context: 768, ..LmConfig::default() }),
+        ("w384 c768", LmConfig { window: 384, max_context: 768, ..LmConfig::default() }),
+        ("w256 c512", LmConfig { window: 256, max_context: 512, ..LmConfig::default() }),
+        ("w512 c768", LmConfig { window: 512, max_context: 768, ..LmConfig::default() }),
     ] {
         let (v, t) = run(c);
         let d: Vec<f32> = v.iter().zip(&full).map(|(a, b)| (a - b).abs()).collect();

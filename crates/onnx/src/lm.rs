@@ -49,10 +49,13 @@ impl Default for LmConfig {
 
 impl LmConfig {
     fn check(&self) -> Result<()> {
-        if self.window == 0 || self.max_context < 2 * self.window || self.max_position < self.max_context {
+        if self.window == 0
+            || self.max_context < self.window + self.sink_tokens + 1
+            || self.max_position < self.max_context
+        {
             return Err(Error::Input(format!(
-                "need 0 < window ({}) <= max_context / 2 ({}) and max_context <= max_position ({})",
-                self.window, self.max_context, self.max_position
+                "need 0 < window ({}), window + sink_tokens ({}) < max_context ({}) <= max_position ({})",
+                self.window, self.sink_tokens, self.max_context, self.max_position
             )));
         }
         Ok(())
