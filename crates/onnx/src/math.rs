@@ -7,7 +7,7 @@ const LANES: usize = 8;
 /// the compiler vectorises it.
 #[inline(always)]
 fn exp_approx(x: f32) -> f32 {
-    let x = x.max(-87.0).min(88.0);
+    let x = x.clamp(-87.0, 88.0);
     let t = x * std::f32::consts::LOG2_E;
     // Round to nearest with the 1.5·2^23 trick: r holds n = round(t) in its low mantissa
     // bits, so 2^n is built with integer ops only (no float-to-int conversion, which keeps
