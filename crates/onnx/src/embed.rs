@@ -27,6 +27,7 @@ pub const MINILM_DIR: &str = "all-minilm-l6-v2-int8";
 /// ```
 pub struct Embedder {
     model: PathBuf,
+    tokenizer_path: PathBuf,
     session: Mutex<Session>,
     tokenizer: Tokenizer,
     dims: usize,
@@ -75,7 +76,14 @@ impl Embedder {
                 contract: CONTRACT,
                 detail: "last_hidden_state must have a fixed hidden size".into(),
             })? as usize;
-        Ok(Embedder { model: model.to_path_buf(), session: Mutex::new(session), tokenizer: tok, dims, batch: 32 })
+        Ok(Embedder {
+            model: model.to_path_buf(),
+            tokenizer_path: tokenizer.to_path_buf(),
+            session: Mutex::new(session),
+            tokenizer: tok,
+            dims,
+            batch: 32,
+        })
     }
 
     /// Vector size (384 for MiniLM-L6).
@@ -99,7 +107,7 @@ impl Embedder {
         let encs = self
             .tokenizer
             .encode_batch_fast(texts.to_vec(), true)
-            .map_err(|e| Error::Tokenizer { path: self.model.clone(), detail: e.to_string() })?;
+            .map_err(|e| Error::Tokenizer { path: self.tokenizer_path.clone(), detail: e.to_string() })?;
         let b = encs.len();
         let t = encs.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0i64; b * t];
