@@ -282,10 +282,12 @@ fn process(args: &ChunkArgs, models: &Models, load: &LoadOptions, path: &Path) -
         .map(|c| {
             let text = &doc.text[c.span.clone()];
             let sentences = (args.scores && !chunked.sentence_scores.is_empty()).then(|| {
-                sentences
+                // Sentences are sorted: jump to the chunk's first one instead of scanning all.
+                let first = sentences.partition_point(|s| s.start < c.span.start);
+                sentences[first..]
                     .iter()
-                    .zip(&chunked.sentence_scores)
-                    .filter(|(s, _)| s.start >= c.span.start && s.end <= c.span.end)
+                    .zip(&chunked.sentence_scores[first..])
+                    .take_while(|(s, _)| s.end <= c.span.end)
                     .map(|(s, &score)| SentenceScore {
                         start: s.start,
                         end: s.end,

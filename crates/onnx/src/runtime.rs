@@ -1,7 +1,7 @@
 //! Finding the models directory and the ONNX Runtime library, and building sessions.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -35,8 +35,8 @@ pub fn ort_library_candidates(models: &Path) -> Vec<PathBuf> {
     v
 }
 
-static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
-static ENV_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The process's ONNX Runtime environment, or why it could not be made (library, message).
+static ENV: OnceLock<std::result::Result<ort::environment::Environment, (PathBuf, String)>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process (from the first candidate that exists) and returns
 /// its environment. Never panics when the library is missing: that is
@@ -50,19 +50,10 @@ pub fn environment(models: &Path) -> Result<&'static ort::environment::Environme
         return Err(Error::RuntimeMissing { looked: candidates });
     };
     let env = ENV.get_or_init(|| {
-        if let Ok(mut g) = ENV_PATH.lock() {
-            *g = Some(path.clone());
-        }
-        let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
-        builder.with_name("metarag").build().map_err(|e| e.to_string())
+        let builder = ort::init_from(&path).map_err(|e| (path.clone(), e.to_string()))?;
+        builder.with_name("metarag").build().map_err(|e| (path.clone(), e.to_string()))
     });
-    match env {
-        Ok(env) => Ok(env),
-        Err(detail) => Err(Error::RuntimeLoad {
-            path: ENV_PATH.lock().ok().and_then(|g| g.clone()).unwrap_or(path),
-            detail: detail.clone(),
-        }),
-    }
+    env.as_ref().map_err(|(path, detail)| Error::RuntimeLoad { path: path.clone(), detail: detail.clone() })
 }
 
 /// How sessions run.
