@@ -5,7 +5,9 @@
 //! models are missing.
 
 mod cli;
+mod index;
 mod models;
+mod store_contract;
 
 use std::path::PathBuf;
 

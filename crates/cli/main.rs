@@ -1,7 +1,11 @@
-//! The `metarag` command line: `setup` and `chunk` (ingest, search, ask and bench come with
+//! The `metarag` command line: `setup`, `chunk`, `ingest`, `search` (ask and bench come with
 //! their libraries).
 
+mod bench;
 mod chunk;
+mod ingest;
+mod pipeline;
+mod search;
 mod setup;
 
 use std::process::ExitCode;
@@ -27,6 +31,14 @@ enum Command {
     Setup(setup::SetupArgs),
     /// Split documents (PDF, HTML, Markdown, text) into chunks and print them.
     Chunk(chunk::ChunkArgs),
+    /// Chunk, embed and index files into an index directory (tantivy BM25 + Qdrant vectors);
+    /// resumable, skips unchanged files.
+    Ingest(ingest::IngestArgs),
+    /// Search an index: bm25, dense, or hybrid (reciprocal rank fusion).
+    Search(search::SearchArgs),
+    /// Measure retrieval (recall@k, MRR@10) of chunkers × retrieval modes on a QA dataset
+    /// (SQuAD v1.1 dev by default).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +46,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(args) => setup::run(&args),
         Command::Chunk(args) => chunk::run(&args),
+        Command::Ingest(args) => ingest::run(&args),
+        Command::Search(args) => search::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

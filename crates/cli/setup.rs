@@ -17,8 +17,13 @@ pub struct SetupArgs {
     verify_only: bool,
 }
 
+/// The source checkout this binary was built from (scripts and pipelines live there).
+pub fn checkout() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx/setup.py");
+    let script = checkout().join("onnx/setup.py");
     if !script.is_file() {
         bail!("{}: set-up script not found; run `python3 onnx/setup.py` from a metarag checkout", script.display());
     }

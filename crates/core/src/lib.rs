@@ -24,8 +24,10 @@
 pub mod chunk;
 mod document;
 mod error;
+pub mod fusion;
 pub mod load;
 pub mod model;
+pub mod pipeline;
 pub mod split;
 pub mod testing;
 

@@ -1,0 +1,246 @@
+//! Query latency on an index of 100,000 synthetic chunks: BM25 (tantivy), dense (qdrant-edge,
+//! HNSW) and hybrid (both + RRF), p50/p99, plus the real query embedder (all-MiniLM-L6-v2
+//! int8). Baseline in the same process: an exact brute-force scan of the same vectors.
+//!
+//! Run: `cargo bench --bench retrieval` (after `python3 onnx/setup.py`). The synthetic index
+//! is built once into `target/bench-data/` (a few minutes) and reused. Chunks: 10,000
+//! documents × 10 chunks of ~120 words drawn from a Zipf-distributed 20,000-word vocabulary;
+//! vectors: random unit vectors in 384 dimensions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use metarag_core::model::SentenceEmbedder;
+use metarag_core::pipeline::Pipeline;
+use metarag_index::manifest::DocEntry;
+use metarag_index::{ChunkRecord, Index, Mode, Point, Query, Sparse, StoreConfig, point_id};
+use metarag_onnx::{Embedder, RuntimeOptions};
+
+const DOCS: usize = 10_000;
+const PER_DOC: usize = 10;
+const DIMS: usize = 384;
+const VOCAB: usize = 20_000;
+
+/// xorshift64*: deterministic and dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.unit().max(1e-12), self.unit());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+    fn vector(&mut self) -> Vec<f32> {
+        let v: Vec<f32> = (0..DIMS).map(|_| self.normal()).collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+    /// A word of rank ~ Zipf(1) over the vocabulary (inverse-CDF of a log-uniform draw).
+    fn word(&mut self) -> String {
+        let r = ((VOCAB as f64).powf(self.unit()) as usize).min(VOCAB) - 1;
+        let syll = ["ka", "lo", "mi", "ne", "tu", "ra", "so", "vi", "de", "po"];
+        let mut w = String::new();
+        let mut x = r + 1;
+        while x > 0 {
+            w.push_str(syll[x % 10]);
+            x /= 10;
+        }
+        w
+    }
+}
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/retrieval-100k")
+}
+
+/// Builds (once) and opens the synthetic index.
+fn synthetic_index() -> Index {
+    let dir = data_dir();
+    let done = dir.join("BUILT");
+    if !done.is_file() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let t = Instant::now();
+        let mut idx = Index::create_or_open(&dir, &Pipeline::default(), &StoreConfig::Embedded).expect("create");
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for batch in 0..DOCS / 100 {
+            let mut b = Vec::new();
+            for d in batch * 100..(batch + 1) * 100 {
+                let doc = format!("synthetic/doc-{d:05}.txt");
+                let mut at = 0u64;
+                let points: Vec<Point> = (0..PER_DOC as u32)
+                    .map(|c| {
+                        let text: Vec<String> = (0..120).map(|_| rng.word()).collect();
+                        let text = text.join(" ") + ". ";
+                        let start = at;
+                        at += text.len() as u64;
+                        Point {
+                            record: ChunkRecord {
+                                id: point_id(&doc, c),
+                                doc: doc.clone(),
+                                path: doc.clone(),
+                                kind: "text".into(),
+                                chunk: c,
+                                start,
+                                end: at,
+                                text,
+                            },
+                            dense: rng.vector(),
+                            sparse: Sparse::default(),
+                        }
+                    })
+                    .collect();
+                let entry = DocEntry {
+                    path: doc.clone(),
+                    hash: String::new(),
+                    pipeline: String::new(),
+                    chunks: PER_DOC as u32,
+                    bytes: at,
+                };
+                b.push((doc, entry, points));
+            }
+            idx.write_batch(b).expect("write");
+        }
+        let written = t.elapsed();
+        idx.optimize().expect("optimize");
+        eprintln!(
+            "built {} chunks in {:.1} s (+ {:.1} s HNSW/merges)",
+            DOCS * PER_DOC,
+            written.as_secs_f64(),
+            (t.elapsed() - written).as_secs_f64()
+        );
+        drop(idx);
+        std::fs::write(&done, b"ok").expect("marker");
+    }
+    Index::open(&dir).expect("open")
+}
+
+fn queries(n: usize) -> Vec<(String, Vec<f32>)> {
+    let mut rng = Rng(42);
+    (0..n)
+        .map(|_| {
+            let k = 3 + (rng.next() % 4) as usize;
+            let words: Vec<String> = (0..k).map(|_| rng.word()).collect();
+            (words.join(" "), rng.vector())
+        })
+        .collect()
+}
+
+fn percentiles(mut d: Vec<Duration>) -> (f64, f64, f64) {
+    d.sort();
+    let ms = |x: Duration| x.as_secs_f64() * 1e3;
+    let p = |q: f64| ms(d[((d.len() as f64 - 1.0) * q).round() as usize]);
+    (p(0.5), p(0.99), d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64)
+}
+
+fn time_each(qs: &[(String, Vec<f32>)], mut f: impl FnMut(&(String, Vec<f32>)) -> usize) -> Vec<Duration> {
+    for q in qs.iter().take(20) {
+        f(q); // warm-up
+    }
+    qs.iter()
+        .map(|q| {
+            let t = Instant::now();
+            let n = f(q);
+            let e = t.elapsed();
+            assert!(n > 0, "every query finds something");
+            e
+        })
+        .collect()
+}
+
+fn report() {
+    let index = synthetic_index();
+    let n = index.manifest().chunks();
+    assert_eq!(n as usize, DOCS * PER_DOC);
+    let qs = queries(1000);
+    let mut lines = Vec::new();
+    for (name, mode) in [("bm25", Mode::Bm25), ("dense", Mode::Dense), ("hybrid", Mode::Hybrid)] {
+        let t = time_each(&qs, |(text, v)| {
+            index.search_with_vector(&Query::new(text.clone()).k(10).mode(mode), Some(v)).expect("search").len()
+        });
+        let (p50, p99, mean) = percentiles(t);
+        lines.push(format!("{name:>7}: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms"));
+    }
+    // Baseline: exact scan of the same vectors (what the store would cost without HNSW).
+    let ids = index.vectors().ids().expect("ids");
+    // Any 100k × 384 matrix costs the same to scan: draw a fresh one of the same size.
+    let all: Vec<Vec<f32>> = {
+        let mut r = Rng(7);
+        (0..ids.len()).map(|_| r.vector()).collect()
+    };
+    let t = time_each(&qs[..200], |(_, v)| {
+        let mut best: Vec<(f32, usize)> = Vec::with_capacity(11);
+        for (i, row) in all.iter().enumerate() {
+            let s: f32 = row.iter().zip(v).map(|(a, b)| a * b).sum();
+            if best.len() < 10 || s > best[best.len() - 1].0 {
+                best.push((s, i));
+                best.sort_by(|a, b| b.0.total_cmp(&a.0));
+                best.truncate(10);
+            }
+        }
+        best.len()
+    });
+    let (p50, p99, mean) = percentiles(t);
+    lines.push(format!("  exact: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (brute-force dense baseline)"));
+
+    // The real query embedder, one query at a time.
+    for threads in [1, 2] {
+        let e = Embedder::load(&RuntimeOptions::default().with_threads(threads)).expect("embedder (run onnx/setup.py)");
+        let texts: Vec<String> = (0..200)
+            .map(|i| format!("what did the report of section {i} say about the harbour and its ships?"))
+            .collect();
+        let t = time_each(&texts.iter().map(|t| (t.clone(), Vec::new())).collect::<Vec<_>>(), |(t, _)| {
+            e.embed(&[t]).expect("embed").len()
+        });
+        let (p50, p99, mean) = percentiles(t);
+        lines.push(format!("  embed: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (MiniLM int8, {threads} thread(s), ~15 tokens)"));
+    }
+    eprintln!("query latency over {n} chunks, 1000 queries, k = 10, hybrid candidates 50 per side:");
+    for l in lines {
+        eprintln!("  {l}");
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    report();
+    let index = synthetic_index();
+    let embedder: Arc<dyn SentenceEmbedder> =
+        Arc::new(Embedder::load(&RuntimeOptions::default().with_threads(1)).expect("embedder"));
+    let index = index.with_embedder(embedder);
+    let qs = queries(64);
+    let mut g = c.benchmark_group("query-100k");
+    for (name, mode) in [("bm25", Mode::Bm25), ("dense", Mode::Dense), ("hybrid", Mode::Hybrid)] {
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (text, v) = &qs[i % qs.len()];
+                i += 1;
+                index.search_with_vector(&Query::new(text.clone()).k(10).mode(mode), Some(v)).expect("search")
+            })
+        });
+    }
+    let mut i = 0;
+    g.bench_function("hybrid+embed", |b| {
+        b.iter(|| {
+            let (text, _) = &qs[i % qs.len()];
+            i += 1;
+            index.search(&Query::new(text.clone()).k(10).mode(Mode::Hybrid)).expect("search")
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,314 @@
+//! `metarag ingest`: files and folders into an index (lexical + vectors), resumably.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use metarag_core::load::{FileLoader, LoadOptions, is_probably_binary, quiet_pdf_panics};
+use metarag_core::pipeline::Pipeline;
+use metarag_core::split::RuleSplitter;
+use metarag_index::{FileOutcome, Index, IngestObserver, IngestOptions, Stages, StoreConfig, ingest};
+use metarag_onnx::RuntimeOptions;
+
+use crate::pipeline::Models;
+
+/// The pipeline used when neither --pipeline nor an existing index says otherwise.
+pub const DEFAULT_PIPELINE: &str = include_str!("../../pipelines/default.toml");
+
+/// Arguments of `metarag ingest`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+EXAMPLES:
+  metarag ingest examples/corpus --index idx          # embedded index in ./idx, no server
+  metarag ingest 'docs/**/*.md' --index idx --prune   # a glob; drop files that are gone
+  metarag ingest docs --index idx --pipeline pipelines/semantic.toml
+  metarag ingest docs --index idx --qdrant-url http://localhost:6334
+
+Re-running the same command is cheap: unchanged files (same bytes, same pipeline) are skipped
+and changed files replace their old chunks. An interrupted ingest (Ctrl-C, kill -9, power cut
+after the last commit) is recovered the next time: the documents of the batch in flight are
+removed from both stores and written again, so the index ends as if never interrupted.
+
+Exit status: 0 when every input was ingested, 2 when some files failed (each is reported with
+its path; the others are ingested), 1 on a fatal error.")]
+pub struct IngestArgs {
+    /// Files, folders (walked recursively; hidden entries skipped) or quoted glob patterns.
+    #[arg(required = true, value_name = "PATHS")]
+    paths: Vec<String>,
+    /// Index directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    index: PathBuf,
+    /// Pipeline file (TOML, see pipelines/). Default: the index's own pipeline, or
+    /// pipelines/default.toml for a new index.
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// Store vectors in a Qdrant server or cluster (gRPC URL, e.g. http://localhost:6334)
+    /// instead of the embedded engine. The server then does BM25 (sparse vectors) and fusion.
+    #[arg(long, value_name = "URL")]
+    qdrant_url: Option<String>,
+    /// Collection name on the Qdrant server.
+    #[arg(long, default_value = "metarag", requires = "qdrant_url")]
+    collection: String,
+    /// Remove from the index the documents whose files are not among the inputs any more.
+    #[arg(long)]
+    prune: bool,
+    /// Check at the end that both stores hold exactly the chunks the manifest lists.
+    #[arg(long)]
+    verify: bool,
+    /// Print the ingest report (per-stage times, failures) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Threads for ONNX Runtime and for documents in parallel (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Give up on a PDF after this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    file_timeout: u64,
+    /// Most documents per committed batch.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    batch_docs: usize,
+    /// Models directory (default: $METARAG_MODELS, else models/ of the checkout).
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Expands the inputs: files as given, folders walked (sorted; hidden entries skipped; files
+/// that look binary and have no document extension skipped), glob patterns matched.
+/// Returns the files and the number of skipped binary files.
+pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<(Vec<PathBuf>, usize)> {
+    fn hidden(p: &Path) -> bool {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+    }
+    fn binary(p: &Path) -> bool {
+        let known = p.extension().and_then(|e| e.to_str()).and_then(metarag_core::DocKind::from_extension).is_some();
+        if known {
+            return false;
+        }
+        let mut buf = vec![0u8; 8192];
+        let n = std::fs::File::open(p).and_then(|mut f| std::io::Read::read(&mut f, &mut buf)).unwrap_or(0);
+        n > 0 && is_probably_binary(&buf[..n]).is_some()
+    }
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    let mut walked = Vec::new();
+    for input in inputs {
+        if input.contains(['*', '?', '[']) && !Path::new(input).exists() {
+            let matches = glob::glob(input).with_context(|| format!("{input}: invalid glob pattern"))?;
+            let mut n = 0;
+            for m in matches {
+                let p = m.with_context(|| format!("{input}: cannot read a match"))?;
+                n += 1;
+                if p.components().any(|c| hidden(Path::new(c.as_os_str()))) {
+                    continue;
+                }
+                if p.is_dir() {
+                    walked.extend(crate::chunk::collect_files(&[p]));
+                } else {
+                    walked.push(p);
+                }
+            }
+            if n == 0 {
+                anyhow::bail!("{input}: the pattern matches no file");
+            }
+        } else {
+            let p = PathBuf::from(input);
+            if p.is_dir() {
+                walked.extend(crate::chunk::collect_files(&[p]));
+            } else {
+                out.push(p); // named explicitly: loaded (and reported) whatever it is
+            }
+        }
+    }
+    for p in walked {
+        if binary(&p) {
+            skipped += 1;
+        } else {
+            out.push(p);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(metarag_index::document_id(p)));
+    Ok((out, skipped))
+}
+
+struct Bar {
+    bar: ProgressBar,
+    files: AtomicUsize,
+    total: AtomicUsize,
+    chunks: AtomicU64,
+    tokens: AtomicU64,
+    started: Mutex<Instant>,
+}
+
+impl IngestObserver for Bar {
+    fn start(&self, files: usize, bytes: u64) {
+        self.total.store(files, Ordering::Relaxed);
+        self.bar.set_length(bytes.max(1));
+        if let Ok(mut s) = self.started.lock() {
+            *s = Instant::now();
+        }
+    }
+    fn file(&self, path: &Path, bytes: u64, outcome: &FileOutcome) {
+        let done = self.files.fetch_add(1, Ordering::Relaxed) + 1;
+        if let FileOutcome::Ingested { tokens, .. } = outcome {
+            self.tokens.fetch_add(*tokens, Ordering::Relaxed);
+        }
+        if let FileOutcome::Failed { error } = outcome {
+            self.bar.suspend(|| eprintln!("error: {error}"));
+        }
+        let secs = self.started.lock().map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0).max(1e-3);
+        self.bar.inc(bytes);
+        self.bar.set_message(format!(
+            "{done}/{} files, {} chunks, {:.0} tok/s  {}",
+            self.total.load(Ordering::Relaxed),
+            self.chunks.load(Ordering::Relaxed),
+            self.tokens.load(Ordering::Relaxed) as f64 / secs,
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+    }
+    fn committed(&self, _docs: usize, chunks: usize) {
+        self.chunks.fetch_add(chunks as u64, Ordering::Relaxed);
+    }
+}
+
+fn resolve_pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
+    if let Some(p) = &args.pipeline {
+        return Ok(Pipeline::from_file(p)?);
+    }
+    if args.index.join(metarag_index::CONFIG_FILE).is_file() {
+        return Ok(Index::open(&args.index)?.config().pipeline.clone());
+    }
+    toml::from_str(DEFAULT_PIPELINE).context("the built-in default pipeline")
+}
+
+/// Ingests `files` into the embedded-or-server index at `index_dir` with `pipeline`; shared by
+/// `ingest` and `bench`.
+pub fn ingest_files(
+    files: &[PathBuf],
+    index_dir: &Path,
+    pipeline: &Pipeline,
+    opts: &RuntimeOptions,
+    threads: usize,
+    quiet: bool,
+) -> anyhow::Result<metarag_index::IngestReport> {
+    let job = Job { store: StoreConfig::Embedded, file_timeout: 60, batch_docs: 32, prune: false };
+    let mut index = Index::create_or_open(index_dir, pipeline, &job.store)?;
+    run_ingest(&mut index, files, pipeline, opts, threads, quiet, &job)
+}
+
+struct Job {
+    store: StoreConfig,
+    file_timeout: u64,
+    batch_docs: usize,
+    prune: bool,
+}
+
+fn run_ingest(
+    index: &mut Index,
+    files: &[PathBuf],
+    pipeline: &Pipeline,
+    opts: &RuntimeOptions,
+    threads: usize,
+    quiet: bool,
+    job: &Job,
+) -> anyhow::Result<metarag_index::IngestReport> {
+    let models = Models::load(pipeline, opts, true, true)?;
+    let chunker = models.chunker(&pipeline.chunker)?;
+    let sizer = pipeline.merge.as_ref().map(|m| models.sizer(m)).transpose()?;
+    let embedder = models.embedder.as_deref().context("internal: embedder not loaded")?;
+    let loader =
+        FileLoader::new(LoadOptions { pdf_timeout: Duration::from_secs(job.file_timeout), ..LoadOptions::default() });
+    let splitter = RuleSplitter::default();
+    let stages = Stages {
+        loader: &loader,
+        splitter: &splitter,
+        chunker: chunker.as_ref(),
+        merge: pipeline.merge.as_ref().zip(sizer.as_deref()).map(|(m, s)| (m.target, s)),
+        embedder,
+        embed_batch: pipeline.embedder.batch,
+        tokens: models.tokenizer.as_deref().map(|t| t as &dyn metarag_core::model::TokenOffsets),
+    };
+    let options = IngestOptions { batch_docs: job.batch_docs, prune: job.prune, ..IngestOptions::default() };
+    let bar = ProgressBar::new(1);
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {binary_bytes}/{binary_total_bytes} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let observer = Bar {
+        bar,
+        files: AtomicUsize::new(0),
+        total: AtomicUsize::new(0),
+        chunks: AtomicU64::new(0),
+        tokens: AtomicU64::new(0),
+        started: Mutex::new(Instant::now()),
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the thread pool")?;
+    let report = pool.install(|| ingest(index, files, &stages, &options, &observer))?;
+    observer.bar.finish_and_clear();
+    Ok(report)
+}
+
+pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
+    quiet_pdf_panics();
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let mut opts = RuntimeOptions::default().with_threads(threads);
+    if let Some(m) = &args.models {
+        opts = opts.with_models_dir(m);
+    }
+    let pipeline = resolve_pipeline(args)?;
+    let store = match &args.qdrant_url {
+        Some(url) => StoreConfig::Server { url: url.clone(), collection: args.collection.clone() },
+        None => StoreConfig::Embedded,
+    };
+    let (files, skipped_binary) = expand_inputs(&args.paths)?;
+    let job = Job { store, file_timeout: args.file_timeout, batch_docs: args.batch_docs, prune: args.prune };
+    let recovered = metarag_index::manifest::Manifest::load(&args.index).map_or(0, |m| m.pending.len());
+    let mut index = Index::create_or_open(&args.index, &pipeline, &job.store)?;
+    let report = run_ingest(&mut index, &files, &pipeline, &opts, threads, args.quiet, &job)?;
+    let verified = if args.verify { Some(index.verify()?) } else { None };
+
+    let m = index.manifest();
+    if args.json {
+        let v = serde_json::json!({
+            "report": report,
+            "recovered": recovered,
+            "skipped_binary": skipped_binary,
+            "index": { "dir": args.index, "documents": m.documents.len(), "chunks": m.chunks(), "verified": verified },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    if recovered > 0 {
+        eprintln!("recovered an interrupted ingest: {recovered} documents of the unfinished batch were written again");
+    }
+    if skipped_binary > 0 {
+        eprintln!("skipped {skipped_binary} binary files found in folders");
+    }
+    eprintln!(
+        "ingested {} of {} files ({} chunks), {} unchanged, {} failed, {} pruned in {:.1} s; {}: {} documents, {} chunks{}",
+        report.ingested,
+        report.files,
+        report.chunks,
+        report.unchanged,
+        report.failed.len(),
+        report.pruned,
+        report.seconds,
+        args.index.display(),
+        m.documents.len(),
+        m.chunks(),
+        if verified.is_some() { " (verified)" } else { "" }
+    );
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}

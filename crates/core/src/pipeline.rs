@@ -1,0 +1,231 @@
+//! Declarative pipelines: which chunker (with its parameters), how chunks are merged, how the
+//! scorer windows the text and which embedder indexes them. A pipeline round-trips through
+//! TOML (`pipelines/*.toml`); `metarag ingest --pipeline FILE` reads one and the index
+//! directory keeps a copy in `metarag.toml`.
+//!
+//! ```
+//! use metarag_core::pipeline::{ChunkerConfig, Pipeline};
+//!
+//! let p: Pipeline = toml::from_str(r#"
+//!     [chunker]
+//!     method = "ppl"
+//!     threshold = 0.5
+//!
+//!     [merge]
+//!     target = 200
+//! "#).unwrap();
+//! assert!(matches!(p.chunker, ChunkerConfig::Ppl { threshold, .. } if threshold == 0.5));
+//! assert_eq!(p.embedder.dims, 384);
+//! assert_eq!(toml::from_str::<Pipeline>(&p.to_toml()).unwrap(), p);
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A whole ingestion pipeline.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pipeline {
+    /// How documents are cut into chunks.
+    pub chunker: ChunkerConfig,
+    /// Optional merging of consecutive chunks up to a size.
+    pub merge: Option<MergeConfig>,
+    /// How the causal LM windows long documents (PPL and margin chunkers).
+    pub scorer: ScorerConfig,
+    /// The embedder used for dense retrieval (and the semantic chunker).
+    pub embedder: EmbedderConfig,
+}
+
+impl Pipeline {
+    /// Reads a pipeline file; errors name the file and the problem.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: invalid pipeline: {e}", path.display())))
+    }
+
+    /// The pipeline as TOML (what `from_file` reads back).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The chunking method and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ChunkerConfig {
+    /// Perplexity minima of the causal LM (Meta-Chunking PPL).
+    Ppl {
+        /// θ: minimum depth of a minimum, in nats.
+        #[serde(default)]
+        threshold: f32,
+        /// `either` (reference code) or `both` (paper's formula).
+        #[serde(default)]
+        rule: PplRule,
+        /// Adapt θ to the smallest recorded drop once 100 minima exist.
+        #[serde(default)]
+        adaptive: bool,
+    },
+    /// Margin sampling with the instruction model.
+    Margin {
+        /// Starting threshold on P("2") − P("1").
+        #[serde(default)]
+        threshold: f32,
+    },
+    /// Embedding-similarity breakpoints.
+    Semantic {
+        /// Breakpoint percentile of the sentence distances.
+        #[serde(default = "default_percentile")]
+        percentile: f32,
+    },
+    /// One chunk per sentence.
+    Sentence,
+    /// Fixed windows of `size` SmolLM2 tokens.
+    Fixed {
+        /// Tokens per chunk.
+        #[serde(default = "default_fixed_size")]
+        size: usize,
+    },
+}
+
+fn default_percentile() -> f32 {
+    95.0
+}
+fn default_fixed_size() -> usize {
+    128
+}
+
+impl Default for ChunkerConfig {
+    fn default() -> Self {
+        ChunkerConfig::Ppl { threshold: 0.0, rule: PplRule::Either, adaptive: false }
+    }
+}
+
+impl ChunkerConfig {
+    /// The method's name as written in pipeline files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChunkerConfig::Ppl { .. } => "ppl",
+            ChunkerConfig::Margin { .. } => "margin",
+            ChunkerConfig::Semantic { .. } => "semantic",
+            ChunkerConfig::Sentence => "sentence",
+            ChunkerConfig::Fixed { .. } => "fixed",
+        }
+    }
+}
+
+/// The PPL boundary rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PplRule {
+    /// A local minimum with EITHER neighbour at least θ higher.
+    #[default]
+    Either,
+    /// Both neighbours more than θ higher.
+    Both,
+}
+
+/// Merging of consecutive chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeConfig {
+    /// Largest merged chunk, in `unit`s.
+    pub target: usize,
+    /// Unit of `target`.
+    #[serde(default)]
+    pub unit: MergeUnit,
+}
+
+/// Unit of a merge target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeUnit {
+    /// Whitespace-separated words.
+    #[default]
+    Words,
+    /// SmolLM2 tokens.
+    Tokens,
+    /// Non-whitespace characters.
+    Chars,
+}
+
+/// Windowing of the causal LM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScorerConfig {
+    /// Tokens per forward pass.
+    pub window: usize,
+    /// Most tokens kept in the KV cache.
+    pub max_context: usize,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        ScorerConfig { window: 256, max_context: 512 }
+    }
+}
+
+/// The embedding model of an index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// Model id (a directory of the models directory).
+    pub model: String,
+    /// Vector dimension.
+    pub dims: usize,
+    /// Texts per forward pass.
+    pub batch: usize,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig { model: "all-minilm-l6-v2-int8".into(), dims: 384, batch: 32 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_round_trips() {
+        for c in [
+            ChunkerConfig::default(),
+            ChunkerConfig::Margin { threshold: 0.1 },
+            ChunkerConfig::Semantic { percentile: 90.0 },
+            ChunkerConfig::Sentence,
+            ChunkerConfig::Fixed { size: 64 },
+        ] {
+            let p = Pipeline {
+                chunker: c,
+                merge: Some(MergeConfig { target: 100, unit: MergeUnit::Tokens }),
+                ..Pipeline::default()
+            };
+            assert_eq!(toml::from_str::<Pipeline>(&p.to_toml()).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = toml::from_str::<Pipeline>("[chunker]\nmethod = \"ppl\"\nthreshhold = 1").unwrap_err();
+        assert!(e.to_string().contains("threshhold"), "{e}");
+        let e = toml::from_str::<Pipeline>("[chunker]\nmethod = \"nope\"").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn shipped_pipelines_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Pipeline::from_file(&p).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 1);
+    }
+}

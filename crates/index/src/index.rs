@@ -1,0 +1,549 @@
+//! The index directory and the retriever over it.
+//!
+//! ```text
+//! idx/
+//!   metarag.toml    format, store (embedded or a Qdrant server), pipeline (chunker, embedder, dims)
+//!   lexical/        tantivy (BM25, English stemming)      [embedded store]
+//!   vectors/        qdrant-edge shard (dense, cosine)      [embedded store]
+//!   manifest.json   document id → content hash, pipeline, chunk count; the batch in flight
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use metarag_core::fusion::{Rrf, rrf};
+use metarag_core::model::SentenceEmbedder;
+use metarag_core::pipeline::Pipeline;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::io;
+use crate::lexical::LexicalIndex;
+use crate::manifest::{DocEntry, Manifest, Pending};
+use crate::store::{ChunkRecord, Filter, Hit, Point, VectorQuery, VectorStore, point_id};
+use crate::{EdgeStore, Error, Result, ServerConfig, ServerStore, sparse};
+
+/// File name of the index configuration.
+pub const CONFIG_FILE: &str = "metarag.toml";
+const FORMAT: u32 = 1;
+
+/// Where the vectors live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// In the index directory: tantivy for BM25, `qdrant-edge` for vectors.
+    #[default]
+    Embedded,
+    /// A Qdrant server or cluster: dense and sparse BM25 vectors, fusion on the server.
+    Server {
+        /// gRPC URL, e.g. `http://localhost:6334`.
+        url: String,
+        /// Collection name.
+        collection: String,
+    },
+}
+
+/// `metarag.toml`: how the index was built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Directory format version.
+    pub format: u32,
+    /// The vector store.
+    pub store: StoreConfig,
+    /// The pipeline that chunks and embeds.
+    pub pipeline: Pipeline,
+}
+
+impl IndexConfig {
+    /// Fingerprint of the chunking part of the pipeline (a document chunked under another
+    /// fingerprint is re-chunked by the next ingest).
+    pub fn pipeline_fingerprint(&self) -> String {
+        let p = &self.pipeline;
+        let text = format!("{:?}|{:?}|{:?}", p.chunker, p.merge, p.scorer);
+        let d = Sha256::digest(text.as_bytes());
+        d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Retrieval mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Lexical BM25 only.
+    Bm25,
+    /// Dense cosine only.
+    Dense,
+    /// BM25 and dense fused by reciprocal rank fusion.
+    #[default]
+    Hybrid,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "bm25" => Ok(Mode::Bm25),
+            "dense" => Ok(Mode::Dense),
+            "hybrid" => Ok(Mode::Hybrid),
+            _ => Err(format!("unknown retrieval mode {s:?} (bm25, dense or hybrid)")),
+        }
+    }
+}
+
+/// A search request.
+///
+/// ```
+/// use metarag_index::{Mode, Query};
+/// let q = Query::new("who is Ishmael").k(5).mode(Mode::Bm25).path_prefix("examples/corpus");
+/// assert_eq!(q.k, 5);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Free text.
+    pub text: String,
+    /// Results wanted.
+    pub k: usize,
+    /// Retrieval mode.
+    pub mode: Mode,
+    /// Metadata filter.
+    pub filter: Filter,
+    /// Candidates taken from each retriever before fusion (hybrid).
+    pub candidates: usize,
+    /// Fusion parameters (k = 60; weights in the order bm25, dense).
+    pub rrf: Rrf,
+}
+
+impl Query {
+    /// A hybrid query for the top 10.
+    pub fn new(text: impl Into<String>) -> Self {
+        Query {
+            text: text.into(),
+            k: 10,
+            mode: Mode::Hybrid,
+            filter: Filter::default(),
+            candidates: 50,
+            rrf: Rrf::default(),
+        }
+    }
+    /// Sets the number of results.
+    pub fn k(mut self, k: usize) -> Self {
+        self.k = k;
+        self
+    }
+    /// Sets the retrieval mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Only chunks under this path prefix (whole components).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.filter.path_prefix = Some(prefix.into());
+        self
+    }
+    /// Only chunks of this kind (`text`, `markdown`, `html`, `pdf`); may be repeated.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.filter.kinds.push(kind.into());
+        self
+    }
+    /// Candidates per retriever before fusion.
+    pub fn candidates(mut self, n: usize) -> Self {
+        self.candidates = n;
+        self
+    }
+    /// RRF constant and optional weights (bm25, dense).
+    pub fn fusion(mut self, k: f32, weights: Option<[f32; 2]>) -> Self {
+        self.rrf = Rrf { k, weights: weights.map(|w| w.to_vec()) };
+        self
+    }
+}
+
+/// A search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    /// BM25 score, cosine similarity, or fused RRF score, by mode.
+    pub score: f32,
+    /// 1-based rank in the BM25 list, if it was there (hybrid and bm25 modes).
+    pub bm25_rank: Option<usize>,
+    /// 1-based rank in the dense list, if it was there (hybrid and dense modes).
+    pub dense_rank: Option<usize>,
+    /// The chunk.
+    #[serde(flatten)]
+    pub record: ChunkRecord,
+}
+
+/// An index directory, opened for search (and, through `ingest`, for writing).
+pub struct Index {
+    dir: PathBuf,
+    config: IndexConfig,
+    lexical: Option<LexicalIndex>,
+    vectors: Box<dyn VectorStore>,
+    embedder: Option<Arc<dyn SentenceEmbedder>>,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("dir", &self.dir).field("store", &self.vectors.describe()).finish()
+    }
+}
+
+fn read_config(dir: &Path) -> Result<IndexConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotAnIndex {
+                path: dir.to_path_buf(),
+                detail: format!("not a metarag index (no {CONFIG_FILE}); create one with `metarag ingest`"),
+            });
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    let cfg: IndexConfig =
+        toml::from_str(&text).map_err(|e| Error::NotAnIndex { path: path.clone(), detail: format!("invalid: {e}") })?;
+    if cfg.format != FORMAT {
+        return Err(Error::NotAnIndex {
+            path,
+            detail: format!("index format {} (this metarag reads format {FORMAT})", cfg.format),
+        });
+    }
+    Ok(cfg)
+}
+
+fn open_stores(dir: &Path, cfg: &IndexConfig) -> Result<(Option<LexicalIndex>, Box<dyn VectorStore>)> {
+    let dims = cfg.pipeline.embedder.dims;
+    match &cfg.store {
+        StoreConfig::Embedded => {
+            let lexical = LexicalIndex::open_or_create(&dir.join("lexical"))?;
+            let vectors = EdgeStore::open_or_create(&dir.join("vectors"), dims)?;
+            Ok((Some(lexical), Box::new(vectors)))
+        }
+        StoreConfig::Server { url, collection } => {
+            let sc = ServerConfig::new(url.clone(), collection.clone());
+            Ok((None, Box::new(ServerStore::connect(sc, dims)?)))
+        }
+    }
+}
+
+impl Index {
+    /// Opens an existing index for search. Dense and hybrid search need an embedder
+    /// ([`Index::with_embedder`]); BM25 works without.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = read_config(dir)?;
+        let (lexical, vectors) = open_stores(dir, &config)?;
+        let manifest = Manifest::load(dir)?;
+        Ok(Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest })
+    }
+
+    /// Opens the index in `dir` for writing with `pipeline` and `store`, creating it if the
+    /// directory holds none. An existing index built with another embedder (model or
+    /// dimension) or another store is an error; another chunking pipeline is accepted and
+    /// re-chunks documents as they are ingested again. Interrupted batches are recovered.
+    pub fn create_or_open(dir: impl AsRef<Path>, pipeline: &Pipeline, store: &StoreConfig) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let cfg_path = dir.join(CONFIG_FILE);
+        let config = if cfg_path.is_file() {
+            let mut existing = read_config(dir)?;
+            let (a, b) = (&existing.pipeline.embedder, &pipeline.embedder);
+            if a.model != b.model || a.dims != b.dims {
+                return Err(Error::Mismatch {
+                    path: dir.to_path_buf(),
+                    detail: format!(
+                        "the index was built with embedder {} ({} dims); the pipeline asks for {} ({} dims). \
+                         Use a new index directory, or the index's own embedder",
+                        a.model, a.dims, b.model, b.dims
+                    ),
+                });
+            }
+            if existing.store != *store {
+                return Err(Error::Mismatch {
+                    path: dir.to_path_buf(),
+                    detail: format!("the index uses store {:?}; asked for {:?}", existing.store, store),
+                });
+            }
+            if existing.pipeline != *pipeline {
+                existing.pipeline = pipeline.clone();
+                write_config(dir, &existing)?;
+            }
+            existing
+        } else {
+            if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
+                return Err(Error::NotAnIndex {
+                    path: dir.to_path_buf(),
+                    detail: format!("the directory is not empty and has no {CONFIG_FILE}; refusing to write into it"),
+                });
+            }
+            let c = IndexConfig { format: FORMAT, store: store.clone(), pipeline: pipeline.clone() };
+            write_config(dir, &c)?;
+            c
+        };
+        let (lexical, vectors) = open_stores(dir, &config)?;
+        let manifest = Manifest::load(dir)?;
+        let mut index = Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest };
+        index.recover()?;
+        Ok(index)
+    }
+
+    /// Sets the query embedder (must produce the index's dimension).
+    pub fn with_embedder(mut self, embedder: Arc<dyn SentenceEmbedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// How the index was built.
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+    /// The ingest manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The vector store.
+    pub fn vectors(&self) -> &dyn VectorStore {
+        self.vectors.as_ref()
+    }
+    /// The lexical index (embedded store only).
+    pub fn lexical(&self) -> Option<&LexicalIndex> {
+        self.lexical.as_ref()
+    }
+
+    /// Embeds a query with the index's embedder, checking the dimension.
+    pub fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        let e = self.embedder.as_ref().ok_or_else(|| {
+            Error::Query("dense and hybrid search need an embedder (Index::with_embedder); bm25 does not".into())
+        })?;
+        let v = e.embed(&[text])?.into_iter().next().unwrap_or_default();
+        let dims = self.config.pipeline.embedder.dims;
+        if v.len() != dims {
+            return Err(Error::Mismatch {
+                path: self.dir.clone(),
+                detail: format!("the query embedder gives {} dims; the index holds {dims}", v.len()),
+            });
+        }
+        Ok(v)
+    }
+
+    /// Searches the index.
+    pub fn search(&self, query: &Query) -> Result<Vec<SearchHit>> {
+        let vector = match query.mode {
+            Mode::Bm25 => None,
+            Mode::Dense | Mode::Hybrid => Some(self.embed_query(&query.text)?),
+        };
+        self.search_with_vector(query, vector.as_deref())
+    }
+
+    /// Searches with a precomputed query vector (needed for dense and hybrid modes).
+    pub fn search_with_vector(&self, query: &Query, vector: Option<&[f32]>) -> Result<Vec<SearchHit>> {
+        let need_vec = || Error::Query("dense and hybrid search need a query vector".into());
+        let n = query.candidates.max(query.k);
+        let hit = |h: Hit, b: Option<usize>, d: Option<usize>| SearchHit {
+            score: h.score,
+            bm25_rank: b,
+            dense_rank: d,
+            record: h.record,
+        };
+        match (query.mode, &self.lexical) {
+            (Mode::Bm25, Some(lex)) => Ok(lex
+                .search(&query.text, query.k, &query.filter)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| hit(h, Some(i + 1), None))
+                .collect()),
+            (Mode::Bm25, None) => {
+                let q = VectorQuery::Sparse(self.sparse_query(&query.text));
+                Ok(self
+                    .vectors
+                    .search(&q, query.k, &query.filter)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| hit(h, Some(i + 1), None))
+                    .collect())
+            }
+            (Mode::Dense, _) => {
+                let v = vector.ok_or_else(need_vec)?.to_vec();
+                Ok(self
+                    .vectors
+                    .search(&VectorQuery::Dense(v), query.k, &query.filter)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| hit(h, None, Some(i + 1)))
+                    .collect())
+            }
+            (Mode::Hybrid, Some(lex)) => {
+                let v = vector.ok_or_else(need_vec)?.to_vec();
+                let lexical = lex.search(&query.text, n, &query.filter)?;
+                let dense = self.vectors.search(&VectorQuery::Dense(v), n, &query.filter)?;
+                Ok(fuse(lexical, dense, query))
+            }
+            (Mode::Hybrid, None) => {
+                let v = vector.ok_or_else(need_vec)?.to_vec();
+                let weights = query
+                    .rrf
+                    .weights
+                    .as_ref()
+                    .map(|w| [w.get(1).copied().unwrap_or(1.0), w.first().copied().unwrap_or(1.0)]);
+                let q = VectorQuery::Hybrid {
+                    dense: v,
+                    sparse: self.sparse_query(&query.text),
+                    prefetch: n,
+                    k: query.rrf.k.round() as usize,
+                    weights,
+                };
+                Ok(self.vectors.search(&q, query.k, &query.filter)?.into_iter().map(|h| hit(h, None, None)).collect())
+            }
+        }
+    }
+
+    fn sparse_query(&self, text: &str) -> crate::store::Sparse {
+        sparse::bm25_query_vector(&crate::analyze(text))
+    }
+
+    // ---- writing (used by `ingest`) ----
+
+    /// Deletes the chunks of documents left pending by an interrupted batch, from both
+    /// stores, and forgets them: the next ingest writes them again.
+    pub fn recover(&mut self) -> Result<usize> {
+        if self.manifest.pending.is_empty() {
+            return Ok(0);
+        }
+        let pending = std::mem::take(&mut self.manifest.pending);
+        for (doc, p) in &pending {
+            self.delete_chunks(doc, p.old_chunks.max(p.new_chunks))?;
+            self.manifest.documents.remove(doc);
+        }
+        self.commit_stores()?;
+        self.manifest.save(&self.dir)?;
+        Ok(pending.len())
+    }
+
+    fn delete_chunks(&self, doc: &str, upto: u32) -> Result<()> {
+        if let Some(lex) = &self.lexical {
+            lex.delete_document(doc)?;
+        }
+        let ids: Vec<u64> = (0..upto).map(|i| point_id(doc, i)).collect();
+        self.vectors.delete(&ids)
+    }
+
+    fn commit_stores(&self) -> Result<()> {
+        self.vectors.commit()?;
+        if let Some(lex) = &self.lexical {
+            lex.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a batch of documents: each entry's old chunks are replaced by `points`
+    /// (records already carrying their point ids). The batch is recorded as pending first,
+    /// made durable in both stores, then recorded as done.
+    pub fn write_batch(&mut self, batch: Vec<(String, DocEntry, Vec<Point>)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (doc, entry, _) in &batch {
+            let old = self.manifest.documents.get(doc).map_or(0, |d| d.chunks);
+            self.manifest.pending.insert(doc.clone(), Pending { old_chunks: old, new_chunks: entry.chunks });
+        }
+        self.manifest.save(&self.dir)?;
+        for (doc, _, points) in &batch {
+            let p = self.manifest.pending.get(doc).copied().unwrap_or_default();
+            // Old chunks past the new count would linger: delete the whole old range first.
+            self.delete_chunks(doc, p.old_chunks.max(p.new_chunks))?;
+            self.vectors.upsert(points)?;
+            if let Some(lex) = &self.lexical {
+                let recs: Vec<ChunkRecord> = points.iter().map(|p| p.record.clone()).collect();
+                lex.add(&recs)?;
+            }
+        }
+        self.commit_stores()?;
+        for (doc, entry, _) in batch {
+            self.manifest.pending.remove(&doc);
+            self.manifest.documents.insert(doc, entry);
+        }
+        self.manifest.save(&self.dir)
+    }
+
+    /// Removes documents (all their chunks) from the index.
+    pub fn remove_documents(&mut self, docs: &[String]) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        for doc in docs {
+            let old = self.manifest.documents.get(doc).map_or(0, |d| d.chunks);
+            self.manifest.pending.insert(doc.clone(), Pending { old_chunks: old, new_chunks: 0 });
+        }
+        self.manifest.save(&self.dir)?;
+        self.recover()?;
+        Ok(())
+    }
+
+    /// Builds search structures after a large ingest (HNSW graph, segment merges).
+    pub fn optimize(&self) -> Result<()> {
+        self.vectors.optimize()?;
+        if let Some(lex) = &self.lexical {
+            lex.optimize()?;
+        }
+        Ok(())
+    }
+
+    /// Checks that both stores hold exactly the chunks the manifest lists; returns the
+    /// number of chunks. Used by tests and `metarag ingest --verify`.
+    pub fn verify(&self) -> Result<u64> {
+        let mut expected: Vec<u64> =
+            self.manifest.documents.iter().flat_map(|(doc, e)| (0..e.chunks).map(move |i| point_id(doc, i))).collect();
+        expected.sort_unstable();
+        let problem = |what: &str, got: usize| Error::Mismatch {
+            path: self.dir.clone(),
+            detail: format!("{what} holds {got} chunks, the manifest lists {} (or different ids)", expected.len()),
+        };
+        let vec_ids = self.vectors.ids()?;
+        if vec_ids != expected {
+            return Err(problem("the vector store", vec_ids.len()));
+        }
+        if let Some(lex) = &self.lexical {
+            let lex_ids = lex.ids()?;
+            if lex_ids != expected {
+                return Err(problem("the lexical index", lex_ids.len()));
+            }
+        }
+        Ok(expected.len() as u64)
+    }
+}
+
+fn write_config(dir: &Path, c: &IndexConfig) -> Result<()> {
+    let text =
+        toml::to_string(c).map_err(|e| Error::NotAnIndex { path: dir.join(CONFIG_FILE), detail: e.to_string() })?;
+    crate::manifest::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+}
+
+/// Client-side RRF of a BM25 list and a dense list.
+fn fuse(lexical: Vec<Hit>, dense: Vec<Hit>, q: &Query) -> Vec<SearchHit> {
+    let lex_ids: Vec<u64> = lexical.iter().map(|h| h.record.id).collect();
+    let dense_ids: Vec<u64> = dense.iter().map(|h| h.record.id).collect();
+    let ranks =
+        |ids: &[u64]| -> HashMap<u64, usize> { ids.iter().enumerate().map(|(i, &id)| (id, i + 1)).rev().collect() };
+    let (lr, dr) = (ranks(&lex_ids), ranks(&dense_ids));
+    let mut records: HashMap<u64, ChunkRecord> = HashMap::new();
+    for h in lexical.into_iter().chain(dense) {
+        records.entry(h.record.id).or_insert(h.record);
+    }
+    rrf(&[lex_ids, dense_ids], &q.rrf)
+        .into_iter()
+        .take(q.k)
+        .filter_map(|(id, score)| {
+            Some(SearchHit {
+                score,
+                bm25_rank: lr.get(&id).copied(),
+                dense_rank: dr.get(&id).copied(),
+                record: records.remove(&id)?,
+            })
+        })
+        .collect()
+}

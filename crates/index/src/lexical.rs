@@ -1,0 +1,283 @@
+//! The lexical index: tantivy with BM25 scoring and English stemming (`en_stem`: lower-case,
+//! tokens over 40 bytes dropped, Snowball English stemmer). Every chunk is one tantivy
+//! document holding its text and where it comes from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::store::{ChunkRecord, Filter, Hit, normalize_prefix, path_prefixes};
+use crate::{Error, Result};
+
+const TOKENIZER: &str = "en_stem";
+const WRITER_HEAP: usize = 64 << 20;
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    doc: Field,
+    path: Field,
+    dirs: Field,
+    kind: Field,
+    chunk: Field,
+    start: Field,
+    end: Field,
+    text: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_opts = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(TOKENIZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let f = Fields {
+        id: b.add_u64_field("id", INDEXED | STORED | FAST),
+        doc: b.add_text_field("doc", STRING | STORED),
+        path: b.add_text_field("path", STRING | STORED),
+        dirs: b.add_text_field("dirs", STRING),
+        kind: b.add_text_field("kind", STRING | STORED),
+        chunk: b.add_u64_field("chunk", STORED),
+        start: b.add_u64_field("start", STORED),
+        end: b.add_u64_field("end", STORED),
+        text: b.add_text_field("text", text_opts),
+    };
+    (b.build(), f)
+}
+
+/// BM25 over chunk texts, with path-prefix and kind filters.
+///
+/// ```
+/// use metarag_index::{ChunkRecord, Filter, LexicalIndex};
+///
+/// let dir = std::env::temp_dir().join(format!("lex-doc-{}", std::process::id()));
+/// let lex = LexicalIndex::open_or_create(&dir).unwrap();
+/// let rec = |id, text: &str| ChunkRecord { id, doc: "a.txt".into(), path: "a.txt".into(),
+///     kind: "text".into(), chunk: id as u32, start: 0, end: text.len() as u64, text: text.into() };
+/// lex.add(&[rec(1, "Whales swim in the ocean."), rec(2, "Cats sleep all day.")]).unwrap();
+/// lex.commit().unwrap();
+/// let hits = lex.search("whale", 10, &Filter::default()).unwrap(); // stemmed: whales ~ whale
+/// assert_eq!(hits[0].record.id, 1);
+/// # drop(lex); std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub struct LexicalIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<Option<IndexWriter>>,
+    fields: Fields,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for LexicalIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LexicalIndex").field("dir", &self.dir).finish()
+    }
+}
+
+impl LexicalIndex {
+    /// Opens the index in `dir`, creating it (and the directory) if there is none.
+    pub fn open_or_create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
+        let (schema, fields) = schema();
+        let err = |e: tantivy::TantivyError| Error::Lexical { path: dir.to_path_buf(), detail: e.to_string() };
+        let index = if dir.join("meta.json").is_file() {
+            let index = Index::open_in_dir(dir).map_err(err)?;
+            if index.schema() != schema {
+                return Err(Error::Lexical {
+                    path: dir.to_path_buf(),
+                    detail: "the schema differs from this version's (rebuild the index)".into(),
+                });
+            }
+            index
+        } else {
+            Index::create_in_dir(dir, schema).map_err(err)?
+        };
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(err)?;
+        Ok(LexicalIndex { index, reader, writer: Mutex::new(None), fields, dir: dir.to_path_buf() })
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Lexical { path: self.dir.clone(), detail: format!("{what}: {e}") }
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        let mut guard = self.writer.lock().map_err(|_| self.err("writer", "poisoned lock"))?;
+        if guard.is_none() {
+            let w =
+                self.index.writer_with_num_threads(1, WRITER_HEAP).map_err(|e| self.err("opening the writer", e))?;
+            *guard = Some(w);
+        }
+        match guard.as_mut() {
+            Some(w) => f(w),
+            None => Err(self.err("writer", "not available")),
+        }
+    }
+
+    /// Adds chunks (not visible until [`LexicalIndex::commit`]).
+    pub fn add(&self, records: &[ChunkRecord]) -> Result<()> {
+        let f = self.fields;
+        self.with_writer(|w| {
+            for r in records {
+                let mut d = TantivyDocument::default();
+                d.add_u64(f.id, r.id);
+                d.add_text(f.doc, &r.doc);
+                d.add_text(f.path, &r.path);
+                for p in path_prefixes(&r.path) {
+                    d.add_text(f.dirs, &p);
+                }
+                d.add_text(f.kind, &r.kind);
+                d.add_u64(f.chunk, u64::from(r.chunk));
+                d.add_u64(f.start, r.start);
+                d.add_u64(f.end, r.end);
+                d.add_text(f.text, &r.text);
+                w.add_document(d).map_err(|e| self.err("add", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes every chunk of document `doc` (applied at the next commit, before the adds of
+    /// the same commit's later calls).
+    pub fn delete_document(&self, doc: &str) -> Result<()> {
+        let term = Term::from_field_text(self.fields.doc, doc);
+        self.with_writer(|w| {
+            w.delete_term(term);
+            Ok(())
+        })
+    }
+
+    /// Makes every add and delete since the last commit durable and visible, atomically.
+    pub fn commit(&self) -> Result<()> {
+        self.with_writer(|w| w.commit().map(|_| ()).map_err(|e| self.err("commit", e)))?;
+        self.reader.reload().map_err(|e| self.err("reload", e))
+    }
+
+    /// Drops uncommitted changes.
+    pub fn rollback(&self) -> Result<()> {
+        self.with_writer(|w| w.rollback().map(|_| ()).map_err(|e| self.err("rollback", e)))
+    }
+
+    /// Merges segments and waits for the merge threads (call after a large ingest).
+    pub fn optimize(&self) -> Result<()> {
+        let mut guard = self.writer.lock().map_err(|_| self.err("writer", "poisoned lock"))?;
+        if let Some(w) = guard.take() {
+            w.wait_merging_threads().map_err(|e| self.err("merging", e))?;
+        }
+        Ok(())
+    }
+
+    fn filter_clauses(&self, filter: &Filter) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let zero = |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(BoostQuery::new(q, 0.0)) };
+        if let Some(p) = &filter.path_prefix {
+            let t = Term::from_field_text(f.dirs, &normalize_prefix(p));
+            clauses.push((Occur::Must, zero(Box::new(TermQuery::new(t, IndexRecordOption::Basic)))));
+        }
+        if !filter.kinds.is_empty() {
+            let terms = filter.kinds.iter().map(|k| Term::from_field_text(f.kind, k));
+            clauses.push((Occur::Must, zero(Box::new(TermSetQuery::new(terms)))));
+        }
+        clauses
+    }
+
+    /// The `limit` best chunks for a free-text query, by BM25. Query syntax is tantivy's
+    /// (`"a phrase"`, `+must`, `-not`); syntax errors are forgiven (lenient parsing).
+    pub fn search(&self, query: &str, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let parser = QueryParser::for_index(&self.index, vec![self.fields.text]);
+        let (parsed, _errors) = parser.parse_query_lenient(query);
+        let mut clauses = vec![(Occur::Must, parsed)];
+        clauses.extend(self.filter_clauses(filter));
+        let q = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top =
+            searcher.search(&q, &TopDocs::with_limit(limit).order_by_score()).map_err(|e| self.err("search", e))?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr).map_err(|e| self.err("reading a stored chunk", e))?;
+            if let Some(record) = self.record(&d) {
+                hits.push(Hit { score, record });
+            }
+        }
+        Ok(hits)
+    }
+
+    fn record(&self, d: &TantivyDocument) -> Option<ChunkRecord> {
+        let f = self.fields;
+        let u = |field| d.get_first(field).and_then(|v| v.as_u64());
+        let s = |field| d.get_first(field).and_then(|v| v.as_str()).map(str::to_string);
+        Some(ChunkRecord {
+            id: u(f.id)?,
+            doc: s(f.doc)?,
+            path: s(f.path)?,
+            kind: s(f.kind)?,
+            chunk: u32::try_from(u(f.chunk)?).ok()?,
+            start: u(f.start)?,
+            end: u(f.end)?,
+            text: s(f.text)?,
+        })
+    }
+
+    /// The records of the given ids that exist (committed ones only).
+    pub fn get(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
+        let searcher = self.reader.searcher();
+        let terms = ids.iter().map(|&i| Term::from_field_u64(self.fields.id, i));
+        let q = TermSetQuery::new(terms);
+        let docs = searcher.search(&q, &tantivy::collector::DocSetCollector).map_err(|e| self.err("get", e))?;
+        let mut out = Vec::with_capacity(docs.len());
+        for addr in docs {
+            let d: TantivyDocument = searcher.doc(addr).map_err(|e| self.err("reading a stored chunk", e))?;
+            out.extend(self.record(&d));
+        }
+        Ok(out)
+    }
+
+    /// Every committed chunk id, ascending (duplicates kept, so a consistency check sees them).
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for seg in searcher.segment_readers() {
+            let col = seg.fast_fields().u64("id").map_err(|e| self.err("id column", e))?;
+            let alive = seg.alive_bitset();
+            for doc in 0..seg.max_doc() {
+                if alive.is_none_or(|a| a.is_alive(doc))
+                    && let Some(v) = col.first(doc)
+                {
+                    out.push(v);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Number of committed chunks.
+    pub fn count(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Mean number of terms per chunk (for sparse BM25 weights), from the index statistics.
+    pub fn average_length(&self) -> Result<f32> {
+        let searcher = self.reader.searcher();
+        let mut terms = 0u64;
+        let mut docs = 0u64;
+        for seg in searcher.segment_readers() {
+            let inv = seg.inverted_index(self.fields.text).map_err(|e| self.err("statistics", e))?;
+            terms += inv.total_num_tokens();
+            docs += u64::from(seg.max_doc());
+        }
+        Ok(if docs == 0 { 0.0 } else { terms as f32 / docs as f32 })
+    }
+}

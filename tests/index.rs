@@ -1,0 +1,290 @@
+//! `metarag ingest` and `metarag search` end to end with the real models: known answers in
+//! every mode, re-ingest idempotency, kill -9 and rerun, bad files among good ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metarag_index::{ChunkRecord, Index, Mode, Query};
+
+use crate::root;
+
+fn metarag(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metarag")).args(args).current_dir(root()).output().expect("run metarag")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("metarag-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The example corpus ingested once with the default pipeline (PPL chunks merged to 120 words).
+fn example_index() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tmp("examples");
+        let out = metarag(&["ingest", "examples/corpus", "--index", s(&dir), "--verify", "-q"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ingest failed: {err}");
+        assert!(err.contains("ingested 4 of 4 files") && err.contains("(verified)"), "{err}");
+        dir
+    })
+}
+
+/// The known answers of examples/README.md: (question, file, answer text).
+const KNOWN: [(&str, &str, &str); 6] = [
+    ("What does the narrator ask to be called?", "moby-dick-loomings.pdf", "Ishmael"),
+    ("What does Cato do with a philosophical flourish?", "moby-dick-loomings.pdf", "upon his sword"),
+    ("How large was the loan completed in Holland?", "washington-1790.txt", "3,000,000 florins"),
+    ("Which district is to become a distinct member of the Union?", "washington-1790.txt", "Kentucky"),
+    (
+        "How many packages had been modified for security hardening?",
+        "debian-faq-next-release.md",
+        "around 400 packages",
+    ),
+    ("What is the code name of Debian release 11?", "debian-faq-getting-debian.html", "bullseye"),
+];
+
+fn collapse(t: &str) -> String {
+    t.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn known_answers_are_retrieved_in_every_mode() {
+    let dir = example_index();
+    for mode in ["bm25", "dense", "hybrid"] {
+        let mut misses = Vec::new();
+        for (q, file, answer) in KNOWN {
+            let out = metarag(&["search", "--index", s(dir), q, "--mode", mode, "-k", "5", "--json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+            assert!(hits.len() <= 5 && !hits.is_empty(), "{mode} {q}: {} hits", hits.len());
+            let found = hits.iter().position(|h| {
+                h["path"].as_str().is_some_and(|p| p.ends_with(file))
+                    && collapse(h["text"].as_str().unwrap_or("")).contains(answer)
+            });
+            // every hit's text is exactly its span of the source document
+            for h in &hits {
+                assert!(h["end"].as_u64() > h["start"].as_u64());
+            }
+            if found.is_none() {
+                misses.push(q);
+            }
+        }
+        assert!(misses.is_empty(), "{mode}: answer not in the top 5 for {misses:?}");
+    }
+}
+
+#[test]
+fn library_search_matches_the_cli_and_filters_apply() {
+    let index = Index::open(example_index()).expect("open");
+    let hits = index.search(&Query::new("Call me Ishmael").k(3).mode(Mode::Bm25)).expect("search");
+    assert!(hits[0].record.path.ends_with("moby-dick-loomings.pdf"), "{:?}", hits[0].record.path);
+    let only_text =
+        index.search(&Query::new("Debian release code name").k(10).mode(Mode::Bm25).kind("text")).expect("search");
+    assert!(only_text.iter().all(|h| h.record.kind == "text"));
+    let under = index
+        .search(&Query::new("the").k(50).mode(Mode::Bm25).path_prefix("examples/corpus/washington-1790.txt"))
+        .expect("search");
+    assert!(!under.is_empty() && under.iter().all(|h| h.record.path == "examples/corpus/washington-1790.txt"));
+    // dense needs an embedder: a clear error, not a panic
+    let e = index.search(&Query::new("x").mode(Mode::Dense)).unwrap_err().to_string();
+    assert!(e.contains("embedder"), "{e}");
+    // every stored chunk is its document's span
+    let text = std::fs::read_to_string(root().join("examples/corpus/washington-1790.txt")).expect("read");
+    for h in &under {
+        assert_eq!(h.record.text, text[h.record.start as usize..h.record.end as usize]);
+    }
+}
+
+/// A pipeline with no language model (sentence chunks merged to 60 words): fast, for the
+/// write-path tests; the embedder is the real one.
+fn fast_pipeline(dir: &Path) -> PathBuf {
+    let p = dir.join("fast.toml");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(&p, "[chunker]\nmethod = \"sentence\"\n\n[merge]\ntarget = 60\nunit = \"words\"\n").expect("write");
+    p
+}
+
+/// A corpus of many small files cut from the example texts.
+fn small_corpus(dir: &Path, files: usize) -> PathBuf {
+    let c = dir.join("corpus");
+    std::fs::create_dir_all(&c).expect("mkdir");
+    let text = std::fs::read_to_string(root().join("examples/corpus/washington-1790.txt")).expect("read");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let per = words.len() / files;
+    for i in 0..files {
+        std::fs::write(c.join(format!("part-{i:02}.txt")), words[i * per..(i + 1) * per].join(" ")).expect("write");
+    }
+    c
+}
+
+/// Everything an index holds: manifest documents and the records of both stores.
+type Dump = (BTreeMap<String, (String, u32)>, Vec<ChunkRecord>, Vec<ChunkRecord>);
+
+fn dump(dir: &Path) -> Dump {
+    let index = Index::open(dir).expect("open");
+    let n = index.verify().unwrap_or_else(|e| panic!("inconsistent index {}: {e}", dir.display()));
+    let docs: BTreeMap<_, _> =
+        index.manifest().documents.iter().map(|(k, v)| (k.clone(), (v.hash.clone(), v.chunks))).collect();
+    let ids = index.vectors().ids().expect("ids");
+    assert_eq!(ids.len() as u64, n);
+    let mut vec_recs = index.vectors().get(&ids).expect("get");
+    vec_recs.sort_by_key(|r| r.id);
+    let mut lex_recs = index.lexical().expect("lexical").get(&ids).expect("get");
+    lex_recs.sort_by_key(|r| r.id);
+    assert!(index.manifest().pending.is_empty());
+    (docs, vec_recs, lex_recs)
+}
+
+#[test]
+fn kill_during_ingest_then_rerun_ends_identical() {
+    let base = tmp("kill");
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 24);
+    let args = |idx: &Path| -> Vec<String> {
+        vec![
+            "ingest".into(),
+            s(&corpus).into(),
+            "--index".into(),
+            s(idx).into(),
+            "--pipeline".into(),
+            s(&pipeline).into(),
+            "--batch-docs".into(),
+            "2".into(),
+            "--threads".into(),
+            "1".into(),
+            "-q".into(),
+        ]
+    };
+    let clean = base.join("clean");
+    let out = Command::new(env!("CARGO_BIN_EXE_metarag")).args(args(&clean)).current_dir(root()).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = dump(&clean);
+    assert_eq!(want.0.len(), 24);
+
+    // Kill at several points: after the first commit, and a little later each time.
+    for (round, extra_ms) in [0u64, 150, 400].into_iter().enumerate() {
+        let idx = base.join(format!("killed-{round}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_metarag"))
+            .args(args(&idx))
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let t = Instant::now();
+        // wait until at least one batch is committed
+        loop {
+            // read the manifest file only: opening the stores beside a live writer is not allowed
+            let done = metarag_index::manifest::Manifest::load(&idx).map_or(0, |m| m.documents.len());
+            if done >= 2 || t.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(extra_ms));
+        child.kill().expect("kill -9"); // SIGKILL on Unix
+        let status = child.wait().expect("wait");
+        let partial = metarag_index::manifest::Manifest::load(&idx).map_or(0, |m| m.documents.len());
+        eprintln!("round {round}: killed ({status:?}) with {partial} of 24 documents committed");
+
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_metarag")).args(args(&idx)).current_dir(root()).output().expect("rerun");
+        assert!(out.status.success(), "rerun: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(dump(&idx), want, "round {round}: the rerun index differs from an uninterrupted ingest");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn reingest_is_idempotent_and_changes_replace_old_chunks() {
+    let base = tmp("reingest");
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 4);
+    let idx = base.join("idx");
+    let run = |extra: &[&str]| {
+        let mut a = vec!["ingest", s(&corpus), "--index", s(&idx), "--pipeline", s(&pipeline), "-q", "--json"];
+        a.extend_from_slice(extra);
+        let out = metarag(&a);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json report")
+    };
+    let first = run(&[]);
+    assert_eq!(first["report"]["ingested"], 4);
+    let before = dump(&idx);
+
+    let second = run(&[]);
+    assert_eq!(second["report"]["ingested"], 0);
+    assert_eq!(second["report"]["unchanged"], 4);
+    assert_eq!(dump(&idx), before, "re-ingesting unchanged files changed the index");
+
+    // shrink one file: its old chunks must all go, the others stay untouched
+    let f = corpus.join("part-01.txt");
+    std::fs::write(&f, "A short replacement. It has two sentences.").expect("write");
+    let third = run(&[]);
+    assert_eq!(third["report"]["ingested"], 1);
+    let after = dump(&idx);
+    let doc = metarag_index::document_id(&f);
+    assert_eq!(after.0[&doc].1, 1);
+    assert_eq!(after.1.iter().filter(|r| r.doc == doc).count(), 1);
+    assert_eq!(after.1.len(), before.1.len() - before.0[&doc].1 as usize + 1);
+
+    // a deleted file stays until --prune
+    std::fs::remove_file(corpus.join("part-02.txt")).expect("rm");
+    run(&[]);
+    assert_eq!(dump(&idx).0.len(), 4);
+    let pruned = run(&["--prune"]);
+    assert_eq!(pruned["report"]["pruned"], 1);
+    assert_eq!(dump(&idx).0.len(), 3);
+
+    // an index refuses a pipeline with another embedder, naming both
+    let other = base.join("other.toml");
+    std::fs::write(&other, "[chunker]\nmethod = \"sentence\"\n[embedder]\nmodel = \"bge-small\"\ndims = 768\n")
+        .expect("write");
+    let out = metarag(&["ingest", s(&corpus), "--index", s(&idx), "--pipeline", s(&other), "-q"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("all-minilm-l6-v2-int8") && err.contains("768"), "{err}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn bad_files_are_reported_and_the_rest_is_ingested() {
+    let base = tmp("bad");
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 3);
+    for f in ["truncated.pdf", "empty.txt", "latin1.txt"] {
+        std::fs::copy(root().join("tests/fixtures/bad").join(f), corpus.join(f)).expect("copy");
+    }
+    std::fs::write(corpus.join("blob"), [0u8, 159, 146, 150, 0, 1, 2, 3, 255, 0]).expect("write"); // binary, no extension
+    let idx = base.join("idx");
+    let out = metarag(&["ingest", s(&corpus), "--index", s(&idx), "--pipeline", s(&pipeline), "-q", "--verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for f in ["truncated.pdf", "empty.txt", "latin1.txt"] {
+        assert_eq!(err.lines().filter(|l| l.starts_with("error: ") && l.contains(f)).count(), 1, "{f}: {err}");
+    }
+    assert!(err.contains("skipped 1 binary files"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (docs, recs, _) = dump(&idx);
+    assert_eq!(docs.len(), 3, "the three good files are in the index");
+    assert!(recs.iter().all(|r| r.path.contains("part-")));
+    // the failed files are retried (and fail again) on the next run; the good ones are skipped
+    let out = metarag(&["ingest", s(&corpus), "--index", s(&idx), "--pipeline", s(&pipeline), "-q"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("3 unchanged, 3 failed"), "{err}");
+    // not an index: a clear error
+    let out = metarag(&["search", "--index", s(&corpus), "x", "--mode", "bm25"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a metarag index"), "{err}");
+    let _ = std::fs::remove_dir_all(&base);
+}
