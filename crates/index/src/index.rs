@@ -547,3 +547,88 @@ fn fuse(lexical: Vec<Hit>, dense: Vec<Hit>, q: &Query) -> Vec<SearchHit> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::DocEntry;
+    use crate::store::Sparse;
+
+    fn points(doc: &str, n: u32) -> Vec<Point> {
+        (0..n)
+            .map(|i| Point {
+                record: ChunkRecord {
+                    id: point_id(doc, i),
+                    doc: doc.into(),
+                    path: doc.into(),
+                    kind: "text".into(),
+                    chunk: i,
+                    start: u64::from(i),
+                    end: u64::from(i) + 1,
+                    text: format!("chunk {i} of {doc}"),
+                },
+                dense: vec![1.0, 0.0, f32::from(i as u8)],
+                sparse: Sparse::default(),
+            })
+            .collect()
+    }
+
+    fn entry(doc: &str, n: u32) -> DocEntry {
+        DocEntry { path: doc.into(), hash: "h".into(), pipeline: "p".into(), chunks: n, bytes: 1 }
+    }
+
+    #[test]
+    fn a_batch_left_pending_is_removed_from_both_stores_on_reopen() {
+        let dir = std::env::temp_dir().join(format!("metarag-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut pipeline = Pipeline::default();
+        pipeline.embedder.dims = 3;
+        {
+            let mut idx = Index::create_or_open(&dir, &pipeline, &StoreConfig::Embedded).unwrap();
+            idx.write_batch(vec![("a".into(), entry("a", 3), points("a", 3))]).unwrap();
+            // A crash in the middle of the next batch: "b" is pending and half written
+            // (durable in both stores, never recorded as done); "a" was being replaced by
+            // fewer chunks.
+            idx.manifest.pending.insert("b".into(), Pending { old_chunks: 0, new_chunks: 4 });
+            idx.manifest.pending.insert("a".into(), Pending { old_chunks: 3, new_chunks: 1 });
+            idx.manifest.save(&dir).unwrap();
+            idx.vectors.upsert(&points("b", 2)).unwrap();
+            let lex = idx.lexical.as_ref().unwrap();
+            lex.add(&points("b", 2).into_iter().map(|p| p.record).collect::<Vec<_>>()).unwrap();
+            idx.commit_stores().unwrap();
+            assert!(idx.verify().is_err(), "the stores hold chunks the manifest does not list");
+        }
+        let idx = Index::create_or_open(&dir, &pipeline, &StoreConfig::Embedded).unwrap();
+        assert!(idx.manifest().pending.is_empty());
+        assert!(idx.manifest().documents.is_empty(), "both pending documents are forgotten, to be written again");
+        assert_eq!(idx.verify().unwrap(), 0);
+        assert_eq!(idx.vectors().count().unwrap(), 0);
+        assert_eq!(idx.lexical().unwrap().count(), 0);
+        drop(idx);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rewriting_a_document_with_fewer_chunks_leaves_no_old_chunk() {
+        let dir = std::env::temp_dir().join(format!("metarag-rewrite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut pipeline = Pipeline::default();
+        pipeline.embedder.dims = 3;
+        let mut idx = Index::create_or_open(&dir, &pipeline, &StoreConfig::Embedded).unwrap();
+        idx.write_batch(vec![("a".into(), entry("a", 5), points("a", 5)), ("b".into(), entry("b", 2), points("b", 2))])
+            .unwrap();
+        assert_eq!(idx.verify().unwrap(), 7);
+        idx.write_batch(vec![("a".into(), entry("a", 2), points("a", 2))]).unwrap();
+        assert_eq!(idx.verify().unwrap(), 4);
+        idx.remove_documents(&["b".into()]).unwrap();
+        assert_eq!(idx.verify().unwrap(), 2);
+        assert_eq!(idx.lexical().unwrap().ids().unwrap().len(), 2);
+        // a reopened index with another embedder is refused, naming both
+        drop(idx);
+        let mut other = pipeline.clone();
+        other.embedder.dims = 5;
+        let e = Index::create_or_open(&dir, &other, &StoreConfig::Embedded).unwrap_err().to_string();
+        assert!(e.contains("3 dims") && e.contains("5 dims"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
