@@ -198,7 +198,12 @@ fn kill_during_ingest_then_rerun_ends_identical() {
 
         let out =
             Command::new(env!("CARGO_BIN_EXE_metarag")).args(args(&idx)).current_dir(root()).output().expect("rerun");
-        assert!(out.status.success(), "rerun: {}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "rerun: {err}");
+        eprintln!(
+            "round {round}: rerun {}",
+            if err.contains("recovered") { "recovered a pending batch" } else { "found no pending batch" }
+        );
         assert_eq!(dump(&idx), want, "round {round}: the rerun index differs from an uninterrupted ingest");
     }
     let _ = std::fs::remove_dir_all(&base);

@@ -1,14 +1,17 @@
 //! The ingestion pipeline: walk → hash (skip unchanged) → load → split → score/chunk →
 //! merge → embed (batched) → write both stores, batch by batch.
 //!
-//! Memory stays bounded: files are taken in groups (at most `batch_docs` documents or
-//! `batch_bytes` of input), each group is chunked in parallel (rayon), embedded, written and
-//! committed before the next is read. A file that fails is reported with its path and the
-//! rest of the group goes on.
+//! Memory stays bounded: documents are chunked in parallel (rayon) and handed through a
+//! bounded queue to one writer, which embeds them and commits a batch every `batch_docs`
+//! documents, `batch_bytes` of input or `commit_interval` (10 s). A file that fails is
+//! reported with its path and the rest goes on.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use metarag_core::chunk::{ChunkSizer, Chunker, merge};
@@ -56,13 +59,21 @@ pub struct IngestOptions {
     pub batch_bytes: u64,
     /// Remove the documents of the index whose files are not among the inputs any more.
     pub prune: bool,
+    /// Commit the open batch at least this often (so a long ingest loses little when killed).
+    pub commit_interval: Duration,
     /// Build search structures (HNSW) at the end.
     pub optimize: bool,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { batch_docs: 32, batch_bytes: 64 << 20, prune: false, optimize: true }
+        IngestOptions {
+            batch_docs: 32,
+            batch_bytes: 64 << 20,
+            commit_interval: Duration::from_secs(10),
+            prune: false,
+            optimize: true,
+        }
     }
 }
 
@@ -180,7 +191,25 @@ struct Prepared {
     tokens: u64,
 }
 
+/// What the writer thread reports back.
+#[derive(Default)]
+struct Written {
+    ingested: usize,
+    unchanged: usize,
+    failed: Vec<(PathBuf, String)>,
+    chunks: u64,
+    embed: StageStats,
+    write: StageStats,
+}
+
+type Item = (PathBuf, u64, std::result::Result<Option<Prepared>, String>);
+
 /// Ingests `files` into `index` with `stages`.
+///
+/// Documents are prepared (hashed, loaded, split, chunked, merged) in parallel on the current
+/// rayon pool and streamed through a bounded queue to one writer thread, which embeds them and
+/// commits a batch every `batch_docs` documents, `batch_bytes` of input or `commit_interval`,
+/// whichever comes first. Memory is bounded by the queue and the open batch.
 pub fn ingest(
     index: &mut Index,
     files: &[PathBuf],
@@ -196,96 +225,48 @@ pub fn ingest(
 
     // Prune first: a file that is gone should not linger even if the run is interrupted.
     if options.prune {
-        let present: std::collections::HashSet<String> = files.iter().map(|f| document_id(f)).collect();
+        let present: HashSet<String> = files.iter().map(|f| document_id(f)).collect();
         let gone: Vec<String> = index.manifest().documents.keys().filter(|d| !present.contains(*d)).cloned().collect();
         report.pruned = gone.len();
         index.remove_documents(&gone)?;
     }
 
-    let mut start = 0;
-    while start < files.len() {
-        let mut end = start;
-        let mut bytes = 0u64;
-        while end < files.len()
-            && end - start < options.batch_docs.max(1)
-            && (end == start || bytes < options.batch_bytes)
-        {
-            bytes += sizes[end];
-            end += 1;
-        }
-        let group = &files[start..end];
-        start = end;
-
-        let stats = Mutex::new(Stages5::default());
-        let results: Vec<(PathBuf, u64, std::result::Result<Option<Prepared>, String>)> = group
-            .par_iter()
-            .map(|path| {
-                let size = std::fs::metadata(path).map_or(0, |m| m.len());
-                let r = prepare(index, path, stages, &fingerprint, &stats);
-                (path.clone(), size, r)
-            })
-            .collect();
-        let mut s = stats.into_inner().unwrap_or_default();
-
-        // Embed every chunk of the group in batches, then write the group as one batch.
-        let mut prepared = Vec::new();
-        for (path, size, r) in results {
-            match r {
-                Ok(Some(p)) => prepared.push((path, size, p)),
-                Ok(None) => {
-                    report.unchanged += 1;
-                    observer.file(&path, size, &FileOutcome::Unchanged);
-                }
-                Err(error) => {
-                    observer.file(&path, size, &FileOutcome::Failed { error: error.clone() });
-                    report.failed.push((path, error));
-                }
+    // What is already indexed under this pipeline: document id -> content hash.
+    let known: HashMap<String, String> = index
+        .manifest()
+        .documents
+        .iter()
+        .filter(|(_, e)| e.pipeline == fingerprint)
+        .map(|(d, e)| (d.clone(), e.hash.clone()))
+        .collect();
+    let stats = Mutex::new(Stages5::default());
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(2 * rayon::current_num_threads().max(1));
+    let written = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let r = write_loop(index, rx, stages, options, observer);
+            stop.store(true, Ordering::Relaxed); // done or failed: no more work is wanted
+            r
+        });
+        files.par_iter().zip(&sizes).for_each_with(tx, |tx, (path, &size)| {
+            if stop.load(Ordering::Relaxed) {
+                return;
             }
-        }
-        let te = Instant::now();
-        let texts: Vec<&str> =
-            prepared.iter().flat_map(|(_, _, p)| p.records.iter().map(|r| r.text.as_str())).collect();
-        let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
-        let mut vectors = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(stages.embed_batch.max(1)) {
-            vectors.extend(stages.embedder.embed(batch)?);
-        }
-        s.embed.add(te.elapsed(), text_bytes, 0);
-
-        let tw = Instant::now();
-        let mut vectors = vectors.into_iter();
-        let mut batch = Vec::with_capacity(prepared.len());
-        let mut outcomes = Vec::with_capacity(prepared.len());
-        let mut n_chunks = 0;
-        let sparse_wanted = index.vectors().supports_sparse();
-        for (path, size, p) in prepared {
-            let points: Vec<Point> = p
-                .records
-                .into_iter()
-                .map(|record| {
-                    let sparse = if sparse_wanted {
-                        sparse::bm25_document_vector(&crate::analyze(&record.text), SPARSE_AVG_LEN, 1.2, 0.75)
-                    } else {
-                        crate::Sparse::default()
-                    };
-                    Point { sparse, dense: vectors.next().unwrap_or_default(), record }
-                })
-                .collect();
-            n_chunks += points.len();
-            outcomes.push((path, size, FileOutcome::Ingested { chunks: p.entry.chunks, tokens: p.tokens }));
-            batch.push((p.doc_id, p.entry, points));
-        }
-        let docs = batch.len();
-        index.write_batch(batch)?;
-        s.write.add(tw.elapsed(), text_bytes, 0);
-        observer.committed(docs, n_chunks);
-        for (path, size, o) in outcomes {
-            observer.file(&path, size, &o);
-        }
-        report.ingested += docs;
-        report.chunks += n_chunks as u64;
-        merge_stats(&mut report.stages, &s);
-    }
+            let r = prepare(&known, path, stages, &fingerprint, &stats);
+            if tx.send((path.clone(), size, r)).is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+        writer.join().unwrap_or_else(|_| Err(crate::Error::Query("internal: the index writer panicked".into())))
+    })?;
+    let mut s = stats.into_inner().unwrap_or_default();
+    s.embed = written.embed;
+    s.write = written.write;
+    report.stages = s;
+    report.ingested = written.ingested;
+    report.unchanged = written.unchanged;
+    report.failed = written.failed;
+    report.chunks = written.chunks;
     if options.optimize && report.ingested > 0 {
         let t = Instant::now();
         index.optimize()?;
@@ -295,23 +276,115 @@ pub fn ingest(
     Ok(report)
 }
 
-fn merge_stats(into: &mut Stages5, s: &Stages5) {
-    for (a, b) in [
-        (&mut into.load, &s.load),
-        (&mut into.split, &s.split),
-        (&mut into.chunk, &s.chunk),
-        (&mut into.embed, &s.embed),
-        (&mut into.write, &s.write),
-    ] {
-        a.seconds += b.seconds;
-        a.bytes += b.bytes;
-        a.tokens += b.tokens;
+/// Receives prepared documents, embeds and writes them in committed batches.
+fn write_loop(
+    index: &mut Index,
+    rx: Receiver<Item>,
+    stages: &Stages<'_>,
+    options: &IngestOptions,
+    observer: &dyn IngestObserver,
+) -> Result<Written> {
+    let mut w = Written::default();
+    let mut open: Vec<(PathBuf, u64, Prepared)> = Vec::new();
+    let mut open_bytes = 0u64;
+    let mut opened_at = Instant::now();
+    loop {
+        let item = if open.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(options.commit_interval.saturating_sub(opened_at.elapsed()))
+        };
+        let finished = match item {
+            Ok((path, size, Ok(Some(p)))) => {
+                if open.is_empty() {
+                    opened_at = Instant::now();
+                }
+                open_bytes += size;
+                open.push((path, size, p));
+                false
+            }
+            Ok((path, size, Ok(None))) => {
+                w.unchanged += 1;
+                observer.file(&path, size, &FileOutcome::Unchanged);
+                false
+            }
+            Ok((path, size, Err(error))) => {
+                observer.file(&path, size, &FileOutcome::Failed { error: error.clone() });
+                w.failed.push((path, error));
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        let due = open.len() >= options.batch_docs.max(1)
+            || open_bytes >= options.batch_bytes
+            || opened_at.elapsed() >= options.commit_interval;
+        if !open.is_empty() && (due || finished) {
+            write_open(index, std::mem::take(&mut open), stages, observer, &mut w)?;
+            open_bytes = 0;
+        }
+        if finished {
+            return Ok(w);
+        }
     }
+}
+
+/// Embeds the open batch's chunks and writes the batch (one commit).
+fn write_open(
+    index: &mut Index,
+    open: Vec<(PathBuf, u64, Prepared)>,
+    stages: &Stages<'_>,
+    observer: &dyn IngestObserver,
+    w: &mut Written,
+) -> Result<()> {
+    let te = Instant::now();
+    let texts: Vec<&str> = open.iter().flat_map(|(_, _, p)| p.records.iter().map(|r| r.text.as_str())).collect();
+    let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    let tokens: u64 = open.iter().map(|(_, _, p)| p.tokens).sum();
+    let mut vectors = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(stages.embed_batch.max(1)) {
+        vectors.extend(stages.embedder.embed(batch)?);
+    }
+    w.embed.add(te.elapsed(), text_bytes, tokens);
+
+    let tw = Instant::now();
+    let sparse_wanted = index.vectors().supports_sparse();
+    let mut vectors = vectors.into_iter();
+    let mut batch = Vec::with_capacity(open.len());
+    let mut outcomes = Vec::with_capacity(open.len());
+    let mut n_chunks = 0;
+    for (path, size, p) in open {
+        let points: Vec<Point> = p
+            .records
+            .into_iter()
+            .map(|record| {
+                let sparse = if sparse_wanted {
+                    sparse::bm25_document_vector(&crate::analyze(&record.text), SPARSE_AVG_LEN, 1.2, 0.75)
+                } else {
+                    crate::Sparse::default()
+                };
+                Point { sparse, dense: vectors.next().unwrap_or_default(), record }
+            })
+            .collect();
+        n_chunks += points.len();
+        outcomes.push((path, size, FileOutcome::Ingested { chunks: p.entry.chunks, tokens: p.tokens }));
+        batch.push((p.doc_id, p.entry, points));
+    }
+    let docs = batch.len();
+    index.write_batch(batch)?;
+    w.write.add(tw.elapsed(), text_bytes, tokens);
+    observer.committed(docs, n_chunks);
+    for (path, size, o) in outcomes {
+        observer.file(&path, size, &o);
+    }
+    w.ingested += docs;
+    w.chunks += n_chunks as u64;
+    Ok(())
 }
 
 /// Hashes, and unless unchanged loads, splits and chunks one file.
 fn prepare(
-    index: &Index,
+    known: &HashMap<String, String>,
     path: &Path,
     stages: &Stages<'_>,
     fingerprint: &str,
@@ -321,10 +394,7 @@ fn prepare(
     let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     let doc_id = document_id(path);
-    if let Some(e) = index.manifest().documents.get(&doc_id)
-        && e.hash == hash
-        && e.pipeline == fingerprint
-    {
+    if known.get(&doc_id).is_some_and(|h| *h == hash) {
         return Ok(None);
     }
     let size = bytes.len() as u64;
