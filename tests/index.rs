@@ -293,3 +293,41 @@ fn bad_files_are_reported_and_the_rest_is_ingested() {
     assert!(!out.status.success() && err.contains("not a metarag index"), "{err}");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn bench_reports_retrieval_metrics_on_a_user_dataset() {
+    let base = tmp("bench");
+    let corpus = base.join("data/corpus");
+    std::fs::create_dir_all(&corpus).expect("mkdir");
+    let text = std::fs::read_to_string(root().join("examples/corpus/washington-1790.txt")).expect("read");
+    std::fs::write(corpus.join("washington.txt"), &text).expect("write");
+    let span = |answer: &str| {
+        let start = text.find(answer).expect("answer in text");
+        serde_json::json!({"text": answer, "start": start, "end": start + answer.len()})
+    };
+    let questions = [
+        serde_json::json!({"id": "q1", "question": "How large was the loan completed in Holland?", "doc": "washington.txt", "answers": [span("3,000,000 florins")]}),
+        serde_json::json!({"id": "q2", "question": "Which district is to become a distinct member of the Union?", "doc": "washington.txt", "answers": [span("Kentucky")]}),
+    ];
+    let lines: Vec<String> = questions.iter().map(|q| q.to_string()).collect();
+    std::fs::write(base.join("data/questions.jsonl"), lines.join("\n")).expect("write");
+    let out_dir = base.join("out");
+    let out =
+        metarag(&["bench", "--dataset", s(&base.join("data")), "--chunkers", "sentence", "--out", s(&out_dir), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json"))
+            .expect("json");
+    assert_eq!(report["questions"], 2);
+    let modes = report["runs"][0]["modes"].as_array().expect("modes");
+    assert_eq!(modes.len(), 3);
+    for m in modes {
+        let recall: Vec<f64> =
+            m["metrics"]["recall"].as_array().expect("recall").iter().filter_map(|v| v.as_f64()).collect();
+        assert_eq!(recall.len(), 10);
+        assert!(recall.windows(2).all(|w| w[0] <= w[1]) && recall[9] <= 1.0);
+        assert_eq!(recall[9], 1.0, "one document of ~20 chunks: both answers are in the top 10 ({m})");
+    }
+    assert!(std::fs::read_to_string(out_dir.join("report.md")).expect("report.md").contains("| sentence |"));
+    let _ = std::fs::remove_dir_all(&base);
+}
