@@ -104,11 +104,7 @@ fn dataset_dir(name: &str, opts: &RuntimeOptions) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let mut opts = RuntimeOptions::default().with_threads(threads);
-    if let Some(m) = &args.models {
-        opts = opts.with_models_dir(m);
-    }
+    let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     let dir = dataset_dir(&args.dataset, &opts)?;
     let mut data = Dataset::load(&dir)?;
     if let Some(n) = args.limit {

@@ -323,11 +323,7 @@ fn process(args: &ChunkArgs, models: &Models, load: &LoadOptions, path: &Path) -
 
 pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let mut opts = RuntimeOptions::default().with_threads(threads);
-    if let Some(m) = &args.models {
-        opts = opts.with_models_dir(m);
-    }
+    let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     let files = collect_files(&args.paths);
     let models = load_models(args, &opts)?;
     let load = LoadOptions { pdf_timeout: Duration::from_secs(args.file_timeout), ..LoadOptions::default() };

@@ -263,11 +263,7 @@ fn run_ingest(
 
 pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let mut opts = RuntimeOptions::default().with_threads(threads);
-    if let Some(m) = &args.models {
-        opts = opts.with_models_dir(m);
-    }
+    let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     let pipeline = resolve_pipeline(args)?;
     let store = match &args.qdrant_url {
         Some(url) => StoreConfig::Server { url: url.clone(), collection: args.collection.clone() },

@@ -13,6 +13,16 @@ use metarag_onnx::{CausalLm, Embedder, JudgeConfig, LmConfig, LmMarginJudge, Run
 /// The embedder this build can load.
 pub const EMBEDDER_ID: &str = "all-minilm-l6-v2-int8";
 
+/// Threads (given, or all cores) and the ONNX Runtime options for them and a models directory.
+pub fn runtime(threads: Option<usize>, models: Option<&std::path::Path>) -> (usize, RuntimeOptions) {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let mut opts = RuntimeOptions::default().with_threads(threads);
+    if let Some(m) = models {
+        opts = opts.with_models_dir(m);
+    }
+    (threads, opts)
+}
+
 /// The models a pipeline needs, loaded once.
 pub struct Models {
     pub lm: Option<Arc<CausalLm>>,
