@@ -47,6 +47,12 @@ pub struct BenchArgs {
     /// Retrieval modes.
     #[arg(long, value_delimiter = ',', default_value = "bm25,dense,hybrid")]
     retrieval: Vec<Mode>,
+    /// RRF constant k for hybrid retrieval.
+    #[arg(long, default_value_t = 60.0)]
+    rrf_k: f32,
+    /// RRF weights "BM25,DENSE" for hybrid retrieval (default 1,1).
+    #[arg(long, value_name = "W1,W2", value_parser = crate::search::parse_weights)]
+    weights: Option<[f32; 2]>,
     /// Output directory (report.json, report.md, cached indexes).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -152,7 +158,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             let t = Instant::now();
             let mut judged = Vec::with_capacity(data.questions.len());
             for (q, v) in data.questions.iter().zip(&qvecs) {
-                let hits = index.search_with_vector(&Query::new(q.question.clone()).k(10).mode(mode), Some(v))?;
+                let query = Query::new(q.question.clone()).k(10).mode(mode).fusion(args.rrf_k, args.weights);
+                let hits = index.search_with_vector(&query, Some(v))?;
                 judged.push(judge(q, &hits));
             }
             let metrics = RetrievalMetrics::from_runs(&judged);
@@ -178,7 +185,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let report = serde_json::json!({
         "dataset": dir, "questions": data.questions.len(), "documents": files.len(),
-        "question_embedding_seconds": embed_seconds, "runs": runs,
+        "question_embedding_seconds": embed_seconds, "rrf_k": args.rrf_k, "rrf_weights": args.weights,
+        "runs": runs,
     });
     let json_path = args.out.join("report.json");
     metarag_index::manifest::write_atomic(&json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;

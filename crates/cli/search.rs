@@ -69,7 +69,7 @@ pub struct SearchArgs {
     models: Option<PathBuf>,
 }
 
-fn parse_weights(s: &str) -> Result<[f32; 2], String> {
+pub fn parse_weights(s: &str) -> Result<[f32; 2], String> {
     let v: Vec<f32> =
         s.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
     match v[..] {
