@@ -267,17 +267,4 @@ impl LexicalIndex {
     pub fn count(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
-
-    /// Mean number of terms per chunk (for sparse BM25 weights), from the index statistics.
-    pub fn average_length(&self) -> Result<f32> {
-        let searcher = self.reader.searcher();
-        let mut terms = 0u64;
-        let mut docs = 0u64;
-        for seg in searcher.segment_readers() {
-            let inv = seg.inverted_index(self.fields.text).map_err(|e| self.err("statistics", e))?;
-            terms += inv.total_num_tokens();
-            docs += u64::from(seg.max_doc());
-        }
-        Ok(if docs == 0 { 0.0 } else { terms as f32 / docs as f32 })
-    }
 }
