@@ -17,8 +17,13 @@ What it does (each step is skipped when its result is already there and verified
   4. Converts the GGUF to <models>/smollm2-135m-instruct/{model.onnx,tokenizer.json}
      (onnx/convert_smollm2.py; graph variant 'fast' unless --variant says otherwise) and
      checks it against the oracle (onnx/verify.py) before putting it in place.
-  5. Writes <models>/manifest.json (files, sha256, tensor names, dimensions, special tokens).
-  6. Checks the sha256 of every final file against onnx/packages.lock.
+  5. Builds <models>/synthetic-denoiser/{model.onnx,denoiser.json} (onnx/synthetic_denoiser.py):
+     a masked-denoiser graph with FIXED weights over the SmolLM2 vocabulary that predicts one
+     known sentence (for testing masked-diffusion decoding; not a trained model). The graph is
+     deterministic: the script compares the sha256 of what it would write with the files.
+  6. Writes <models>/manifest.json (files, sha256, tensor names, dimensions, special tokens).
+  7. Checks the sha256 of every final file against onnx/packages.lock (the synthetic
+     denoiser's against the manifest written after the script's onnxruntime check).
 
 A second run checks the stamp, the sizes and the sha256 of the final files (about a second),
 and touches neither the network nor the files. --verify-only also hashes the downloaded
@@ -49,6 +54,8 @@ REQUIREMENTS = os.path.join(HERE, "requirements.txt")
 REQUIREMENTS_VERIFY = os.path.join(HERE, "requirements-verify.txt")
 CONVERTER = os.path.join(HERE, "convert_smollm2.py")
 VERIFIER = os.path.join(HERE, "verify.py")
+SYNTHETIC = os.path.join(HERE, "synthetic_denoiser.py")
+SYNTHETIC_DIR = "synthetic-denoiser"
 ORACLE = os.path.join(REPO, "tests", "fixtures", "model_oracle.json")
 STAMP_NAME = ".setup-stamp.json"
 MANIFEST_NAME = "manifest.json"
@@ -168,7 +175,8 @@ def venv_python(models: str) -> str:
 
 def setup_key(variant: str) -> str:
     """Changes when anything that decides the results changes."""
-    return sha256_bytes(read_bytes(LOCK_PATH), read_bytes(REQUIREMENTS), read_bytes(CONVERTER), variant.encode())
+    return sha256_bytes(read_bytes(LOCK_PATH), read_bytes(REQUIREMENTS), read_bytes(CONVERTER), read_bytes(SYNTHETIC),
+                        variant.encode())
 
 
 class Hashes:
@@ -362,6 +370,38 @@ def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bo
                 "(changed converter or package versions?); after review, re-pin with --update-lock")
 
 
+def ensure_synthetic(models: str, py: str, force: bool) -> None:
+    """The synthetic masked denoiser; the script itself does nothing when its files match."""
+    run([py, SYNTHETIC, "--models-dir", models] + (["--force"] if force else []),
+        "synthetic masked denoiser (onnx/synthetic_denoiser.py)")
+
+
+def synthetic_entry(models: str, entry) -> dict:
+    """The manifest entry of the synthetic masked denoiser (from its denoiser.json)."""
+    info_rel = os.path.join(SYNTHETIC_DIR, "denoiser.json")
+    try:
+        info = json.loads(read_bytes(os.path.join(models, info_rel)))
+        tokenizer_rel = os.path.normpath(os.path.join(SYNTHETIC_DIR, info["tokenizer"]))
+        return {
+            "kind": "masked-denoiser",
+            "source": {"script": "onnx/synthetic_denoiser.py", "note": info["note"]},
+            "dtype": "float32",
+            "files": {
+                "model": entry(os.path.join(SYNTHETIC_DIR, "model.onnx")),
+                "config": entry(info_rel),
+                "tokenizer": entry(tokenizer_rel),
+            },
+            "inputs": info["inputs"],
+            "outputs": info["outputs"],
+            "mask_id": info["mask_id"],
+            "vocab": info["vocab"],
+            "sequence": info["sequence"],
+            "slot_offset": info["slot_offset"],
+        }
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SetupError(f"cannot read {os.path.join(models, info_rel)} (run with --force): {exc}") from exc
+
+
 def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
     conv = lock["convert"]
     info_path = os.path.join(models, conv["out"], "convert_info.json")
@@ -434,6 +474,7 @@ def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
                 "max_tokens": emb["max_tokens"],
                 "note": emb["note"],
             },
+            SYNTHETIC_DIR: synthetic_entry(models, entry),
         },
     }
 
@@ -462,6 +503,17 @@ def check_final(models: str, lock: dict, hashes: Hashes, variant: str) -> list:
         for rel, sha in listed.items():
             if rel in arts and sha != arts[rel]["sha256"]:
                 problems.append(f"{manifest_path}: the sha256 of {rel} differs from {LOCK_PATH}")
+        # The synthetic denoiser is pinned by the manifest (its script checks what it writes).
+        synthetic = manifest["models"].get(SYNTHETIC_DIR)
+        if synthetic is None:
+            problems.append(f"{manifest_path} does not list {SYNTHETIC_DIR}")
+        else:
+            for f in synthetic["files"].values():
+                path = os.path.join(models, f["path"])
+                if not os.path.isfile(path):
+                    problems.append(f"{path} is missing")
+                elif hashes.get(f["path"]) != f["sha256"]:
+                    problems.append(f"{path}: sha256 {hashes.get(f['path'])} differs from {manifest_path}")
     except (SetupError, json.JSONDecodeError, KeyError, TypeError) as exc:
         problems.append(f"{manifest_path} is missing or unreadable ({exc})")
     return problems
@@ -566,6 +618,7 @@ def main(argv=None) -> int:
         ensure_requirements(models, py, args.force, args.with_tokenizers)
         ensure_extracted(models, lock, hashes, args.force)
         ensure_converted(models, lock, hashes, py, args.force, oracle, args.update_lock, variant)
+        ensure_synthetic(models, py, args.force)
         if args.update_lock:
             update_lock_file(models, lock, hashes, variant)
         write_json_atomic(os.path.join(models, MANIFEST_NAME), build_manifest(models, lock, hashes))
@@ -574,7 +627,9 @@ def main(argv=None) -> int:
             raise SetupError("final check against the lock failed:\n  " + "\n  ".join(problems))
         files = {rel: {"size": os.path.getsize(os.path.join(models, rel)),
                        "mtime_ns": os.stat(os.path.join(models, rel)).st_mtime_ns,
-                       "sha256": hashes.get(rel)} for rel in artefacts(lock, variant)}
+                       "sha256": hashes.get(rel)}
+                 for rel in list(artefacts(lock, variant)) + [os.path.join(SYNTHETIC_DIR, "model.onnx"),
+                                                              os.path.join(SYNTHETIC_DIR, "denoiser.json")]}
         write_json_atomic(stamp_path, {"key": setup_key(variant), "variant": variant, "files": files})
         log(f"done in {time.monotonic() - t_start:.0f} s: {len(files)} files verified; manifest {os.path.join(models, MANIFEST_NAME)}")
     return 0

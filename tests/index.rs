@@ -11,7 +11,7 @@ use metarag_index::{ChunkRecord, Index, Mode, Query};
 
 use crate::root;
 
-fn metarag(args: &[&str]) -> Output {
+pub fn metarag(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_metarag")).args(args).current_dir(root()).output().expect("run metarag")
 }
 
@@ -26,7 +26,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// The example corpus ingested once with the default pipeline (PPL chunks merged to 120 words).
-fn example_index() -> &'static Path {
+pub fn example_index() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tmp("examples");
@@ -39,7 +39,7 @@ fn example_index() -> &'static Path {
 }
 
 /// The known answers of examples/README.md: (question, file, answer text).
-const KNOWN: [(&str, &str, &str); 6] = [
+pub const KNOWN: [(&str, &str, &str); 6] = [
     ("What does the narrator ask to be called?", "moby-dick-loomings.pdf", "Ishmael"),
     ("What does Cato do with a philosophical flourish?", "moby-dick-loomings.pdf", "upon his sword"),
     ("How large was the loan completed in Holland?", "washington-1790.txt", "3,000,000 florins"),
@@ -52,7 +52,7 @@ const KNOWN: [(&str, &str, &str); 6] = [
     ("What is the code name of Debian release 11?", "debian-faq-getting-debian.html", "bullseye"),
 ];
 
-fn collapse(t: &str) -> String {
+pub fn collapse(t: &str) -> String {
     t.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -5,7 +5,9 @@
 //! models are missing.
 
 mod cli;
+mod generate;
 mod index;
+mod masked;
 mod models;
 mod store_contract;
 

@@ -65,6 +65,27 @@ pub struct BenchArgs {
     /// No progress bars.
     #[arg(short, long)]
     quiet: bool,
+    /// Also answer the questions (retrieved context from the first chunker's index) and report
+    /// exact match, token F1 and calibration (ECE) per infill mode × aggregation.
+    #[arg(long)]
+    generate: bool,
+    /// Answer only the first N of the asked questions (generation is the slow part).
+    #[arg(long, value_name = "N")]
+    answer_limit: Option<usize>,
+    /// Infill modes to compare (with --generate).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "extractive,free")]
+    infill: Vec<crate::ask::InfillArg>,
+    /// Aggregations to compare on the same candidates (with --generate).
+    #[arg(long, value_delimiter = ',', default_value = "rpc,vote,ppl", value_parser = crate::ask::parse_method)]
+    aggregate: Vec<metarag_generate::aggregate::Method>,
+    /// Retrieval mode that supplies the context (with --generate).
+    #[arg(long, default_value = "hybrid")]
+    answer_retrieval: Mode,
+    /// Chunks retrieved as context (with --generate).
+    #[arg(long, default_value_t = 4)]
+    context_k: usize,
+    #[command(flatten)]
+    decoding: crate::ask::GenerateArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,14 +204,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             modes,
         });
     }
+    let answers = if args.generate {
+        let first = runs.first().context("--generate needs at least one chunker")?;
+        Some(answer_questions(args, &data, &qvecs, &first.index, &opts)?)
+    } else {
+        None
+    };
     let report = serde_json::json!({
         "dataset": dir, "questions": data.questions.len(), "documents": files.len(),
         "question_embedding_seconds": embed_seconds, "rrf_k": args.rrf_k, "rrf_weights": args.weights,
-        "runs": runs,
+        "runs": runs, "answers": answers,
     });
     let json_path = args.out.join("report.json");
     metarag_index::manifest::write_atomic(&json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    let md = markdown(&runs, data.questions.len(), &dir);
+    let mut md = markdown(&runs, data.questions.len(), &dir);
+    if let Some(a) = &answers {
+        md.push_str(&answers_markdown(a));
+    }
     metarag_index::manifest::write_atomic(&args.out.join("report.md"), md.as_bytes())?;
     print!("{md}");
     eprintln!("wrote {} and report.md", json_path.display());
@@ -231,5 +261,158 @@ fn markdown(runs: &[ChunkerRun], questions: usize, dir: &Path) -> String {
             );
         }
     }
+    s
+}
+
+#[derive(Debug, Serialize)]
+struct AnswerRun {
+    infill: String,
+    method: metarag_generate::aggregate::Method,
+    metrics: metarag_eval::AnswerMetrics,
+}
+
+#[derive(Debug, Serialize)]
+struct AnswerReport {
+    questions: usize,
+    samples: usize,
+    seed: u64,
+    context_retrieval: Mode,
+    context_k: usize,
+    /// Share of answered questions whose context holds a gold answer span.
+    context_has_answer: f64,
+    runs: Vec<AnswerRun>,
+    /// Decoding seconds per infill mode (all questions).
+    decode_seconds: Vec<(String, f64)>,
+    /// Aggregation seconds (all methods, all questions).
+    aggregate_seconds: f64,
+}
+
+/// Answers the first `--answer-limit` questions from the index at `index_dir`: one decode per
+/// question and infill mode, aggregated by every method on the same candidates. Per-question
+/// results go to OUT/answers.jsonl.
+fn answer_questions(
+    args: &BenchArgs,
+    data: &Dataset,
+    qvecs: &[Vec<f32>],
+    index_dir: &Path,
+    opts: &RuntimeOptions,
+) -> anyhow::Result<AnswerReport> {
+    use metarag_eval::{AnswerMetrics, AnswerRecord};
+    use std::io::Write as _;
+    let n = args.answer_limit.unwrap_or(data.questions.len()).min(data.questions.len());
+    let index = Index::open(index_dir)?;
+    let generator = crate::ask::Generator::load(args.decoding.decoder, opts)?;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new((n * args.infill.len()) as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "answering {bar:30} {pos}/{len} questions×modes  {elapsed} (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let log_path = args.out.join("answers.jsonl");
+    let mut log = std::io::BufWriter::new(
+        std::fs::File::create(&log_path).with_context(|| format!("{}: cannot create", log_path.display()))?,
+    );
+    let mut records: Vec<Vec<Vec<AnswerRecord>>> =
+        vec![vec![Vec::with_capacity(n); args.aggregate.len()]; args.infill.len()];
+    let mut decode_seconds = vec![0.0; args.infill.len()];
+    let mut aggregate_seconds = 0.0;
+    let mut has_answer = 0usize;
+    for (q, v) in data.questions.iter().zip(qvecs).take(n) {
+        let query = Query::new(q.question.clone())
+            .k(args.context_k)
+            .mode(args.answer_retrieval)
+            .fusion(args.rrf_k, args.weights);
+        let hits = index.search_with_vector(&query, Some(v))?;
+        if judge(q, &hits).relevant.iter().any(|&r| r) {
+            has_answer += 1;
+        }
+        let chunks = crate::ask::context(&hits);
+        let golds: Vec<&str> = q.answers.iter().map(|a| a.text.as_str()).collect();
+        for (i, &infill) in args.infill.iter().enumerate() {
+            let cfg = args.decoding.config(infill, args.aggregate[0]);
+            let answer = generator.ask(&q.question, &chunks, &cfg).with_context(|| format!("question {}", q.id))?;
+            decode_seconds[i] += answer.stats.decode_seconds;
+            let mut winners = Vec::new();
+            for (j, &method) in args.aggregate.iter().enumerate() {
+                let t = Instant::now();
+                let (text, confidence) = metarag_generate::qa::reaggregate(&answer.candidates, method);
+                aggregate_seconds += t.elapsed().as_secs_f64();
+                records[i][j].push(AnswerRecord::score(&text, &golds, Some(confidence)));
+                winners.push(serde_json::json!({"method": method, "answer": text, "confidence": confidence}));
+            }
+            let line = serde_json::json!({
+                "id": q.id, "question": q.question, "gold": golds, "infill": format!("{infill:?}").to_lowercase(),
+                "context": chunks.iter().map(|c| &c.id).collect::<Vec<_>>(),
+                "candidates": answer.candidates.iter().map(|c| serde_json::json!({"text": c.candidate.text, "p": c.p})).collect::<Vec<_>>(),
+                "answers": winners,
+            });
+            writeln!(log, "{line}").with_context(|| format!("{}: write failed", log_path.display()))?;
+            bar.inc(1);
+        }
+    }
+    log.flush().with_context(|| format!("{}: write failed", log_path.display()))?;
+    bar.finish_and_clear();
+    let mut runs = Vec::new();
+    for (i, infill) in args.infill.iter().enumerate() {
+        for (j, &method) in args.aggregate.iter().enumerate() {
+            let metrics = AnswerMetrics::from_records(&records[i][j]);
+            eprintln!(
+                "answers {:>10} {method:>4}: EM {:.3}  F1 {:.3}  ECE {:.3}  ({} questions)",
+                format!("{infill:?}").to_lowercase(),
+                metrics.em,
+                metrics.f1,
+                metrics.ece.unwrap_or(f64::NAN),
+                metrics.questions
+            );
+            runs.push(AnswerRun { infill: format!("{infill:?}").to_lowercase(), method, metrics });
+        }
+    }
+    Ok(AnswerReport {
+        questions: n,
+        samples: args.decoding.samples,
+        seed: args.decoding.seed,
+        context_retrieval: args.answer_retrieval,
+        context_k: args.context_k,
+        context_has_answer: has_answer as f64 / n.max(1) as f64,
+        runs,
+        decode_seconds: args.infill.iter().map(|m| format!("{m:?}").to_lowercase()).zip(decode_seconds).collect(),
+        aggregate_seconds,
+    })
+}
+
+fn answers_markdown(a: &AnswerReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n# Answers ({} questions, N = {} samples, seed {}, context: {:?} top {}; gold answer in context for {:.1}%)\n",
+        a.questions,
+        a.samples,
+        a.seed,
+        a.context_retrieval,
+        a.context_k,
+        100.0 * a.context_has_answer
+    );
+    let _ = writeln!(s, "| infill | aggregation | EM | F1 | ECE (10 bins) |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    for r in &a.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {:.3} | {:.3} |",
+            r.infill,
+            r.method,
+            r.metrics.em,
+            r.metrics.f1,
+            r.metrics.ece.unwrap_or(f64::NAN)
+        );
+    }
+    for (m, secs) in &a.decode_seconds {
+        let _ = writeln!(s, "\n{m}: {secs:.1} s decoding ({:.2} s per question)", secs / a.questions.max(1) as f64);
+    }
+    let _ = writeln!(s, "aggregation (all methods): {:.4} s in all", a.aggregate_seconds);
     s
 }

@@ -1,6 +1,6 @@
-//! The `metarag` command line: `setup`, `chunk`, `ingest`, `search` (ask and bench come with
-//! their libraries).
+//! The `metarag` command line: `setup`, `chunk`, `ingest`, `search`, `ask`, `bench`.
 
+mod ask;
 mod bench;
 mod chunk;
 mod ingest;
@@ -36,6 +36,9 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Search an index: bm25, dense, or hybrid (reciprocal rank fusion).
     Search(search::SearchArgs),
+    /// Answer a question from an index: retrieve, infill with N candidates decoded together,
+    /// aggregate (RPC, vote, lowest perplexity), cite the chunks.
+    Ask(ask::AskArgs),
     /// Measure retrieval (recall@k, MRR@10) of chunkers × retrieval modes on a QA dataset
     /// (SQuAD v1.1 dev by default).
     Bench(bench::BenchArgs),
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Chunk(args) => chunk::run(&args),
         Command::Ingest(args) => ingest::run(&args),
         Command::Search(args) => search::run(&args),
+        Command::Ask(args) => ask::run(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

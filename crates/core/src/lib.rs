@@ -21,6 +21,7 @@
 //! # Ok::<(), metarag_core::Error>(())
 //! ```
 
+pub mod answer;
 pub mod chunk;
 mod document;
 mod error;

@@ -54,3 +54,69 @@ forward_impls!(SentenceScorer, score_sentences(pieces: &[&str]) -> Result<Vec<f3
 forward_impls!(MarginJudge, margin(chunk: &[&str], next: &str) -> Result<f32>);
 forward_impls!(SentenceEmbedder, embed(texts: &[&str]) -> Result<Vec<Vec<f32>>>);
 forward_impls!(TokenOffsets, token_offsets(text: &str) -> Result<Vec<Range<usize>>>);
+
+/// Sentinel tokens of a fill-in-the-middle model (arXiv 2207.14255).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FimTokens {
+    /// Marks the prefix (`<PRE>`).
+    pub prefix: u32,
+    /// Marks the suffix (`<SUF>`).
+    pub suffix: u32,
+    /// Marks the middle, after which the model writes the infill (`<MID>`).
+    pub middle: u32,
+}
+
+/// The token side of a generator: text to ids and back.
+pub trait Vocabulary: Send + Sync {
+    /// Token ids of `text` (no special tokens added; special-token text is recognised).
+    fn encode(&self, text: &str) -> Result<Vec<u32>>;
+    /// Text of `ids` (special tokens skipped).
+    fn decode(&self, ids: &[u32]) -> Result<String>;
+    /// Size of the logits rows.
+    fn vocab_size(&self) -> usize;
+    /// Id of a token given by its exact text, if the vocabulary has it.
+    fn token_id(&self, token: &str) -> Option<u32>;
+}
+
+/// A causal language model for decoding: a prompt is run once ([`CausalModel::prefill`]),
+/// then forked into a batch of rows that all continue it ([`CausalModel::fork`]) and are
+/// advanced one token per row per forward ([`CausalModel::step`]).
+///
+/// Logits are `f32` rows of [`Vocabulary::vocab_size`] entries, unnormalised.
+pub trait CausalModel: Vocabulary {
+    /// A computed prompt: its KV cache and the logits after its last token.
+    type Prefix: Send + Sync;
+    /// Rows that continue a prefix, decoded together.
+    type Batch: Send;
+    /// Runs `prompt` (non-empty) once.
+    fn prefill(&self, prompt: &[u32]) -> Result<Self::Prefix>;
+    /// The logits after the prefix's last token.
+    fn prefix_logits<'a>(&self, prefix: &'a Self::Prefix) -> &'a [f32];
+    /// `n` rows that each continue `prefix` (the prefix is shared, not recomputed).
+    fn fork(&self, prefix: &Self::Prefix, n: usize) -> Result<Self::Batch>;
+    /// Appends `tokens[r]` to row `r` and returns the next-token logits of every row,
+    /// row-major (`rows × vocab`).
+    fn step(&self, batch: &mut Self::Batch, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// Keeps only the rows `keep` (ascending), in that order.
+    fn retain(&self, batch: &mut Self::Batch, keep: &[usize]) -> Result<()>;
+    /// Log-probabilities of each token of each continuation after `prefix` (batched; the
+    /// first token is scored by the prefix's logits).
+    fn continuation_logprobs(&self, prefix: &Self::Prefix, continuations: &[Vec<u32>]) -> Result<Vec<Vec<f32>>>;
+    /// Tokens that end an answer (end of turn, end of text).
+    fn stop_tokens(&self) -> Vec<u32>;
+    /// The FIM sentinels, when the model was trained for fill-in-the-middle.
+    fn fim_tokens(&self) -> Option<FimTokens> {
+        None
+    }
+}
+
+/// A masked-diffusion denoiser (the masked-denoiser contract of DESIGN.md): given rows that
+/// contain [`MaskedDenoiser::mask_id`] tokens, predicts every position at once. It is
+/// time-agnostic: no time input.
+pub trait MaskedDenoiser: Vocabulary {
+    /// The mask token.
+    fn mask_id(&self) -> u32;
+    /// Logits for every position of every row (rows of equal length), row-major
+    /// `rows × len × vocab`.
+    fn denoise(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>>;
+}

@@ -16,9 +16,11 @@
 //! assert!((m.mrr10 - 0.25).abs() < 1e-12);
 //! ```
 
+pub mod answers;
 pub mod dataset;
 pub mod retrieval;
 
+pub use answers::{AnswerMetrics, AnswerRecord};
 pub use dataset::{AnswerSpan, Dataset, Question};
 pub use retrieval::{Judged, RetrievalMetrics};
 

@@ -24,15 +24,19 @@
 
 mod embed;
 mod error;
+mod generate;
 mod lm;
 mod margin;
+mod masked;
 mod math;
 pub mod runtime;
 mod tokens;
 
 pub use embed::{Embedder, MINILM_DIR};
 pub use error::{Error, Result};
+pub use generate::{LmBatch, LmPrefix};
 pub use lm::{CausalLm, KvCache, LmConfig, SMOLLM2_DIR};
 pub use margin::{JudgeConfig, LmMarginJudge};
+pub use masked::{MaskedLm, SYNTHETIC_DENOISER_DIR};
 pub use runtime::{RuntimeOptions, models_dir};
 pub use tokens::TokenizerFile;

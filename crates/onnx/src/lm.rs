@@ -65,9 +65,9 @@ impl LmConfig {
 /// A KV cache for one sequence: the `present` tensors of the last run (layer-major, key then
 /// value), the tokens they encode, and the position the next token gets.
 pub struct KvCache {
-    values: Vec<DynValue>,
-    tokens: Vec<u32>,
-    next_position: i64,
+    pub(crate) values: Vec<DynValue>,
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) next_position: i64,
 }
 
 impl std::fmt::Debug for KvCache {
@@ -250,7 +250,7 @@ impl CausalLm {
         })
     }
 
-    fn ort_err(&self, context: &'static str) -> impl Fn(ort::Error) -> Error + '_ {
+    pub(crate) fn ort_err(&self, context: &'static str) -> impl Fn(ort::Error) -> Error + '_ {
         move |e| Error::Ort { model: self.model.clone(), context, detail: e.to_string() }
     }
 
@@ -260,7 +260,7 @@ impl CausalLm {
     /// (`logits_from` is ignored, i.e. 0, for graphs without that optional input); the
     /// `present` tensors are returned.
     #[allow(clippy::too_many_arguments)]
-    fn forward<R>(
+    pub(crate) fn forward<R>(
         &self,
         session: &mut Session,
         batch: usize,
@@ -336,7 +336,7 @@ impl CausalLm {
         Ok((r, present))
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
+    pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
         self.session.lock().map_err(|_| Error::Ort {
             model: self.model.clone(),
             context: "session lock",
@@ -366,7 +366,7 @@ impl CausalLm {
     /// Runs `tokens` after `cache` (or from scratch) and returns the new cache; `f` gets the
     /// logits rows from `logits_from` on (all of them when the graph has no `logits_from`
     /// input: callers then read the last rows).
-    fn extend<R>(
+    pub(crate) fn extend<R>(
         &self,
         session: &mut Session,
         cache: Option<KvCache>,

@@ -1,0 +1,97 @@
+//! Parallel decoding throughput with the real SmolLM2-135M: candidates/s and tokens/s for
+//! N = 1, 4, 8, 16 candidates decoded as ONE batch over a shared prompt KV cache, against the
+//! baseline in the same process: the same N candidates (same seeds, same prompt cache)
+//! decoded one by one. Also the cost of aggregating them (RPC, vote), beside decoding.
+//!
+//! Run: `cargo bench --bench generate` (after `python3 onnx/setup.py`). The prompt is the
+//! default infill template over three chunks of `examples/corpus/washington-1790.txt`
+//! (~600 tokens); free decoding, temperature 0.7, top-k 40, top-p 0.95, at most 16 tokens.
+//! `METARAG_BENCH_THREADS` sets ONNX Runtime's threads (default 2).
+
+use std::time::Instant;
+
+use metarag_core::model::CausalModel;
+use metarag_generate::aggregate::{Method, Path, aggregate};
+use metarag_generate::causal::{CausalConfig, decode};
+use metarag_generate::template::{ContextChunk, Template};
+use metarag_onnx::{CausalLm, LmConfig, RuntimeOptions};
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: build-check only.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let threads = std::env::var("METARAG_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
+    let lm = CausalLm::load(&RuntimeOptions::default().with_threads(threads), cfg)
+        .expect("load SmolLM2 (run `python3 onnx/setup.py`)");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/corpus/washington-1790.txt"))
+        .expect("example corpus");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let chunks: Vec<ContextChunk> = words
+        .chunks(150)
+        .take(3)
+        .enumerate()
+        .map(|(i, w)| ContextChunk::new(&format!("w#{i}"), &w.join(" ")))
+        .collect();
+    let prompt =
+        Template::default().build(&lm, "How large was the loan completed in Holland?", &chunks).expect("prompt");
+    let started = Instant::now();
+    let _ = lm.prefill(&prompt.prefix).expect("prefill");
+    let prefill = started.elapsed().as_secs_f64();
+    println!("threads {threads}; prompt {} tokens; prefill {:.3} s", prompt.prefix.len(), prefill);
+    println!();
+    println!(
+        "| N | mode | wall s | decode s (wall - prefill) | tokens | candidates/s | tokens/s | forwards | speed-up (decode) |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for n in [1usize, 4, 8, 16] {
+        let mut results = Vec::new();
+        for batched in [false, true] {
+            let cfg = CausalConfig {
+                samples: n,
+                max_tokens: 16,
+                seed: 1,
+                batched,
+                rescore: false,
+                stop: vec![],
+                ..CausalConfig::default()
+            };
+            let t = Instant::now();
+            let out = decode(&lm, &prompt, None, &cfg).expect("decode");
+            let wall = t.elapsed().as_secs_f64();
+            let dec = (wall - prefill).max(1e-9);
+            results.push((batched, wall, dec, out));
+        }
+        let base = results[0].2;
+        for (batched, wall, dec, out) in &results {
+            println!(
+                "| {n} | {} | {wall:.2} | {dec:.2} | {} | {:.2} | {:.1} | {} | {:.2}x |",
+                if *batched { "batched" } else { "one by one" },
+                out.generated_tokens,
+                n as f64 / dec,
+                out.generated_tokens as f64 / dec,
+                out.forwards,
+                base / dec
+            );
+        }
+        // Aggregation cost beside decoding.
+        let out = &results[1].3;
+        let ps: Vec<f64> = out.candidates.iter().map(|c| c.inverse_perplexity()).collect();
+        let paths: Vec<Path<'_>> =
+            out.candidates.iter().zip(&ps).map(|(c, &p)| Path { answer: &c.text, completion: &c.text, p }).collect();
+        for method in [Method::Rpc, Method::Vote] {
+            let reps = 1000;
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(aggregate(std::hint::black_box(&paths), method));
+            }
+            let each = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "|   | aggregate {method} | {:.1} µs | {:.4}% of batched decode | | | | | |",
+                each * 1e6,
+                100.0 * each / results[1].2
+            );
+        }
+    }
+}

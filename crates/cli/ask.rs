@@ -1,0 +1,304 @@
+//! `metarag ask`: retrieve chunks, fill the infill template, decode N candidates together,
+//! aggregate them (RPC, vote or lowest perplexity) and cite the chunks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use metarag_generate::aggregate::Method;
+use metarag_generate::masked::{MaskedConfig, Schedule};
+use metarag_generate::qa::{Answer, AskConfig, ask_causal, ask_masked};
+use metarag_generate::sample::{Mirostat, SamplerConfig};
+use metarag_generate::template::{ContextChunk, Template};
+use metarag_index::{Index, Mode, Query, SearchHit};
+use metarag_onnx::{CausalLm, Embedder, LmConfig, MaskedLm, RuntimeOptions};
+use serde::Serialize;
+
+use crate::search::ModeArg;
+
+/// Which decoder writes the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecoderArg {
+    /// SmolLM2 (causal): the prompt is computed once and N candidates are decoded as one batch.
+    Causal,
+    /// A masked-diffusion denoiser (the slot is --length mask tokens, unmasked in parallel).
+    Masked,
+}
+
+/// How the answer slot is filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InfillArg {
+    /// Only spans copied from the retrieved chunks (best for small models).
+    Extractive,
+    /// Free text.
+    Free,
+}
+
+/// Masked-diffusion unmasking schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// LLaDA: the k most confident positions per step.
+    Confidence,
+    /// Fast-dLLM: top-1 plus every position above --threshold.
+    Threshold,
+    /// First-hitting sampler: one uniformly chosen position per call.
+    FirstHitting,
+}
+
+/// Aggregation method (parsed by metarag-generate).
+pub fn parse_method(s: &str) -> Result<Method, String> {
+    s.parse::<Method>().map_err(|e| e.to_string())
+}
+
+fn parse_mirostat(s: &str) -> Result<Mirostat, String> {
+    let v: Vec<f64> =
+        s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
+    match v[..] {
+        [tau, eta] if tau > 0.0 && eta > 0.0 => Ok(Mirostat { tau, eta }),
+        _ => Err(format!("{s:?}: expected TAU,ETA with both > 0, e.g. 3,0.1")),
+    }
+}
+
+/// Decoding and aggregation options shared by `ask` and `bench --generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Candidates sampled per question (decoded together as one batch).
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    /// Decoder.
+    #[arg(long, value_enum, default_value_t = DecoderArg::Causal)]
+    pub decoder: DecoderArg,
+    /// Sampling temperature (0 = greedy: all candidates equal).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    /// Top-k filter (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus filter (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// Mirostat instead of top-k/top-p: target surprise TAU (bits) and learning rate ETA.
+    #[arg(long, value_name = "TAU,ETA", value_parser = parse_mirostat)]
+    pub mirostat: Option<Mirostat>,
+    /// Most answer tokens (causal decoder).
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: usize,
+    /// Seed: the same seed gives the same candidates.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most prompt tokens; retrieved chunks are added by relevance until it is reached.
+    #[arg(long, default_value_t = 768)]
+    pub max_prompt: usize,
+    /// Answer slot length in mask tokens (masked decoder).
+    #[arg(long, default_value_t = 16)]
+    pub length: usize,
+    /// Denoising steps (masked decoder; default: --length).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Semi-autoregressive block length (masked decoder; default: --length, one block).
+    #[arg(long)]
+    pub block: Option<usize>,
+    /// Unmasking schedule (masked decoder).
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Confidence)]
+    pub schedule: ScheduleArg,
+    /// Confidence threshold of the threshold schedule.
+    #[arg(long, default_value_t = 0.9)]
+    pub threshold: f64,
+}
+
+impl GenerateArgs {
+    /// The library configuration for `infill` and `method`.
+    pub fn config(&self, infill: InfillArg, method: Method) -> AskConfig {
+        let template = Template { max_prompt: self.max_prompt, ..Template::default() };
+        let mut cfg = AskConfig {
+            template,
+            extractive: infill == InfillArg::Extractive,
+            aggregate: method,
+            ..AskConfig::default()
+        };
+        cfg.causal.samples = self.samples;
+        cfg.causal.max_tokens = self.max_tokens;
+        cfg.causal.seed = self.seed;
+        cfg.causal.sampler = SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            mirostat: self.mirostat,
+        };
+        cfg.masked = MaskedConfig {
+            length: self.length,
+            steps: self.steps,
+            block_length: self.block,
+            schedule: match self.schedule {
+                ScheduleArg::Confidence => Schedule::LowConfidence,
+                ScheduleArg::Threshold => Schedule::Threshold { threshold: self.threshold },
+                ScheduleArg::FirstHitting => Schedule::FirstHitting,
+            },
+            temperature: self.temperature,
+            seed: self.seed,
+        };
+        cfg
+    }
+}
+
+/// Arguments of `metarag ask`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+EXAMPLES:
+  metarag ask --index idx 'what does the narrator ask to be called?'
+  metarag ask --index idx 'who wrote the report?' --samples 16 --aggregate vote --json
+  metarag ask --index idx 'when was it released?' --infill free --mirostat 3,0.1
+  metarag ask --index idx 'what is the codename?' --decoder masked --schedule threshold
+
+The default generator is the causal SmolLM2-135M-Instruct. The question retrieves -k chunks
+(hybrid by default); they fill the infill template, most relevant first, up to --max-prompt
+tokens. The prompt is computed once and --samples candidates are decoded from it together.
+Extractive infilling (the default) only writes spans of the retrieved chunks, so every answer
+is a quotation of a cited chunk; --infill free lets the model write anything. Candidates are
+rescored with the template's closing and aggregated: rpc (perplexity consistency with Weibull
+reasoning pruning), vote (self-consistency) or ppl (lowest perplexity).
+
+--decoder masked runs a masked-diffusion denoiser over ONNX Runtime. No trained masked-diffusion
+model is published in the registries this project can reach: the one set up is a SYNTHETIC graph
+with fixed weights that always writes the same sentence; it proves the decoding path, it does
+not answer questions.")]
+pub struct AskArgs {
+    /// Index directory (made by `metarag ingest`).
+    #[arg(long, value_name = "DIR")]
+    index: PathBuf,
+    /// The question.
+    #[arg(required = true, value_name = "QUESTION")]
+    question: Vec<String>,
+    /// Aggregation of the candidates.
+    #[arg(long, default_value = "rpc", value_parser = parse_method)]
+    aggregate: Method,
+    /// Chunks retrieved as context.
+    #[arg(short, long, default_value_t = 4)]
+    k: usize,
+    /// Retrieval mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Hybrid)]
+    mode: ModeArg,
+    /// Extractive (spans of the retrieved chunks) or free infilling (causal decoder).
+    #[arg(long, value_enum, default_value_t = InfillArg::Extractive)]
+    infill: InfillArg,
+    #[command(flatten)]
+    generate: GenerateArgs,
+    /// JSON output: the answer, every candidate with its score and whether it was pruned.
+    #[arg(long)]
+    json: bool,
+    /// Threads for ONNX Runtime (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Models directory (default: $METARAG_MODELS, else models/ of the checkout).
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+}
+
+/// Retrieved chunks as template context.
+pub fn context(hits: &[SearchHit]) -> Vec<ContextChunk> {
+    hits.iter()
+        .map(|h| ContextChunk {
+            id: format!("{}#{}", h.record.path, h.record.chunk),
+            text: h.record.text.clone(),
+            path: Some(h.record.path.clone()),
+            span: Some(h.record.start as usize..h.record.end as usize),
+        })
+        .collect()
+}
+
+/// The generator a run needs, loaded once.
+pub enum Generator {
+    /// SmolLM2.
+    Causal(CausalLm),
+    /// A masked denoiser.
+    Masked(MaskedLm),
+}
+
+impl Generator {
+    /// Loads the generator for `decoder`.
+    pub fn load(decoder: DecoderArg, opts: &RuntimeOptions) -> anyhow::Result<Self> {
+        Ok(match decoder {
+            DecoderArg::Causal => {
+                // The prompt is run in windows of 256 tokens with nothing sliding out.
+                let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
+                Generator::Causal(CausalLm::load(opts, cfg).context("loading the causal LM")?)
+            }
+            DecoderArg::Masked => Generator::Masked(MaskedLm::load(opts).context("loading the masked denoiser")?),
+        })
+    }
+
+    /// Answers one question from `chunks`.
+    pub fn ask(&self, question: &str, chunks: &[ContextChunk], cfg: &AskConfig) -> anyhow::Result<Answer> {
+        Ok(match self {
+            Generator::Causal(lm) => ask_causal(lm, question, chunks, cfg)?,
+            Generator::Masked(m) => ask_masked(m, question, chunks, cfg)?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    question: &'a str,
+    #[serde(flatten)]
+    answer: &'a Answer,
+    retrieved: Vec<&'a str>,
+}
+
+pub fn run(args: &AskArgs) -> anyhow::Result<ExitCode> {
+    let question = args.question.join(" ");
+    let (_, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
+    let mode = match args.mode {
+        ModeArg::Bm25 => Mode::Bm25,
+        ModeArg::Dense => Mode::Dense,
+        ModeArg::Hybrid => Mode::Hybrid,
+    };
+    let mut index = Index::open(&args.index)?;
+    if mode != Mode::Bm25 {
+        index = index.with_embedder(Arc::new(Embedder::load(&opts).context("loading the embedder")?));
+    }
+    let hits = index.search(&Query::new(question.clone()).k(args.k).mode(mode))?;
+    let chunks = context(&hits);
+    let generator = Generator::load(args.generate.decoder, &opts)?;
+    let cfg = args.generate.config(args.infill, args.aggregate);
+    let answer = generator.ask(&question, &chunks, &cfg)?;
+    if args.json {
+        let retrieved = chunks.iter().map(|c| c.id.as_str()).collect();
+        println!("{}", serde_json::to_string_pretty(&Output { question: &question, answer: &answer, retrieved })?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_answer(&answer, &chunks);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_answer(a: &Answer, chunks: &[ContextChunk]) {
+    if a.text.is_empty() {
+        println!("No answer (no candidate survived; try --samples or --infill free).");
+    } else {
+        println!("{}", a.text);
+    }
+    let kept = a.candidates.iter().filter(|c| !c.pruned).count();
+    println!(
+        "\nconfidence {:.2} ({} of {} candidates, {} kept after pruning; {} decoder{}; {:.1} s)",
+        a.confidence,
+        a.method,
+        a.candidates.len(),
+        kept,
+        a.decoder,
+        if a.extractive { ", extractive" } else { "" },
+        a.stats.decode_seconds + a.stats.aggregate_seconds
+    );
+    if let Some(n) = &a.note {
+        println!("note: {n}");
+    }
+    if a.citations.is_empty() {
+        println!("sources: none of the {} retrieved chunks contains this answer", chunks.len());
+    } else {
+        println!("sources:");
+        for c in &a.citations {
+            let span = c.span.as_ref().map(|s| format!(" [{}..{}]", s.start, s.end)).unwrap_or_default();
+            println!("  [{}] {}{span}", c.number, c.id);
+        }
+    }
+}

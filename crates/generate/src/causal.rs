@@ -1,0 +1,410 @@
+//! The causal decoder: the prompt is computed once, its KV cache is forked into N rows that
+//! are decoded together (one forward per step for all candidates), each row with its own
+//! seeded random stream, so batching never changes the candidates. Free decoding, or
+//! extractive decoding constrained to spans of the context ([`crate::constrain`]). With a
+//! FIM model the prompt is PSM or SPM; with a plain causal model every candidate is rescored
+//! with the template's suffix.
+//!
+//! ```
+//! use metarag_generate::causal::{decode, CausalConfig};
+//! use metarag_generate::template::Prompt;
+//! use metarag_generate::testing::{peaked, ScriptedLm};
+//! // A model that always says "yes" then stops.
+//! let lm = ScriptedLm::new(&["<end>", "q", "yes"], &["<end>"], |ctx| {
+//!     peaked(3, if *ctx.last().unwrap() == 2 { 0 } else { 2 }, 9.0)
+//! });
+//! let prompt = Prompt { prefix: vec![1], suffix: vec![0], chunks: vec![] };
+//! let out = decode(&lm, &prompt, None, &CausalConfig { samples: 4, ..CausalConfig::default() })?;
+//! assert_eq!(out.candidates.len(), 4);
+//! assert!(out.candidates.iter().all(|c| c.text == "yes"));
+//! # Ok::<(), metarag_generate::Error>(())
+//! ```
+
+use metarag_core::model::CausalModel;
+use serde::{Deserialize, Serialize};
+
+use crate::constrain::{Extractive, State};
+use crate::sample::{Sampler, SamplerConfig, row_rng};
+use crate::template::Prompt;
+use crate::{Candidate, Error, Finish, Result, SpanSource};
+
+/// Order of a fill-in-the-middle prompt (used only when the model declares FIM sentinels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FimOrder {
+    /// `<PRE> prefix <SUF> suffix <MID>`.
+    #[default]
+    Psm,
+    /// `<SUF> suffix <PRE> prefix <MID>`.
+    Spm,
+}
+
+/// Causal decoding options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CausalConfig {
+    /// Candidates N.
+    pub samples: usize,
+    /// Most answer tokens per candidate.
+    pub max_tokens: usize,
+    /// How tokens are drawn.
+    pub sampler: SamplerConfig,
+    /// Seed of the random streams (candidate i uses stream i).
+    pub seed: u64,
+    /// Text that ends an answer (besides the model's stop tokens).
+    pub stop: Vec<String>,
+    /// Decode all candidates as one batch (true) or one by one (the baseline).
+    pub batched: bool,
+    /// Rescore candidates with the template's suffix (plain causal models).
+    pub rescore: bool,
+    /// FIM prompt order, for models with FIM sentinels.
+    pub fim: FimOrder,
+}
+
+impl Default for CausalConfig {
+    fn default() -> Self {
+        CausalConfig {
+            samples: 8,
+            max_tokens: 16,
+            sampler: SamplerConfig::default(),
+            seed: 0,
+            stop: vec!["\n".into()],
+            batched: true,
+            rescore: true,
+            fim: FimOrder::Psm,
+        }
+    }
+}
+
+/// What the decoder produced and what it cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decoded {
+    /// One per sample, in row order.
+    pub candidates: Vec<Candidate>,
+    /// Tokens in the prompt actually run.
+    pub prompt_tokens: usize,
+    /// Model calls: prefill + decoding steps + rescoring.
+    pub forwards: usize,
+    /// Answer tokens produced over all candidates.
+    pub generated_tokens: usize,
+    /// True when the prompt was a FIM prompt (no rescoring needed).
+    pub fim: bool,
+}
+
+struct Row {
+    sampler: Sampler,
+    rng: rand_chacha::ChaCha8Rng,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    state: State,
+    finish: Option<Finish>,
+    text: String,
+}
+
+/// Decodes `cfg.samples` candidates for the slot of `prompt`, constrained to `extractive`
+/// spans when given.
+pub fn decode<M: CausalModel + ?Sized>(
+    model: &M,
+    prompt: &Prompt,
+    extractive: Option<&Extractive>,
+    cfg: &CausalConfig,
+) -> Result<Decoded> {
+    cfg.sampler.check().map_err(Error::Config)?;
+    if cfg.samples == 0 || cfg.max_tokens == 0 {
+        return Err(Error::Config(format!(
+            "samples ({}) and max_tokens ({}) must be >= 1",
+            cfg.samples, cfg.max_tokens
+        )));
+    }
+    let (tokens, fim) = match model.fim_tokens() {
+        Some(f) => {
+            let mut t = Vec::with_capacity(prompt.prefix.len() + prompt.suffix.len() + 3);
+            match cfg.fim {
+                FimOrder::Psm => {
+                    t.push(f.prefix);
+                    t.extend(&prompt.prefix);
+                    t.push(f.suffix);
+                    t.extend(&prompt.suffix);
+                }
+                FimOrder::Spm => {
+                    t.push(f.suffix);
+                    t.extend(&prompt.suffix);
+                    t.push(f.prefix);
+                    t.extend(&prompt.prefix);
+                }
+            }
+            t.push(f.middle);
+            (t, true)
+        }
+        None => (prompt.prefix.clone(), false),
+    };
+    let stop = model.stop_tokens();
+    let prefix = model.prefill(&tokens)?;
+    let mut forwards = 1;
+    let mut rows: Vec<Row> = (0..cfg.samples)
+        .map(|i| Row {
+            sampler: Sampler::new(&cfg.sampler),
+            rng: row_rng(cfg.seed, i),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            state: extractive.map_or(0, |e| e.index.root()),
+            finish: None,
+            text: String::new(),
+        })
+        .collect();
+    let groups: Vec<Vec<usize>> =
+        if cfg.batched { vec![(0..cfg.samples).collect()] } else { (0..cfg.samples).map(|i| vec![i]).collect() };
+    for group in groups {
+        forwards += run_rows(model, &prefix, &mut rows, &group, extractive, &stop, cfg)?;
+    }
+    let mut candidates: Vec<Candidate> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let source = extractive.and_then(|e| e.index.locate(r.state, r.tokens.len()));
+            Candidate {
+                index,
+                text: r.text.trim().to_string(),
+                tokens: r.tokens,
+                logprobs: r.logprobs,
+                suffix_logprobs: Vec::new(),
+                finish: r.finish.unwrap_or(Finish::Length),
+                source,
+            }
+        })
+        .collect();
+    let generated_tokens = candidates.iter().map(|c| c.tokens.len()).sum();
+    if !fim && cfg.rescore && !prompt.suffix.is_empty() {
+        let conts: Vec<Vec<u32>> =
+            candidates.iter().map(|c| c.tokens.iter().chain(&prompt.suffix).copied().collect()).collect();
+        let scored = model.continuation_logprobs(&prefix, &conts)?;
+        forwards += 1;
+        for (c, s) in candidates.iter_mut().zip(scored) {
+            let n = c.tokens.len();
+            c.logprobs = s[..n].to_vec();
+            c.suffix_logprobs = s[n..].to_vec();
+        }
+    }
+    Ok(Decoded { candidates, prompt_tokens: tokens.len(), forwards, generated_tokens, fim })
+}
+
+/// Decodes the rows `ids` together; returns the number of forwards used.
+fn run_rows<M: CausalModel + ?Sized>(
+    model: &M,
+    prefix: &M::Prefix,
+    rows: &mut [Row],
+    ids: &[usize],
+    extractive: Option<&Extractive>,
+    stop: &[u32],
+    cfg: &CausalConfig,
+) -> Result<usize> {
+    let vocab = model.vocab_size();
+    let first = model.prefix_logits(prefix);
+    if first.len() != vocab {
+        return Err(Error::Logits { got: first.len(), expected: vocab });
+    }
+    // Logits per active row; all rows start from the prefix's.
+    let mut active: Vec<usize> = ids.to_vec();
+    let mut logits: Vec<f32> = first.repeat(active.len());
+    let mut batch: Option<M::Batch> = None;
+    let mut forwards = 0;
+    loop {
+        let mut next_tokens = Vec::with_capacity(active.len());
+        let mut keep = Vec::with_capacity(active.len());
+        for (slot, &r) in active.iter().enumerate() {
+            let row = &mut rows[r];
+            let l = &logits[slot * vocab..(slot + 1) * vocab];
+            let allowed = extractive.map(|e| e.allowed(row.state, row.tokens.len(), stop));
+            if allowed.as_ref().is_some_and(Vec::is_empty) {
+                row.finish = Some(Finish::Exhausted);
+                continue;
+            }
+            let pick = row.sampler.sample(l, allowed.as_deref(), &mut row.rng);
+            if stop.contains(&pick.token) {
+                row.finish = Some(Finish::Stop);
+                continue;
+            }
+            row.tokens.push(pick.token);
+            row.logprobs.push(pick.logprob as f32);
+            if let Some(e) = extractive {
+                row.state = e.index.advance(row.state, pick.token).unwrap_or(row.state);
+            }
+            row.text = model.decode(&row.tokens)?;
+            if let Some(cut) = cfg.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| row.text.find(s.as_str())).min()
+            {
+                // The token that completed a stop sequence is not part of the answer.
+                row.text.truncate(cut);
+                row.tokens.pop();
+                row.logprobs.pop();
+                if let Some(e) = extractive {
+                    row.state = e.index.walk(&row.tokens).unwrap_or(0);
+                }
+                row.finish = Some(Finish::Stop);
+                continue;
+            }
+            if row.tokens.len() >= cfg.max_tokens {
+                row.finish = Some(Finish::Length);
+                continue;
+            }
+            next_tokens.push(pick.token);
+            keep.push(slot);
+        }
+        if keep.is_empty() {
+            return Ok(forwards);
+        }
+        let b = match batch.as_mut() {
+            None => {
+                batch = Some(model.fork(prefix, keep.len())?);
+                batch.as_mut().ok_or_else(|| Error::Config("fork failed".into()))?
+            }
+            Some(b) => {
+                if keep.len() != active.len() {
+                    model.retain(b, &keep)?;
+                }
+                b
+            }
+        };
+        active = keep.iter().map(|&s| active[s]).collect();
+        logits = model.step(b, &next_tokens)?;
+        forwards += 1;
+        if logits.len() != active.len() * vocab {
+            return Err(Error::Logits { got: logits.len(), expected: active.len() * vocab });
+        }
+    }
+}
+
+/// Checks that a candidate copied from the context really is the span it claims.
+pub fn span_tokens<'a>(prompt: &'a Prompt, source: &SpanSource) -> Option<&'a [u32]> {
+    prompt.chunks.get(source.chunk).and_then(|c| c.tokens.get(source.tokens.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ScriptedLm, peaked};
+    use metarag_core::model::Vocabulary;
+
+    const WORDS: &[&str] = &["<end>", "<pre>", "<suf>", "<mid>", "q", "a", "b", "c", "d", "e", ".", "\\n"];
+
+    /// Next-token logits depend on the whole context (a hash), so rows diverge and any mix-up
+    /// between rows would show.
+    fn model() -> ScriptedLm {
+        ScriptedLm::new(WORDS, &["<end>"], |ctx| {
+            let h = ctx.iter().fold(7u64, |h, &t| h.wrapping_mul(31).wrapping_add(u64::from(t) + 1));
+            (0..WORDS.len() as u64).map(|v| ((h.wrapping_mul(v + 3) >> 5) % 7) as f32 * 0.5).collect()
+        })
+    }
+
+    fn prompt(lm: &ScriptedLm) -> Prompt {
+        Prompt { prefix: lm.encode("q a b").unwrap(), suffix: lm.encode("<end>").unwrap(), chunks: vec![] }
+    }
+
+    fn cfg(batched: bool) -> CausalConfig {
+        CausalConfig {
+            samples: 8,
+            max_tokens: 6,
+            sampler: SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, mirostat: None },
+            seed: 42,
+            stop: vec![],
+            batched,
+            rescore: true,
+            fim: FimOrder::Psm,
+        }
+    }
+
+    #[test]
+    fn batched_equals_one_by_one_with_the_same_seeds() {
+        let (a, b) = (model(), model());
+        let together = decode(&a, &prompt(&a), None, &cfg(true)).unwrap();
+        let alone = decode(&b, &prompt(&b), None, &cfg(false)).unwrap();
+        assert_eq!(together.candidates, alone.candidates);
+        let distinct: std::collections::HashSet<_> = together.candidates.iter().map(|c| c.tokens.clone()).collect();
+        assert!(distinct.len() > 2, "the script should make candidates differ: {distinct:?}");
+        // One forward per step for the whole batch; one-by-one pays one per row and step.
+        let longest = together.candidates.iter().map(|c| c.tokens.len()).max().unwrap();
+        let steps_batched = a.step_sizes().len();
+        assert!(steps_batched <= longest, "{steps_batched} steps for a longest answer of {longest}");
+        assert_eq!(together.forwards, 1 + steps_batched + 1);
+        assert!(a.step_sizes().windows(2).all(|w| w[1] <= w[0]), "finished rows leave the batch");
+        assert_eq!(a.step_sizes()[0], 8);
+        assert!(b.step_sizes().iter().all(|&n| n == 1));
+        assert_eq!(a.row_steps(), b.row_steps());
+    }
+
+    #[test]
+    fn same_seed_reproduces_and_another_seed_differs() {
+        let lm = model();
+        let x = decode(&lm, &prompt(&lm), None, &cfg(true)).unwrap();
+        let y = decode(&lm, &prompt(&lm), None, &cfg(true)).unwrap();
+        assert_eq!(x.candidates, y.candidates);
+        let z = decode(&lm, &prompt(&lm), None, &CausalConfig { seed: 43, ..cfg(true) }).unwrap();
+        assert_ne!(x.candidates, z.candidates);
+    }
+
+    #[test]
+    fn stops_lengths_and_rescoring() {
+        // Greedy: "c d <end>" after the prompt.
+        let lm = ScriptedLm::new(WORDS, &["<end>"], |ctx| {
+            let next = match *ctx.last().unwrap() {
+                3 => 7, // after <mid> or the prompt's end: c
+                6 => 7,
+                7 => 8,
+                _ => 0,
+            };
+            peaked(WORDS.len(), next, 4.0)
+        });
+        let p = prompt(&lm);
+        let greedy =
+            CausalConfig { sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() }, ..cfg(true) };
+        let out = decode(&lm, &p, None, &greedy).unwrap();
+        for c in &out.candidates {
+            assert_eq!(c.text, "c d");
+            assert_eq!(c.finish, Finish::Stop);
+            // Rescored: 2 answer tokens, 1 suffix token (<end>), all at the peak probability.
+            let peak = (4.0f64.exp() / (4.0f64.exp() + (WORDS.len() - 1) as f64)).ln() as f32;
+            assert_eq!(c.suffix_logprobs.len(), 1);
+            assert!(c.logprobs.iter().chain(&c.suffix_logprobs).all(|&l| (l - peak).abs() < 1e-5));
+            assert!((c.inverse_perplexity() - f64::from(peak).exp()).abs() < 1e-5);
+        }
+        let short = decode(&lm, &p, None, &CausalConfig { max_tokens: 1, ..greedy.clone() }).unwrap();
+        assert!(short.candidates.iter().all(|c| c.text == "c" && c.finish == Finish::Length));
+        let cut = decode(&lm, &p, None, &CausalConfig { stop: vec!["d".into()], ..greedy }).unwrap();
+        assert!(cut.candidates.iter().all(|c| c.text == "c" && c.tokens.len() == 1 && c.finish == Finish::Stop));
+    }
+
+    #[test]
+    fn fim_models_get_psm_or_spm_prompts_and_no_rescoring() {
+        let lm = model().with_fim("<pre>", "<suf>", "<mid>");
+        let p = Prompt { prefix: lm.encode("q a").unwrap(), suffix: lm.encode("e .").unwrap(), chunks: vec![] };
+        let out = decode(&lm, &p, None, &cfg(true)).unwrap();
+        assert!(out.fim);
+        assert!(out.candidates.iter().all(|c| c.suffix_logprobs.is_empty()));
+        decode(&lm, &p, None, &CausalConfig { fim: FimOrder::Spm, ..cfg(true) }).unwrap();
+        let prompts = lm.prompts();
+        assert_eq!(prompts[0], lm.encode("<pre> q a <suf> e . <mid>").unwrap());
+        assert_eq!(prompts[1], lm.encode("<suf> e . <pre> q a <mid>").unwrap());
+    }
+
+    #[test]
+    fn extractive_candidates_are_spans_of_the_context() {
+        let lm = model();
+        let chunks = vec![lm.encode("a b c d").unwrap(), lm.encode("e d c").unwrap()];
+        let ex = Extractive::new(&lm, &chunks).unwrap();
+        let mut p = prompt(&lm);
+        p.chunks = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| crate::template::UsedChunk { index: i, tokens: t.clone(), at: 0..0, truncated: false })
+            .collect();
+        let out = decode(&lm, &p, Some(&ex), &CausalConfig { samples: 16, ..cfg(true) }).unwrap();
+        for c in &out.candidates {
+            assert!(!c.tokens.is_empty());
+            assert!(ex.index.contains(&c.tokens), "{:?} is not a span", c.tokens);
+            let src = c.source.as_ref().expect("extractive candidates know their source");
+            assert_eq!(span_tokens(&p, src).unwrap(), &c.tokens[..]);
+        }
+        // Batching does not change constrained candidates either.
+        let alone = decode(&lm, &p, Some(&ex), &CausalConfig { samples: 16, ..cfg(false) }).unwrap();
+        assert_eq!(out.candidates, alone.candidates);
+    }
+}

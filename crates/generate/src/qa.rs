@@ -1,0 +1,257 @@
+//! Question answering end to end over retrieved chunks: fill the infill template, decode N
+//! candidates (causal, free or extractive; or masked diffusion), aggregate them (RPC, vote or
+//! lowest perplexity) and cite the chunks the answer came from.
+//!
+//! ```
+//! use metarag_generate::qa::{ask_causal, AskConfig};
+//! use metarag_generate::template::{ContextChunk, Template};
+//! use metarag_generate::testing::{peaked, ScriptedLm};
+//! // Whatever the prompt, the scripted model copies "paris" and stops.
+//! let words = ["<end>", "<s>", "<q>", "<a>", "capital", "is", "paris", "where", "?"];
+//! let lm = ScriptedLm::new(&words, &["<end>"], |ctx| {
+//!     peaked(9, if *ctx.last().unwrap() == 6 { 0 } else { 6 }, 5.0)
+//! });
+//! let cfg = AskConfig { template: Template::plain("<s>", "<q>", "<a>", "<end>"), ..AskConfig::default() };
+//! let chunks = [ContextChunk::new("a.txt#0", "capital is paris")];
+//! let answer = ask_causal(&lm, "where ?", &chunks, &cfg)?;
+//! assert_eq!(answer.text, "paris");
+//! assert_eq!(answer.citations[0].id, "a.txt#0");
+//! # Ok::<(), metarag_generate::Error>(())
+//! ```
+
+use std::time::Instant;
+
+use metarag_core::answer::normalize_answer;
+use metarag_core::model::{CausalModel, MaskedDenoiser};
+use serde::Serialize;
+
+use crate::aggregate::{Method, Path, aggregate};
+use crate::causal::{CausalConfig, decode as decode_causal};
+use crate::constrain::Extractive;
+use crate::masked::{MaskedConfig, decode as decode_masked};
+use crate::template::{ContextChunk, Prompt, Template};
+use crate::{Candidate, Result};
+
+/// How to answer.
+#[derive(Debug, Clone)]
+pub struct AskConfig {
+    /// The infill template (and the prompt budget).
+    pub template: Template,
+    /// Causal decoding options (samples, sampler, seed...).
+    pub causal: CausalConfig,
+    /// Masked decoding options.
+    pub masked: MaskedConfig,
+    /// Constrain causal decoding to spans of the context.
+    pub extractive: bool,
+    /// How candidates are combined.
+    pub aggregate: Method,
+}
+
+impl Default for AskConfig {
+    fn default() -> Self {
+        AskConfig {
+            template: Template::default(),
+            causal: CausalConfig::default(),
+            masked: MaskedConfig::default(),
+            extractive: true,
+            aggregate: Method::Rpc,
+        }
+    }
+}
+
+/// A chunk the answer cites.
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    /// Its number in the prompt (`[n]`).
+    pub number: usize,
+    /// Index into the chunks given to `ask_*`.
+    pub index: usize,
+    /// The chunk's id.
+    pub id: String,
+    /// Its file, when known.
+    pub path: Option<String>,
+    /// Its byte span in the file, when known.
+    pub span: Option<std::ops::Range<usize>>,
+}
+
+/// A candidate with its aggregation verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateReport {
+    /// The candidate.
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// `exp(mean log-probability)`, the path score RPC uses.
+    pub p: f64,
+    /// The answer group it joined (index into the aggregation's groups).
+    pub group: usize,
+    /// Pruned by RPC's reasoning pruning.
+    pub pruned: bool,
+}
+
+/// Decoding statistics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Prompt tokens run.
+    pub prompt_tokens: usize,
+    /// Model calls.
+    pub forwards: usize,
+    /// Answer tokens produced over all candidates.
+    pub generated_tokens: usize,
+    /// Answer tokens per model call (masked decoders commit several per call).
+    pub tokens_per_forward: f64,
+    /// Seconds spent decoding (prompt included).
+    pub decode_seconds: f64,
+    /// Seconds spent aggregating.
+    pub aggregate_seconds: f64,
+}
+
+/// The answer to one question.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The answer text ("" when no candidate had one).
+    pub text: String,
+    /// Aggregated confidence in `[0, 1]`.
+    pub confidence: f64,
+    /// Chunks the answer came from (extractive: the copied chunk; free: chunks containing it).
+    pub citations: Vec<Citation>,
+    /// True when the answer text occurs in a cited chunk.
+    pub grounded: bool,
+    /// Aggregation method.
+    pub method: Method,
+    /// "causal" or "masked".
+    pub decoder: &'static str,
+    /// Extractive (span-constrained) decoding.
+    pub extractive: bool,
+    /// Every candidate, in sampling order.
+    pub candidates: Vec<CandidateReport>,
+    /// Cost.
+    pub stats: Stats,
+    /// Caveats about the scores.
+    pub note: Option<String>,
+}
+
+/// Answers `question` from `chunks` (most relevant first) with a causal model.
+pub fn ask_causal<M: CausalModel + ?Sized>(
+    model: &M,
+    question: &str,
+    chunks: &[ContextChunk],
+    cfg: &AskConfig,
+) -> Result<Answer> {
+    let prompt = cfg.template.build(model, question, chunks)?;
+    let started = Instant::now();
+    let extractive = if cfg.extractive {
+        let tokens: Vec<Vec<u32>> = prompt.chunks.iter().map(|c| c.tokens.clone()).collect();
+        Some(Extractive::new(model, &tokens)?)
+    } else {
+        None
+    };
+    let out = decode_causal(model, &prompt, extractive.as_ref(), &cfg.causal)?;
+    let stats = Stats {
+        prompt_tokens: out.prompt_tokens,
+        forwards: out.forwards,
+        generated_tokens: out.generated_tokens,
+        tokens_per_forward: out.generated_tokens as f64 / out.forwards.saturating_sub(1).max(1) as f64,
+        decode_seconds: started.elapsed().as_secs_f64(),
+        aggregate_seconds: 0.0,
+    };
+    Ok(finish(&prompt, chunks, out.candidates, cfg.aggregate, "causal", cfg.extractive, stats, None))
+}
+
+/// Answers `question` from `chunks` with a masked-diffusion denoiser (the slot is
+/// `cfg.masked.length` mask tokens right after the template's answer opening; the primer
+/// "The answer is:" is dropped).
+pub fn ask_masked<D: MaskedDenoiser + ?Sized>(
+    model: &D,
+    question: &str,
+    chunks: &[ContextChunk],
+    cfg: &AskConfig,
+) -> Result<Answer> {
+    let template = cfg.template.clone().without_primer("The answer is:");
+    let prompt = template.build(model, question, chunks)?;
+    let started = Instant::now();
+    let stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| model.token_id(t)).collect();
+    let out = decode_masked(model, &prompt.prefix, &prompt.suffix, &stop, cfg.causal.samples, &cfg.masked)?;
+    let generated: usize = out.candidates.iter().map(|c| c.tokens.len()).sum();
+    let stats = Stats {
+        prompt_tokens: prompt.prefix.len() + prompt.suffix.len(),
+        forwards: out.forwards,
+        generated_tokens: generated,
+        tokens_per_forward: out.tokens_per_forward,
+        decode_seconds: started.elapsed().as_secs_f64(),
+        aggregate_seconds: 0.0,
+    };
+    let note = Some(
+        "masked decoder: p is exp(mean log-probability of each token at the step it was unmasked), not an exact sequence probability".to_string(),
+    );
+    Ok(finish(&prompt, chunks, out.candidates, cfg.aggregate, "masked", false, stats, note))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    prompt: &Prompt,
+    chunks: &[ContextChunk],
+    candidates: Vec<Candidate>,
+    method: Method,
+    decoder: &'static str,
+    extractive: bool,
+    mut stats: Stats,
+    note: Option<String>,
+) -> Answer {
+    let started = Instant::now();
+    let ps: Vec<f64> =
+        candidates.iter().map(|c| if c.text.is_empty() { 0.0 } else { c.inverse_perplexity() }).collect();
+    let paths: Vec<Path<'_>> =
+        candidates.iter().zip(&ps).map(|(c, &p)| Path { answer: &c.text, completion: &c.text, p }).collect();
+    let agg = aggregate(&paths, method);
+    stats.aggregate_seconds = started.elapsed().as_secs_f64();
+    let winner = agg.answer();
+    let (text, rep) = match winner {
+        Some(g) => (candidates[g.representative].text.clone(), Some(g.representative)),
+        None => (String::new(), None),
+    };
+    let cite = |number: usize| {
+        let used = &prompt.chunks[number];
+        let c = &chunks[used.index];
+        Citation { number: number + 1, index: used.index, id: c.id.clone(), path: c.path.clone(), span: c.span.clone() }
+    };
+    let norm = normalize_answer(&text);
+    let contains =
+        |number: usize| !norm.is_empty() && normalize_answer(&chunks[prompt.chunks[number].index].text).contains(&norm);
+    let mut citations: Vec<Citation> = Vec::new();
+    if let Some(src) = rep.and_then(|r| candidates[r].source.as_ref()) {
+        citations.push(cite(src.chunk));
+    } else {
+        citations.extend((0..prompt.chunks.len()).filter(|&n| contains(n)).map(cite));
+    }
+    let grounded = !citations.is_empty() && citations.iter().any(|c| contains(c.number - 1));
+    let candidates = candidates
+        .into_iter()
+        .zip(ps)
+        .zip(&agg.verdicts)
+        .map(|((candidate, p), v)| CandidateReport { candidate, p, group: v.group, pruned: v.pruned })
+        .collect();
+    Answer {
+        text,
+        confidence: agg.confidence(),
+        citations,
+        grounded,
+        method,
+        decoder,
+        extractive,
+        candidates,
+        stats,
+        note,
+    }
+}
+
+/// Aggregates already decoded candidates with another method (the candidates of one decode
+/// can be compared under RPC, vote and lowest perplexity): the answer text and confidence.
+pub fn reaggregate(candidates: &[CandidateReport], method: Method) -> (String, f64) {
+    let paths: Vec<Path<'_>> =
+        candidates.iter().map(|c| Path { answer: &c.candidate.text, completion: &c.candidate.text, p: c.p }).collect();
+    let agg = aggregate(&paths, method);
+    match agg.answer() {
+        Some(g) => (candidates[g.representative].candidate.text.clone(), agg.confidence()),
+        None => (String::new(), 0.0),
+    }
+}

@@ -1,0 +1,242 @@
+//! [`CausalLm`] as a decoder ([`metarag_core::model::CausalModel`]): a prompt is run once,
+//! its KV cache is copied into N rows that are advanced together, one forward per step.
+
+use ndarray::{Array4, Axis, Ix4};
+use ort::value::{DynValue, Tensor};
+
+use metarag_core::model::{CausalModel, Vocabulary};
+
+use crate::lm::{CausalLm, KvCache};
+use crate::math::log_sum_exp;
+use crate::{Error, Result};
+
+/// A computed prompt: its KV cache and the logits after its last token.
+#[derive(Debug)]
+pub struct LmPrefix {
+    cache: KvCache,
+    logits: Vec<f32>,
+}
+
+impl LmPrefix {
+    /// Number of prompt tokens.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+    /// True for an empty prompt (never: prefill refuses it).
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+}
+
+/// Rows decoded together: one KV cache of batch `rows`.
+pub struct LmBatch {
+    values: Vec<DynValue>,
+    rows: usize,
+    past: usize,
+    next_position: i64,
+}
+
+impl std::fmt::Debug for LmBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmBatch").field("rows", &self.rows).field("past", &self.past).finish()
+    }
+}
+
+impl CausalLm {
+    fn tensors4(&self, values: &[DynValue], context: &'static str) -> Result<Vec<ndarray::Array4<f32>>> {
+        let err = self.ort_err(context);
+        values
+            .iter()
+            .map(|v| {
+                let a = v.try_extract_array::<f32>().map_err(&err)?;
+                let a =
+                    a.into_dimensionality::<Ix4>().map_err(|e| Error::Input(format!("KV tensor is not 4-D: {e}")))?;
+                Ok(a.to_owned())
+            })
+            .collect()
+    }
+
+    /// Copies the batch-1 cache into `n` rows.
+    fn broadcast(&self, cache: &KvCache, n: usize) -> Result<Vec<DynValue>> {
+        let err = self.ort_err("forking the KV cache");
+        cache
+            .values
+            .iter()
+            .map(|v| {
+                let a = v.try_extract_array::<f32>().map_err(&err)?;
+                let a =
+                    a.into_dimensionality::<Ix4>().map_err(|e| Error::Input(format!("KV tensor is not 4-D: {e}")))?;
+                let (_, h, p, d) = a.dim();
+                let row = a.index_axis(Axis(0), 0);
+                let mut out = Array4::<f32>::zeros((n, h, p, d));
+                for mut r in out.outer_iter_mut() {
+                    r.assign(&row);
+                }
+                Ok(Tensor::from_array(out).map_err(&err)?.into_dyn())
+            })
+            .collect()
+    }
+
+    fn check_fits(&self, len: usize) -> Result<()> {
+        if len > self.config().max_position {
+            return Err(Error::Input(format!(
+                "{len} tokens exceed the model's position limit {} (LmConfig::max_position)",
+                self.config().max_position
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Vocabulary for CausalLm {
+    fn encode(&self, text: &str) -> metarag_core::Result<Vec<u32>> {
+        Ok(CausalLm::encode(self, text)?)
+    }
+    fn decode(&self, ids: &[u32]) -> metarag_core::Result<String> {
+        self.tokenizer()
+            .decode(ids, true)
+            .map_err(|e| metarag_core::Error::Model(format!("decoding {} tokens: {e}", ids.len())))
+    }
+    fn vocab_size(&self) -> usize {
+        self.tokenizer().get_vocab_size(true)
+    }
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer().token_to_id(token)
+    }
+}
+
+impl CausalModel for CausalLm {
+    type Prefix = LmPrefix;
+    type Batch = LmBatch;
+
+    fn prefill(&self, prompt: &[u32]) -> metarag_core::Result<LmPrefix> {
+        if prompt.is_empty() {
+            return Err(Error::Input("empty prompt".into()).into());
+        }
+        self.check_fits(prompt.len())?;
+        let mut session = self.lock()?;
+        // Window by window so a long prompt never needs one huge forward; nothing slides out.
+        let window = self.config().window.max(1);
+        let mut cache: Option<KvCache> = None;
+        let mut logits = Vec::new();
+        let mut start = 0;
+        while start < prompt.len() {
+            let end = (start + window).min(prompt.len());
+            let last = end == prompt.len();
+            let piece = &prompt[start..end];
+            let (l, next) = self.extend(&mut session, cache.take(), piece, piece.len() - 1, |lg, vocab| {
+                if last { lg[lg.len() - vocab..].to_vec() } else { Vec::new() }
+            })?;
+            if last {
+                logits = l;
+            }
+            cache = Some(next);
+            start = end;
+        }
+        let cache = cache.ok_or_else(|| Error::Input("empty prompt".into()))?;
+        Ok(LmPrefix { cache, logits })
+    }
+
+    fn prefix_logits<'a>(&self, prefix: &'a LmPrefix) -> &'a [f32] {
+        &prefix.logits
+    }
+
+    fn fork(&self, prefix: &LmPrefix, n: usize) -> metarag_core::Result<LmBatch> {
+        Ok(LmBatch {
+            values: self.broadcast(&prefix.cache, n)?,
+            rows: n,
+            past: prefix.cache.len(),
+            next_position: prefix.cache.next_position,
+        })
+    }
+
+    fn step(&self, batch: &mut LmBatch, tokens: &[u32]) -> metarag_core::Result<Vec<f32>> {
+        let n = batch.rows;
+        if tokens.len() != n {
+            return Err(Error::Input(format!("{} tokens for a batch of {n} rows", tokens.len())).into());
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.check_fits(batch.next_position as usize + 1)?;
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let attention = vec![1i64; n * (batch.past + 1)];
+        let positions = vec![batch.next_position; n];
+        let mut session = self.lock()?;
+        let (logits, present) =
+            self.forward(&mut session, n, ids, attention, positions, Some(&batch.values), 0, |lg, _| lg.to_vec())?;
+        batch.values = present;
+        batch.past += 1;
+        batch.next_position += 1;
+        Ok(logits)
+    }
+
+    fn retain(&self, batch: &mut LmBatch, keep: &[usize]) -> metarag_core::Result<()> {
+        if keep.len() == batch.rows {
+            return Ok(());
+        }
+        if let Some(&bad) = keep.iter().find(|&&i| i >= batch.rows) {
+            return Err(Error::Input(format!("row {bad} of a batch of {}", batch.rows)).into());
+        }
+        let err = self.ort_err("selecting KV rows");
+        let arrays = self.tensors4(&batch.values, "selecting KV rows")?;
+        batch.values = arrays
+            .into_iter()
+            .map(|a| Ok(Tensor::from_array(a.select(Axis(0), keep)).map_err(&err)?.into_dyn()))
+            .collect::<Result<_>>()?;
+        batch.rows = keep.len();
+        Ok(())
+    }
+
+    fn continuation_logprobs(
+        &self,
+        prefix: &LmPrefix,
+        continuations: &[Vec<u32>],
+    ) -> metarag_core::Result<Vec<Vec<f32>>> {
+        let first_lse = log_sum_exp(&prefix.logits);
+        let first = |c: &[u32]| c.first().map(|&t| prefix.logits[t as usize] - first_lse);
+        let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
+        let mut out: Vec<Vec<f32>> = continuations.iter().map(|c| first(c).into_iter().collect()).collect();
+        if longest < 2 {
+            return Ok(out);
+        }
+        // Feed every continuation but its last token, right-padded: with causal attention a
+        // row's real tokens never see its padding, so one batch scores all of them.
+        let n = continuations.len();
+        let t = longest - 1;
+        self.check_fits(prefix.cache.len() + t)?;
+        let mut ids = vec![0i64; n * t];
+        for (r, c) in continuations.iter().enumerate() {
+            for (j, &tok) in c.iter().take(c.len().saturating_sub(1)).enumerate() {
+                ids[r * t + j] = i64::from(tok);
+            }
+        }
+        let start = prefix.cache.next_position;
+        let positions: Vec<i64> = (0..n).flat_map(|_| start..start + t as i64).collect();
+        let attention = vec![1i64; n * (prefix.cache.len() + t)];
+        let past = self.broadcast(&prefix.cache, n)?;
+        let mut session = self.lock()?;
+        let (scores, _) = self.forward(&mut session, n, ids, attention, positions, Some(&past), 0, |lg, vocab| {
+            continuations
+                .iter()
+                .enumerate()
+                .map(|(r, c)| {
+                    (1..c.len())
+                        .map(|j| {
+                            let row: &[f32] = &lg[(r * t + j - 1) * vocab..(r * t + j) * vocab];
+                            row[c[j] as usize] - log_sum_exp(row)
+                        })
+                        .collect::<Vec<f32>>()
+                })
+                .collect::<Vec<_>>()
+        })?;
+        for (o, s) in out.iter_mut().zip(scores) {
+            o.extend(s);
+        }
+        Ok(out)
+    }
+
+    fn stop_tokens(&self) -> Vec<u32> {
+        ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| self.tokenizer().token_to_id(t)).collect()
+    }
+}
