@@ -82,7 +82,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "hybrid")]
     answer_retrieval: Mode,
     /// Chunks retrieved as context (with --generate).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     context_k: usize,
     #[command(flatten)]
     decoding: crate::ask::GenerateArgs,
@@ -334,7 +334,7 @@ fn answer_questions(
         let chunks = crate::ask::context(&hits);
         let golds: Vec<&str> = q.answers.iter().map(|a| a.text.as_str()).collect();
         for (i, &infill) in args.infill.iter().enumerate() {
-            let cfg = args.decoding.config(infill, args.aggregate[0]);
+            let cfg = args.decoding.config(infill, args.aggregate[0])?;
             let answer = generator.ask(&q.question, &chunks, &cfg).with_context(|| format!("question {}", q.id))?;
             decode_seconds[i] += answer.stats.decode_seconds;
             let mut winners = Vec::new();
@@ -348,7 +348,7 @@ fn answer_questions(
             let line = serde_json::json!({
                 "id": q.id, "question": q.question, "gold": golds, "infill": format!("{infill:?}").to_lowercase(),
                 "context": chunks.iter().map(|c| &c.id).collect::<Vec<_>>(),
-                "candidates": answer.candidates.iter().map(|c| serde_json::json!({"text": c.candidate.text, "p": c.p})).collect::<Vec<_>>(),
+                "candidates": answer.candidates.iter().map(|c| serde_json::json!({"text": c.candidate.text, "p": c.p, "pruned": c.pruned, "logprobs": c.candidate.logprobs, "suffix": c.candidate.suffix_logprobs})).collect::<Vec<_>>(),
                 "answers": winners,
             });
             writeln!(log, "{line}").with_context(|| format!("{}: write failed", log_path.display()))?;

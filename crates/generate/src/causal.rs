@@ -59,6 +59,10 @@ pub struct CausalConfig {
     pub rescore: bool,
     /// FIM prompt order, for models with FIM sentinels.
     pub fim: FimOrder,
+    /// Cut each candidate at its most probable end: among the lengths where it could have
+    /// stopped, keep the prefix with the highest sequence probability including the stop
+    /// token (read from the logits already computed while decoding). Plain causal models only.
+    pub cut: bool,
 }
 
 impl Default for CausalConfig {
@@ -72,6 +76,7 @@ impl Default for CausalConfig {
             batched: true,
             rescore: true,
             fim: FimOrder::Psm,
+            cut: true,
         }
     }
 }
@@ -99,6 +104,8 @@ struct Row {
     state: State,
     finish: Option<Finish>,
     text: String,
+    /// (length, log P(stop | first `length` tokens)) where stopping was allowed.
+    ends: Vec<(usize, f32)>,
 }
 
 /// Decodes `cfg.samples` candidates for the slot of `prompt`, constrained to `extractive`
@@ -138,7 +145,14 @@ pub fn decode<M: CausalModel + ?Sized>(
         }
         None => (prompt.prefix.clone(), false),
     };
-    let stop = model.stop_tokens();
+    // The model's stop tokens, and the suffix's first token: writing it closes the slot.
+    let mut stop = model.stop_tokens();
+    if let Some(&s) = prompt.suffix.first()
+        && !fim
+        && !stop.contains(&s)
+    {
+        stop.push(s);
+    }
     let prefix = model.prefill(&tokens)?;
     let mut forwards = 1;
     let mut rows: Vec<Row> = (0..cfg.samples)
@@ -150,6 +164,7 @@ pub fn decode<M: CausalModel + ?Sized>(
             state: extractive.map_or(0, |e| e.index.root()),
             finish: None,
             text: String::new(),
+            ends: Vec::new(),
         })
         .collect();
     let groups: Vec<Vec<usize>> =
@@ -157,6 +172,7 @@ pub fn decode<M: CausalModel + ?Sized>(
     for group in groups {
         forwards += run_rows(model, &prefix, &mut rows, &group, extractive, &stop, cfg)?;
     }
+    let ends: Vec<Vec<(usize, f32)>> = rows.iter_mut().map(|r| std::mem::take(&mut r.ends)).collect();
     let mut candidates: Vec<Candidate> = rows
         .into_iter()
         .enumerate()
@@ -183,6 +199,11 @@ pub fn decode<M: CausalModel + ?Sized>(
             let n = c.tokens.len();
             c.logprobs = s[..n].to_vec();
             c.suffix_logprobs = s[n..].to_vec();
+        }
+    }
+    if !fim && cfg.cut {
+        for (c, ends) in candidates.iter_mut().zip(ends) {
+            cut_at_best_end(model, c, &ends, extractive)?;
         }
     }
     Ok(Decoded { candidates, prompt_tokens: tokens.len(), forwards, generated_tokens, fim })
@@ -214,10 +235,22 @@ fn run_rows<M: CausalModel + ?Sized>(
         for (slot, &r) in active.iter().enumerate() {
             let row = &mut rows[r];
             let l = &logits[slot * vocab..(slot + 1) * vocab];
-            let allowed = extractive.map(|e| e.allowed(row.state, row.tokens.len(), stop));
+            // An answer that is empty once normalised ("The", "(") may not end here.
+            let has_content = !metarag_core::answer::normalize_answer(&row.text).is_empty();
+            let allowed = extractive.map(|e| {
+                let mut a = e.allowed(row.state, row.tokens.len(), stop);
+                if !has_content {
+                    a.retain(|t| !stop.contains(t));
+                }
+                a
+            });
             if allowed.as_ref().is_some_and(Vec::is_empty) {
                 row.finish = Some(Finish::Exhausted);
                 continue;
+            }
+            let may_stop = !row.tokens.is_empty() && allowed.as_ref().is_none_or(|a| a.iter().any(|t| stop.contains(t)));
+            if cfg.cut && may_stop && has_content && !stop.is_empty() {
+                row.ends.push((row.tokens.len(), stop_logprob(l, stop)));
             }
             let pick = row.sampler.sample(l, allowed.as_deref(), &mut row.rng);
             if stop.contains(&pick.token) {
@@ -273,6 +306,51 @@ fn run_rows<M: CausalModel + ?Sized>(
     }
 }
 
+/// `log P(any stop token)` under one logits row.
+fn stop_logprob(logits: &[f32], stop: &[u32]) -> f32 {
+    let lp = crate::sample::log_softmax(logits);
+    let m = stop.iter().map(|&t| lp[t as usize]).fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m as f32;
+    }
+    (m + stop.iter().map(|&t| (lp[t as usize] - m).exp()).sum::<f64>().ln()) as f32
+}
+
+/// Keeps the prefix of `c` with the highest log-probability including its end: the whole
+/// candidate (answer + rescored suffix) or a shorter prefix followed by a stop token.
+fn cut_at_best_end<M: CausalModel + ?Sized>(
+    model: &M,
+    c: &mut Candidate,
+    ends: &[(usize, f32)],
+    extractive: Option<&Extractive>,
+) -> Result<()> {
+    let prefix_sum = |l: usize| c.logprobs[..l].iter().map(|&x| f64::from(x)).sum::<f64>();
+    let full = if c.suffix_logprobs.is_empty() && c.finish != Finish::Stop {
+        f64::NEG_INFINITY
+    } else {
+        prefix_sum(c.tokens.len()) + c.suffix_logprobs.iter().map(|&x| f64::from(x)).sum::<f64>()
+    };
+    let best = ends
+        .iter()
+        .filter(|&&(l, _)| l < c.tokens.len())
+        .map(|&(l, s)| (l, s, prefix_sum(l) + f64::from(s)))
+        .fold(None::<(usize, f32, f64)>, |b, x| match b {
+            Some(b) if b.2 >= x.2 => Some(b),
+            _ => Some(x),
+        });
+    if let Some((l, s, score)) = best
+        && score > full
+    {
+        c.tokens.truncate(l);
+        c.logprobs.truncate(l);
+        c.suffix_logprobs = vec![s];
+        c.finish = Finish::Stop;
+        c.text = model.decode(&c.tokens)?.trim().to_string();
+        c.source = extractive.and_then(|e| e.index.walk(&c.tokens).and_then(|st| e.index.locate(st, l)));
+    }
+    Ok(())
+}
+
 /// Checks that a candidate copied from the context really is the span it claims.
 pub fn span_tokens<'a>(prompt: &'a Prompt, source: &SpanSource) -> Option<&'a [u32]> {
     prompt.chunks.get(source.chunk).and_then(|c| c.tokens.get(source.tokens.clone()))
@@ -309,6 +387,35 @@ mod tests {
             batched,
             rescore: true,
             fim: FimOrder::Psm,
+            cut: false,
+        }
+    }
+
+    #[test]
+    fn candidates_are_cut_at_their_most_probable_end() {
+        // After "c" the model slightly prefers to go on ("d", then "e" with a stop that is
+        // unlikely), but stopping right after "c" has the higher sequence probability.
+        let lm = ScriptedLm::new(WORDS, &["<end>"], |ctx| {
+            let mut l = vec![0.0; WORDS.len()];
+            match *ctx.last().unwrap() {
+                6 => l[7] = 9.0,             // b -> c
+                7 => { l[8] = 5.0; l[0] = 4.9 } // c -> d (or stop)
+                8 => l[9] = 3.0,             // d -> e, weakly
+                _ => l[0] = 9.0,             // e -> stop
+            }
+            l
+        });
+        let p = prompt(&lm);
+        let greedy = CausalConfig { sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() }, ..cfg(true) };
+        let whole = decode(&lm, &p, None, &greedy).unwrap();
+        assert!(whole.candidates.iter().all(|c| c.text == "c d e"));
+        let cut = decode(&lm, &p, None, &CausalConfig { cut: true, ..greedy }).unwrap();
+        for c in &cut.candidates {
+            assert_eq!(c.text, "c");
+            assert_eq!((c.tokens.len(), c.logprobs.len(), c.suffix_logprobs.len(), c.finish), (1, 1, 1, Finish::Stop));
+            // The kept end is scored: log P(stop | c).
+            let lse = (5.0f64.exp() + 4.9f64.exp() + (WORDS.len() - 2) as f64).ln();
+            assert!((f64::from(c.suffix_logprobs[0]) - (4.9 - lse)).abs() < 1e-5);
         }
     }
 

@@ -197,7 +197,12 @@ impl Extractive {
                         let pair = vocab.decode(&[c[j - 1], t])?;
                         pair.len() > get(c[j - 1]).len() + here.len()
                     };
-                if word_start && here.trim_start().starts_with(char::is_alphanumeric) {
+                // Digits are single tokens, so " 3,000" is [" ", "3", ...]: a whitespace-only
+                // token may start a span when a word follows it.
+                let next_alnum = c.get(j + 1).is_some_and(|&n| get(n).starts_with(char::is_alphanumeric));
+                let opens = here.trim_start().starts_with(char::is_alphanumeric)
+                    || (!here.is_empty() && here.trim().is_empty() && next_alnum);
+                if word_start && opens {
                     starts.insert(t);
                 }
                 if word_start || here.starts_with(|ch: char| ch.is_ascii_punctuation()) {
