@@ -82,6 +82,10 @@ pub struct GenerateArgs {
     /// Mirostat instead of top-k/top-p: target surprise TAU (bits) and learning rate ETA.
     #[arg(long, value_name = "TAU,ETA", value_parser = parse_mirostat)]
     pub mirostat: Option<Mirostat>,
+    /// Contrastive start λ (0 = off): the first answer token favours what the question makes
+    /// more likely than the context alone does (one more prompt pass).
+    #[arg(long, default_value_t = 1.0)]
+    pub contrast: f64,
     /// Most answer tokens (causal decoder).
     #[arg(long, default_value_t = 16)]
     pub max_tokens: usize,
@@ -133,6 +137,7 @@ impl GenerateArgs {
         cfg.causal.samples = self.samples;
         cfg.causal.max_tokens = self.max_tokens;
         cfg.causal.seed = self.seed;
+        cfg.causal.contrast = self.contrast;
         cfg.causal.sampler = SamplerConfig {
             temperature: self.temperature,
             top_k: self.top_k,

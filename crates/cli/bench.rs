@@ -69,7 +69,8 @@ pub struct BenchArgs {
     /// exact match, token F1 and calibration (ECE) per infill mode × aggregation.
     #[arg(long)]
     generate: bool,
-    /// Answer only the first N of the asked questions (generation is the slow part).
+    /// Answer only N of the asked questions, spread evenly over them (generation is the slow
+    /// part).
     #[arg(long, value_name = "N")]
     answer_limit: Option<usize>,
     /// Infill modes to compare (with --generate).
@@ -322,7 +323,11 @@ fn answer_questions(
     let mut decode_seconds = vec![0.0; args.infill.len()];
     let mut aggregate_seconds = 0.0;
     let mut has_answer = 0usize;
-    for (q, v) in data.questions.iter().zip(qvecs).take(n) {
+    // The answered questions are spread evenly over the asked ones (every one when n = all).
+    let total = data.questions.len();
+    let picked: Vec<usize> = (0..n).map(|i| i * total / n.max(1)).collect();
+    for &qi in &picked {
+        let (q, v) = (&data.questions[qi], &qvecs[qi]);
         let query = Query::new(q.question.clone())
             .k(args.context_k)
             .mode(args.answer_retrieval)

@@ -13,7 +13,7 @@
 //! let lm = ScriptedLm::new(&["<end>", "q", "yes"], &["<end>"], |ctx| {
 //!     peaked(3, if *ctx.last().unwrap() == 2 { 0 } else { 2 }, 9.0)
 //! });
-//! let prompt = Prompt { prefix: vec![1], suffix: vec![0], chunks: vec![] };
+//! let prompt = Prompt { prefix: vec![1], suffix: vec![0], chunks: vec![], baseline: None, question: vec![] };
 //! let out = decode(&lm, &prompt, None, &CausalConfig { samples: 4, ..CausalConfig::default() })?;
 //! assert_eq!(out.candidates.len(), 4);
 //! assert!(out.candidates.iter().all(|c| c.text == "yes"));
@@ -63,6 +63,12 @@ pub struct CausalConfig {
     /// stopped, keep the prefix with the highest sequence probability including the stop
     /// token (read from the logits already computed while decoding). Plain causal models only.
     pub cut: bool,
+    /// Contrastive start (λ ≥ 0, 0 = off; needs [`Prompt::baseline`]): the first answer token
+    /// is drawn from `log p(t | question) + λ·max(0, log p(t | question) − log p(t | no question))`
+    /// (no boost for tokens of the question itself),
+    /// favouring starts the question makes more likely over generic ones (pointwise mutual
+    /// information; Holtzman et al. 2021). Later tokens and all scores use the plain model.
+    pub contrast: f64,
 }
 
 impl Default for CausalConfig {
@@ -77,6 +83,7 @@ impl Default for CausalConfig {
             rescore: true,
             fim: FimOrder::Psm,
             cut: true,
+            contrast: 0.0,
         }
     }
 }
@@ -155,6 +162,29 @@ pub fn decode<M: CausalModel + ?Sized>(
     }
     let prefix = model.prefill(&tokens)?;
     let mut forwards = 1;
+    // The contrastive first-token logits (see `CausalConfig::contrast`).
+    let first = match (&prompt.baseline, cfg.contrast > 0.0 && !fim) {
+        (Some(base), true) if !base.is_empty() => {
+            let b = model.prefill(base)?;
+            forwards += 1;
+            let with = crate::sample::log_softmax(model.prefix_logits(&prefix));
+            let without = crate::sample::log_softmax(model.prefix_logits(&b));
+            // Tokens of the question itself are likelier after it for no good reason (an answer
+            // rarely repeats the question): they get no boost.
+            let asked: std::collections::HashSet<u32> = prompt.question.iter().copied().collect();
+            Some(
+                with.iter()
+                    .zip(&without)
+                    .enumerate()
+                    .map(|(t, (&w, &o))| {
+                        let gain = if asked.contains(&(t as u32)) { 0.0 } else { (w - o).max(0.0) };
+                        (w + cfg.contrast * gain) as f32
+                    })
+                    .collect::<Vec<f32>>(),
+            )
+        }
+        _ => None,
+    };
     let mut rows: Vec<Row> = (0..cfg.samples)
         .map(|i| Row {
             sampler: Sampler::new(&cfg.sampler),
@@ -170,7 +200,7 @@ pub fn decode<M: CausalModel + ?Sized>(
     let groups: Vec<Vec<usize>> =
         if cfg.batched { vec![(0..cfg.samples).collect()] } else { (0..cfg.samples).map(|i| vec![i]).collect() };
     for group in groups {
-        forwards += run_rows(model, &prefix, &mut rows, &group, extractive, &stop, cfg)?;
+        forwards += run_rows(model, &prefix, first.as_deref(), &mut rows, &group, extractive, &stop, cfg)?;
     }
     let ends: Vec<Vec<(usize, f32)>> = rows.iter_mut().map(|r| std::mem::take(&mut r.ends)).collect();
     let mut candidates: Vec<Candidate> = rows
@@ -210,9 +240,11 @@ pub fn decode<M: CausalModel + ?Sized>(
 }
 
 /// Decodes the rows `ids` together; returns the number of forwards used.
+#[allow(clippy::too_many_arguments)]
 fn run_rows<M: CausalModel + ?Sized>(
     model: &M,
     prefix: &M::Prefix,
+    first_logits: Option<&[f32]>,
     rows: &mut [Row],
     ids: &[usize],
     extractive: Option<&Extractive>,
@@ -220,7 +252,7 @@ fn run_rows<M: CausalModel + ?Sized>(
     cfg: &CausalConfig,
 ) -> Result<usize> {
     let vocab = model.vocab_size();
-    let first = model.prefix_logits(prefix);
+    let first = first_logits.unwrap_or_else(|| model.prefix_logits(prefix));
     if first.len() != vocab {
         return Err(Error::Logits { got: first.len(), expected: vocab });
     }
@@ -248,7 +280,8 @@ fn run_rows<M: CausalModel + ?Sized>(
                 row.finish = Some(Finish::Exhausted);
                 continue;
             }
-            let may_stop = !row.tokens.is_empty() && allowed.as_ref().is_none_or(|a| a.iter().any(|t| stop.contains(t)));
+            let may_stop =
+                !row.tokens.is_empty() && allowed.as_ref().is_none_or(|a| a.iter().any(|t| stop.contains(t)));
             if cfg.cut && may_stop && has_content && !stop.is_empty() {
                 row.ends.push((row.tokens.len(), stop_logprob(l, stop)));
             }
@@ -374,7 +407,13 @@ mod tests {
     }
 
     fn prompt(lm: &ScriptedLm) -> Prompt {
-        Prompt { prefix: lm.encode("q a b").unwrap(), suffix: lm.encode("<end>").unwrap(), chunks: vec![] }
+        Prompt {
+            prefix: lm.encode("q a b").unwrap(),
+            suffix: lm.encode("<end>").unwrap(),
+            chunks: vec![],
+            baseline: None,
+            question: vec![],
+        }
     }
 
     fn cfg(batched: bool) -> CausalConfig {
@@ -388,7 +427,50 @@ mod tests {
             rescore: true,
             fim: FimOrder::Psm,
             cut: false,
+            contrast: 0.0,
         }
+    }
+
+    #[test]
+    fn contrastive_start_prefers_what_the_question_makes_likely() {
+        // With the question "q" in the context, "b" becomes likely (2.5) but "a" stays the
+        // most likely (3.0); without it, "b" is unlikely.
+        let lm = ScriptedLm::new(WORDS, &["<end>"], |ctx| {
+            let mut l = vec![0.0; WORDS.len()];
+            if ctx.len() > 2 {
+                l[0] = 9.0; // stop after the first answer token
+            } else {
+                l[5] = 3.0;
+                l[6] = if ctx.contains(&4) { 2.5 } else { 0.0 };
+            }
+            l
+        });
+        let mut p = Prompt {
+            prefix: lm.encode("c q").unwrap(),
+            suffix: lm.encode("<end>").unwrap(),
+            chunks: vec![],
+            baseline: Some(lm.encode("c").unwrap()),
+            question: vec![],
+        };
+        let greedy =
+            CausalConfig { sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() }, ..cfg(true) };
+        let plain = decode(&lm, &p, None, &greedy).unwrap();
+        assert!(plain.candidates.iter().all(|c| c.text == "a"));
+        let contrast = decode(&lm, &p, None, &CausalConfig { contrast: 1.0, ..greedy.clone() }).unwrap();
+        assert!(contrast.candidates.iter().all(|c| c.text == "b"));
+        assert_eq!(contrast.forwards, plain.forwards + 1, "one more prompt pass");
+        // Scores stay the plain model's: the rescored first token is log p(b | question).
+        let lp_b = crate::sample::log_softmax(&{
+            let mut l = vec![0.0f32; WORDS.len()];
+            l[5] = 3.0;
+            l[6] = 2.5;
+            l
+        })[6];
+        assert!((f64::from(contrast.candidates[0].logprobs[0]) - lp_b).abs() < 1e-5);
+        // A token of the question itself gets no boost.
+        p.question = lm.encode("b").unwrap();
+        let asked = decode(&lm, &p, None, &CausalConfig { contrast: 1.0, ..greedy }).unwrap();
+        assert!(asked.candidates.iter().all(|c| c.text == "a"));
     }
 
     #[test]
@@ -398,15 +480,19 @@ mod tests {
         let lm = ScriptedLm::new(WORDS, &["<end>"], |ctx| {
             let mut l = vec![0.0; WORDS.len()];
             match *ctx.last().unwrap() {
-                6 => l[7] = 9.0,             // b -> c
-                7 => { l[8] = 5.0; l[0] = 4.9 } // c -> d (or stop)
-                8 => l[9] = 3.0,             // d -> e, weakly
-                _ => l[0] = 9.0,             // e -> stop
+                6 => l[7] = 9.0, // b -> c
+                7 => {
+                    l[8] = 5.0;
+                    l[0] = 4.9
+                } // c -> d (or stop)
+                8 => l[9] = 3.0, // d -> e, weakly
+                _ => l[0] = 9.0, // e -> stop
             }
             l
         });
         let p = prompt(&lm);
-        let greedy = CausalConfig { sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() }, ..cfg(true) };
+        let greedy =
+            CausalConfig { sampler: SamplerConfig { temperature: 0.0, ..SamplerConfig::default() }, ..cfg(true) };
         let whole = decode(&lm, &p, None, &greedy).unwrap();
         assert!(whole.candidates.iter().all(|c| c.text == "c d e"));
         let cut = decode(&lm, &p, None, &CausalConfig { cut: true, ..greedy }).unwrap();
@@ -482,7 +568,13 @@ mod tests {
     #[test]
     fn fim_models_get_psm_or_spm_prompts_and_no_rescoring() {
         let lm = model().with_fim("<pre>", "<suf>", "<mid>");
-        let p = Prompt { prefix: lm.encode("q a").unwrap(), suffix: lm.encode("e .").unwrap(), chunks: vec![] };
+        let p = Prompt {
+            prefix: lm.encode("q a").unwrap(),
+            suffix: lm.encode("e .").unwrap(),
+            chunks: vec![],
+            baseline: None,
+            question: vec![],
+        };
         let out = decode(&lm, &p, None, &cfg(true)).unwrap();
         assert!(out.fim);
         assert!(out.candidates.iter().all(|c| c.suffix_logprobs.is_empty()));

@@ -64,6 +64,12 @@ pub struct Prompt {
     pub suffix: Vec<u32>,
     /// The context chunks used, in prompt order (= relevance order).
     pub chunks: Vec<UsedChunk>,
+    /// The same prefix without the question (for contrastive decoding); empty when unknown.
+    #[serde(skip)]
+    pub baseline: Option<Vec<u32>>,
+    /// The question's tokens (the contrastive start does not boost them).
+    #[serde(skip)]
+    pub question: Vec<u32>,
 }
 
 /// The text pieces of a template. Chunk `i` (1-based) is rendered as
@@ -140,7 +146,8 @@ impl Template {
         let enc = |s: &str| -> Result<Vec<u32>> { if s.is_empty() { Ok(Vec::new()) } else { Ok(vocab.encode(s)?) } };
         let head = enc(&self.head)?;
         let mut tail = enc(&self.question_open)?;
-        tail.extend(enc(question.trim())?);
+        let question_tokens = enc(question.trim())?;
+        tail.extend(&question_tokens);
         tail.extend(enc(&self.answer_open)?);
         let suffix = enc(&self.suffix)?;
         let fixed = head.len() + tail.len();
@@ -172,8 +179,11 @@ impl Template {
                 break;
             }
         }
+        let mut baseline = prefix.clone();
+        baseline.extend(enc(&self.question_open)?);
+        baseline.extend(enc(&self.answer_open)?);
         prefix.extend(tail);
-        Ok(Prompt { prefix, suffix, chunks: used })
+        Ok(Prompt { prefix, suffix, chunks: used, baseline: Some(baseline), question: question_tokens })
     }
 }
 
