@@ -307,6 +307,10 @@ fn print_answer(a: &Answer, chunks: &[ContextChunk]) {
         if a.extractive { ", extractive" } else { "" },
         a.stats.decode_seconds + a.stats.aggregate_seconds
     );
+    println!(
+        "decoding: {} prompt tokens, {} model calls, {} answer tokens ({:.2} per call)",
+        a.stats.prompt_tokens, a.stats.forwards, a.stats.generated_tokens, a.stats.tokens_per_forward
+    );
     if let Some(n) = &a.note {
         println!("note: {n}");
     }

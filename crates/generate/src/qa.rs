@@ -97,7 +97,8 @@ pub struct Stats {
     pub forwards: usize,
     /// Answer tokens produced over all candidates.
     pub generated_tokens: usize,
-    /// Answer tokens per model call (masked decoders commit several per call).
+    /// Answer tokens per model call, all candidates together (prompt and rescoring calls
+    /// included; a masked decoder commits several positions per call).
     pub tokens_per_forward: f64,
     /// Seconds spent decoding (prompt included).
     pub decode_seconds: f64,
@@ -150,7 +151,7 @@ pub fn ask_causal<M: CausalModel + ?Sized>(
         prompt_tokens: out.prompt_tokens,
         forwards: out.forwards,
         generated_tokens: out.generated_tokens,
-        tokens_per_forward: out.generated_tokens as f64 / out.forwards.saturating_sub(1).max(1) as f64,
+        tokens_per_forward: out.generated_tokens as f64 / out.forwards.max(1) as f64,
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
@@ -176,7 +177,7 @@ pub fn ask_masked<D: MaskedDenoiser + ?Sized>(
         prompt_tokens: prompt.prefix.len() + prompt.suffix.len(),
         forwards: out.forwards,
         generated_tokens: generated,
-        tokens_per_forward: out.tokens_per_forward,
+        tokens_per_forward: generated as f64 / out.forwards.max(1) as f64,
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
