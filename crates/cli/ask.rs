@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -12,8 +11,8 @@ use metarag_generate::masked::{MaskedConfig, Schedule};
 use metarag_generate::qa::{Answer, AskConfig, ask_causal, ask_masked};
 use metarag_generate::sample::{Mirostat, SamplerConfig};
 use metarag_generate::template::{ContextChunk, Template};
-use metarag_index::{Index, Mode, Query, SearchHit};
-use metarag_onnx::{CausalLm, Embedder, LmConfig, MaskedLm, RuntimeOptions};
+use metarag_index::{Mode, Query, SearchHit};
+use metarag_onnx::{CausalLm, LmConfig, MaskedLm, RuntimeOptions};
 use serde::Serialize;
 
 use crate::search::ModeArg;
@@ -267,15 +266,8 @@ struct Output<'a> {
 pub fn run(args: &AskArgs) -> anyhow::Result<ExitCode> {
     let question = args.question.join(" ");
     let (_, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
-    let mode = match args.mode {
-        ModeArg::Bm25 => Mode::Bm25,
-        ModeArg::Dense => Mode::Dense,
-        ModeArg::Hybrid => Mode::Hybrid,
-    };
-    let mut index = Index::open(&args.index)?;
-    if mode != Mode::Bm25 {
-        index = index.with_embedder(Arc::new(Embedder::load(&opts).context("loading the embedder")?));
-    }
+    let mode = Mode::from(args.mode);
+    let index = crate::search::open_for(&args.index, mode, &opts)?;
     let hits = index.search(&Query::new(question.clone()).k(args.k).mode(mode))?;
     let chunks = context(&hits);
     let generator = Generator::load(args.generate.decoder, &opts)?;

@@ -300,6 +300,9 @@ fn answer_questions(
 ) -> anyhow::Result<AnswerReport> {
     use metarag_eval::{AnswerMetrics, AnswerRecord};
     use std::io::Write as _;
+    if args.aggregate.is_empty() || args.infill.is_empty() {
+        bail!("--generate needs at least one --aggregate method and one --infill mode");
+    }
     let n = args.answer_limit.unwrap_or(data.questions.len()).min(data.questions.len());
     let index = Index::open(index_dir)?;
     let generator = crate::ask::Generator::load(args.decoding.decoder, opts)?;

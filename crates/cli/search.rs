@@ -69,6 +69,30 @@ pub struct SearchArgs {
     models: Option<PathBuf>,
 }
 
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Bm25 => Mode::Bm25,
+            ModeArg::Dense => Mode::Dense,
+            ModeArg::Hybrid => Mode::Hybrid,
+        }
+    }
+}
+
+/// Opens the index at `dir` for searching in `mode`: with the query embedder unless the mode
+/// is bm25, refusing an index embedded by a model this build cannot load.
+pub fn open_for(dir: &std::path::Path, mode: Mode, opts: &RuntimeOptions) -> anyhow::Result<Index> {
+    let index = Index::open(dir)?;
+    if mode == Mode::Bm25 {
+        return Ok(index);
+    }
+    let model = &index.config().pipeline.embedder.model;
+    if model != crate::pipeline::EMBEDDER_ID {
+        anyhow::bail!("{}: the index was embedded with {model:?}, which this build cannot load", dir.display());
+    }
+    Ok(index.with_embedder(Arc::new(Embedder::load(opts)?)))
+}
+
 pub fn parse_weights(s: &str) -> Result<[f32; 2], String> {
     let v: Vec<f32> =
         s.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
@@ -101,26 +125,12 @@ pub fn snippet(text: &str, query: &str, width: usize) -> String {
 
 pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     let text = args.query.join(" ");
-    let mode = match args.mode {
-        ModeArg::Bm25 => Mode::Bm25,
-        ModeArg::Dense => Mode::Dense,
-        ModeArg::Hybrid => Mode::Hybrid,
-    };
-    let mut index = Index::open(&args.index)?;
-    if mode != Mode::Bm25 {
-        let model = &index.config().pipeline.embedder.model;
-        if model != crate::pipeline::EMBEDDER_ID {
-            anyhow::bail!(
-                "{}: the index was embedded with {model:?}, which this build cannot load",
-                args.index.display()
-            );
-        }
-        let mut opts = RuntimeOptions::default().with_threads(args.threads.max(1));
-        if let Some(m) = &args.models {
-            opts = opts.with_models_dir(m);
-        }
-        index = index.with_embedder(Arc::new(Embedder::load(&opts)?));
+    let mode = Mode::from(args.mode);
+    let mut opts = RuntimeOptions::default().with_threads(args.threads.max(1));
+    if let Some(m) = &args.models {
+        opts = opts.with_models_dir(m);
     }
+    let index = open_for(&args.index, mode, &opts)?;
     let mut q =
         Query::new(text.clone()).k(args.k).mode(mode).candidates(args.candidates).fusion(args.rrf_k, args.weights);
     if let Some(p) = &args.path {
