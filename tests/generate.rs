@@ -1,6 +1,7 @@
-//! Generation with the real SmolLM2: the batched KV-cache paths agree with plain forwards,
-//! batching does not change candidates, and `metarag ask` answers the example corpus's
-//! known-answer questions, citing the right file (4 of 6 with this 135M model).
+//! Generation with the real SmolLM2: the batched KV-cache paths (shared prefix and copied
+//! cache) agree with plain forwards, batching does not change candidates, and `metarag ask`
+//! answers the example corpus's known-answer questions, citing the right file (4 of 6 with
+//! this 135M model).
 
 use std::sync::OnceLock;
 
@@ -27,7 +28,17 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn forked_steps_and_continuations_match_plain_forwards() {
-    let lm = lm();
+    // Its own session: the cache path is switched, which must not affect the other tests.
+    let cfg = LmConfig { window: 32, max_context: 8192, max_position: 8192, sink_tokens: 4 };
+    let lm = CausalLm::load(&RuntimeOptions::default().with_threads(2), cfg).unwrap();
+    assert!(lm.shared_prefix_decoder().is_some(), "setup installs the shared-prefix decoder graph");
+    for shared in [true, false] {
+        lm.set_shared_prefix(shared);
+        forked_paths_match(&lm);
+    }
+}
+
+fn forked_paths_match(lm: &CausalLm) {
     // 64 tokens so the prefill runs in two 32-token windows.
     let text = "The Debian project releases a new stable distribution about every two years. \
         Each release has a code name taken from the Toy Story films, and the current one is \

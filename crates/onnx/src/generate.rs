@@ -1,19 +1,44 @@
-//! [`CausalLm`] as a decoder ([`metarag_core::model::CausalModel`]): a prompt is run once,
-//! its KV cache is copied into N rows that are advanced together, one forward per step.
+//! [`CausalLm`] as a decoder ([`metarag_core::model::CausalModel`]): a prompt is run once and
+//! N rows are advanced together over it, one forward per step.
+//!
+//! Two ways to hold the rows' cache:
+//! - **shared prefix** (when `decoder.onnx` sits beside the model, the default): the
+//!   decoder graph takes the prompt's batch-1 cache as `prefix.{i}.key/value` and reads it
+//!   for every row by broadcasting; `past`/`present` hold only the rows' own tokens. Nothing
+//!   of the prompt is copied per row or per step.
+//! - **copied** (any causal-LM graph): the prompt's cache is copied into N rows and the graph
+//!   concatenates the whole cache with each new token, every step.
+//!
+//! Both give the same logits (tested to 2e-3 in `tests/generate.rs`).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use ndarray::{Array4, Axis, Ix4};
+use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
 use metarag_core::model::{CausalModel, Vocabulary};
 
 use crate::lm::{CausalLm, KvCache};
 use crate::math::log_sum_exp;
+use crate::runtime::check_names;
 use crate::{Error, Result};
+
+/// Contract name of the shared-prefix decoder graph (for errors).
+const DECODER_CONTRACT: &str =
+    "shared-prefix decoder (input_ids, position_ids, prefix.*, past_key_values.* -> logits, present.*)";
+
+/// The shared-prefix decoder session.
+pub(crate) struct Decoder {
+    session: Mutex<Session>,
+    pub(crate) has_logits_from: bool,
+}
 
 /// A computed prompt: its KV cache and the logits after its last token.
 #[derive(Debug)]
 pub struct LmPrefix {
-    cache: KvCache,
+    cache: Arc<KvCache>,
     logits: Vec<f32>,
 }
 
@@ -28,9 +53,11 @@ impl LmPrefix {
     }
 }
 
-/// Rows decoded together: one KV cache of batch `rows`.
+/// Rows decoded together: one KV cache of batch `rows` (with a shared prefix: the rows' own
+/// tokens only, empty before the first step).
 pub struct LmBatch {
     values: Vec<DynValue>,
+    shared: Option<Arc<KvCache>>,
     rows: usize,
     past: usize,
     next_position: i64,
@@ -75,6 +102,44 @@ impl CausalLm {
                 Ok(Tensor::from_array(out).map_err(&err)?.into_dyn())
             })
             .collect()
+    }
+
+    /// Whether forks use the shared-prefix decoder graph (default: yes, when `decoder.onnx`
+    /// is beside the model). `false` copies the prompt's cache into every row instead (the
+    /// path for graphs without a decoder; benchmarks compare the two).
+    pub fn set_shared_prefix(&self, on: bool) {
+        self.use_decoder.store(on, Ordering::Relaxed);
+    }
+
+    /// The shared-prefix decoder graph's path, when there is one and it is enabled.
+    pub fn shared_prefix_decoder(&self) -> Option<&std::path::Path> {
+        self.decoder_path.as_deref().filter(|_| self.use_decoder.load(Ordering::Relaxed))
+    }
+
+    /// The decoder session, loaded (and its contract checked) on first use.
+    fn decoder(&self) -> Result<Option<&Decoder>> {
+        let Some(path) = self.shared_prefix_decoder() else { return Ok(None) };
+        if let Some(d) = self.decoder.get() {
+            return Ok(Some(d));
+        }
+        let session = self.opts.session(path)?;
+        let mut ins: Vec<&str> = vec!["input_ids", "position_ids"];
+        ins.extend(self.prefix_names.iter().map(String::as_str));
+        ins.extend(self.past_names.iter().map(String::as_str));
+        let mut outs: Vec<&str> = vec!["logits"];
+        outs.extend(self.present_names.iter().map(String::as_str));
+        check_names(&session, path, DECODER_CONTRACT, &ins, &outs)?;
+        let has_logits_from = session.inputs().iter().any(|o| o.name() == "logits_from");
+        let _ = self.decoder.set(Decoder { session: Mutex::new(session), has_logits_from });
+        Ok(self.decoder.get())
+    }
+
+    fn lock_decoder<'a>(&self, d: &'a Decoder) -> Result<std::sync::MutexGuard<'a, Session>> {
+        d.session.lock().map_err(|_| Error::Ort {
+            model: self.decoder_path.clone().unwrap_or_default(),
+            context: "decoder session lock",
+            detail: "a previous run panicked".into(),
+        })
     }
 
     fn check_fits(&self, len: usize) -> Result<()> {
@@ -134,7 +199,7 @@ impl CausalModel for CausalLm {
             start = end;
         }
         let cache = cache.ok_or_else(|| Error::Input("empty prompt".into()))?;
-        Ok(LmPrefix { cache, logits })
+        Ok(LmPrefix { cache: Arc::new(cache), logits })
     }
 
     fn prefix_logits<'a>(&self, prefix: &'a LmPrefix) -> &'a [f32] {
@@ -142,8 +207,18 @@ impl CausalModel for CausalLm {
     }
 
     fn fork(&self, prefix: &LmPrefix, n: usize) -> metarag_core::Result<LmBatch> {
+        if self.decoder()?.is_some() {
+            return Ok(LmBatch {
+                values: Vec::new(),
+                shared: Some(Arc::clone(&prefix.cache)),
+                rows: n,
+                past: 0,
+                next_position: prefix.cache.next_position,
+            });
+        }
         Ok(LmBatch {
             values: self.broadcast(&prefix.cache, n)?,
+            shared: None,
             rows: n,
             past: prefix.cache.len(),
             next_position: prefix.cache.next_position,
@@ -160,11 +235,30 @@ impl CausalModel for CausalLm {
         }
         self.check_fits(batch.next_position as usize + 1)?;
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let attention = vec![1i64; n * (batch.past + 1)];
         let positions = vec![batch.next_position; n];
-        let mut session = self.lock()?;
-        let (logits, present) =
-            self.forward(&mut session, n, ids, attention, positions, Some(&batch.values), 0, |lg, _| lg.to_vec())?;
+        let (logits, present) = match &batch.shared {
+            Some(prefix) => {
+                let d = self.decoder()?.ok_or_else(|| Error::Input("the shared-prefix decoder was disabled".into()))?;
+                let mut session = self.lock_decoder(d)?;
+                let past = (batch.past > 0).then_some(batch.values.as_slice());
+                self.forward(&mut session, n, ids, None, positions, Some(&prefix.values), past, 0, |lg, _| lg.to_vec())?
+            }
+            None => {
+                let attention = vec![1i64; n * (batch.past + 1)];
+                let mut session = self.lock()?;
+                self.forward(
+                    &mut session,
+                    n,
+                    ids,
+                    Some(attention),
+                    positions,
+                    None,
+                    Some(&batch.values),
+                    0,
+                    |lg, _| lg.to_vec(),
+                )?
+            }
+        };
         batch.values = present;
         batch.past += 1;
         batch.next_position += 1;
@@ -178,13 +272,16 @@ impl CausalModel for CausalLm {
         if let Some(&bad) = keep.iter().find(|&&i| i >= batch.rows) {
             return Err(Error::Input(format!("row {bad} of a batch of {}", batch.rows)).into());
         }
+        batch.rows = keep.len();
+        if batch.values.is_empty() {
+            return Ok(()); // a shared-prefix batch before its first step holds nothing per row
+        }
         let err = self.ort_err("selecting KV rows");
         let arrays = self.tensors4(&batch.values, "selecting KV rows")?;
         batch.values = arrays
             .into_iter()
             .map(|a| Ok(Tensor::from_array(a.select(Axis(0), keep)).map_err(&err)?.into_dyn()))
             .collect::<Result<_>>()?;
-        batch.rows = keep.len();
         Ok(())
     }
 
@@ -213,10 +310,7 @@ impl CausalModel for CausalLm {
         }
         let start = prefix.cache.next_position;
         let positions: Vec<i64> = (0..n).flat_map(|_| start..start + t as i64).collect();
-        let attention = vec![1i64; n * (prefix.cache.len() + t)];
-        let past = self.broadcast(&prefix.cache, n)?;
-        let mut session = self.lock()?;
-        let (scores, _) = self.forward(&mut session, n, ids, attention, positions, Some(&past), 0, |lg, vocab| {
+        let score = |lg: &[f32], vocab: usize| {
             continuations
                 .iter()
                 .enumerate()
@@ -229,7 +323,19 @@ impl CausalModel for CausalLm {
                         .collect::<Vec<f32>>()
                 })
                 .collect::<Vec<_>>()
-        })?;
+        };
+        let (scores, _) = match self.decoder()? {
+            Some(d) => {
+                let mut session = self.lock_decoder(d)?;
+                self.forward(&mut session, n, ids, None, positions, Some(&prefix.cache.values), None, 0, score)?
+            }
+            None => {
+                let attention = vec![1i64; n * (prefix.cache.len() + t)];
+                let past = self.broadcast(&prefix.cache, n)?;
+                let mut session = self.lock()?;
+                self.forward(&mut session, n, ids, Some(attention), positions, None, Some(&past), 0, score)?
+            }
+        };
         for (o, s) in out.iter_mut().zip(scores) {
             o.extend(s);
         }

@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ndarray::{Axis, Ix4};
@@ -24,6 +24,10 @@ const CONTRACT: &str = "causal-LM";
 
 /// Where the default causal LM lives inside the models directory.
 pub const SMOLLM2_DIR: &str = "smollm2-135m-instruct";
+
+/// File name of the shared-prefix decoder graph, looked up beside the model file (see
+/// [`CausalLm::shared_prefix_decoder`]).
+pub const DECODER_FILE: &str = "decoder.onnx";
 
 /// Window settings for scoring long token sequences.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,10 +116,16 @@ pub struct CausalLm {
     layers: usize,
     kv_heads: usize,
     head_dim: usize,
-    past_names: Vec<String>,
-    present_names: Vec<String>,
+    pub(crate) past_names: Vec<String>,
+    pub(crate) present_names: Vec<String>,
     config: LmConfig,
     has_logits_from: bool,
+    pub(crate) prefix_names: Vec<String>,
+    /// The shared-prefix decoder graph (`decoder.onnx` beside the model), loaded on first use.
+    pub(crate) decoder_path: Option<PathBuf>,
+    pub(crate) decoder: OnceLock<crate::generate::Decoder>,
+    pub(crate) use_decoder: AtomicBool,
+    pub(crate) opts: RuntimeOptions,
     run_nanos: AtomicU64,
     run_tokens: AtomicU64,
 }
@@ -175,12 +185,15 @@ impl CausalLm {
         };
         let mut past_names = Vec::with_capacity(2 * layers);
         let mut present_names = Vec::with_capacity(2 * layers);
+        let mut prefix_names = Vec::with_capacity(2 * layers);
         for i in 0..layers {
             for kind in ["key", "value"] {
                 past_names.push(format!("past_key_values.{i}.{kind}"));
                 present_names.push(format!("present.{i}.{kind}"));
+                prefix_names.push(format!("prefix.{i}.{kind}"));
             }
         }
+        let decoder_path = Some(model.with_file_name(DECODER_FILE)).filter(|p| p.is_file());
         let outs: Vec<&str> = present_names.iter().map(String::as_str).collect();
         let ins: Vec<&str> = past_names.iter().map(String::as_str).collect();
         check_names(&session, model, CONTRACT, &ins, &outs)?;
@@ -197,6 +210,11 @@ impl CausalLm {
             present_names,
             config,
             has_logits_from,
+            prefix_names,
+            decoder_path,
+            decoder: OnceLock::new(),
+            use_decoder: AtomicBool::new(true),
+            opts: opts.clone(),
             run_nanos: AtomicU64::new(0),
             run_tokens: AtomicU64::new(0),
         })
@@ -259,25 +277,38 @@ impl CausalLm {
     /// `[batch, t - logits_from, vocab]` while they are still inside ONNX Runtime's buffer
     /// (`logits_from` is ignored, i.e. 0, for graphs without that optional input); the
     /// `present` tensors are returned.
+    ///
+    /// With `shared` (the shared-prefix decoder graph, see [`crate::generate`]) there is no
+    /// attention mask: `attention` is `None`, `shared` holds the prompt's batch-1 cache and
+    /// `past`/`present` only the rows' own tokens.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward<R>(
         &self,
         session: &mut Session,
         batch: usize,
         ids: Vec<i64>,
-        attention: Vec<i64>,
+        attention: Option<Vec<i64>>,
         positions: Vec<i64>,
+        shared: Option<&[DynValue]>,
         past: Option<&[DynValue]>,
         logits_from: usize,
         f: impl FnOnce(&[f32], usize) -> R,
     ) -> Result<(R, Vec<DynValue>)> {
         let t = ids.len() / batch.max(1);
-        let total = attention.len() / batch.max(1);
         let err = self.ort_err("forward pass");
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + self.past_names.len());
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + 2 * self.past_names.len());
         inputs.push(("input_ids".into(), Tensor::from_array(([batch, t], ids)).map_err(&err)?.into()));
-        inputs.push(("attention_mask".into(), Tensor::from_array(([batch, total], attention)).map_err(&err)?.into()));
+        if let Some(attention) = attention {
+            let total = attention.len() / batch.max(1);
+            inputs
+                .push(("attention_mask".into(), Tensor::from_array(([batch, total], attention)).map_err(&err)?.into()));
+        }
         inputs.push(("position_ids".into(), Tensor::from_array(([batch, t], positions)).map_err(&err)?.into()));
+        if let Some(values) = shared {
+            for (name, v) in self.prefix_names.iter().zip(values) {
+                inputs.push((name.as_str().into(), v.into()));
+            }
+        }
         match past {
             Some(values) => {
                 for (name, v) in self.past_names.iter().zip(values) {
@@ -294,7 +325,9 @@ impl CausalLm {
             }
         }
         // Only the last positions' logits when the graph allows it (optional `logits_from`).
-        let logits_from = if self.has_logits_from { logits_from.min(t.saturating_sub(1)) } else { 0 };
+        let has_logits_from =
+            if shared.is_some() { self.decoder.get().is_some_and(|d| d.has_logits_from) } else { self.has_logits_from };
+        let logits_from = if has_logits_from { logits_from.min(t.saturating_sub(1)) } else { 0 };
         if logits_from > 0 {
             inputs.push((
                 "logits_from".into(),
@@ -383,8 +416,9 @@ impl CausalLm {
             session,
             1,
             ids,
-            attention,
+            Some(attention),
             positions,
+            None,
             cache.as_ref().map(|c| c.values.as_slice()),
             logits_from,
             f,
@@ -481,20 +515,21 @@ impl CausalLm {
             }
         }
         let mut session = self.lock()?;
-        let (out, _) = self.forward(&mut session, b, ids, attention, positions, None, 0, |logits, vocab| {
-            batch
-                .par_iter()
-                .enumerate()
-                .map(|(r, s)| {
-                    (0..s.len().saturating_sub(1))
-                        .map(|j| {
-                            let row = &logits[(r * t + j) * vocab..(r * t + j + 1) * vocab];
-                            row[s[j + 1] as usize] - log_sum_exp(row)
-                        })
-                        .collect::<Vec<f32>>()
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let (out, _) =
+            self.forward(&mut session, b, ids, Some(attention), positions, None, None, 0, |logits, vocab| {
+                batch
+                    .par_iter()
+                    .enumerate()
+                    .map(|(r, s)| {
+                        (0..s.len().saturating_sub(1))
+                            .map(|j| {
+                                let row = &logits[(r * t + j) * vocab..(r * t + j + 1) * vocab];
+                                row[s[j + 1] as usize] - log_sum_exp(row)
+                            })
+                            .collect::<Vec<f32>>()
+                    })
+                    .collect::<Vec<_>>()
+            })?;
         Ok(out)
     }
 
