@@ -38,6 +38,7 @@ fn forked_steps_and_continuations_match_plain_forwards() {
     }
 }
 
+#[allow(clippy::unwrap_used)] // a test body, called for each cache path
 fn forked_paths_match(lm: &CausalLm) {
     // 64 tokens so the prefill runs in two 32-token windows.
     let text = "The Debian project releases a new stable distribution about every two years. \
