@@ -228,9 +228,9 @@ pub fn context(hits: &[SearchHit]) -> Vec<ContextChunk> {
 /// The generator a run needs, loaded once.
 pub enum Generator {
     /// SmolLM2.
-    Causal(CausalLm),
+    Causal(Box<CausalLm>),
     /// A masked denoiser.
-    Masked(MaskedLm),
+    Masked(Box<MaskedLm>),
 }
 
 impl Generator {
@@ -240,17 +240,19 @@ impl Generator {
             DecoderArg::Causal => {
                 // The prompt is run in windows of 256 tokens with nothing sliding out.
                 let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
-                Generator::Causal(CausalLm::load(opts, cfg).context("loading the causal LM")?)
+                Generator::Causal(Box::new(CausalLm::load(opts, cfg).context("loading the causal LM")?))
             }
-            DecoderArg::Masked => Generator::Masked(MaskedLm::load(opts).context("loading the masked denoiser")?),
+            DecoderArg::Masked => {
+                Generator::Masked(Box::new(MaskedLm::load(opts).context("loading the masked denoiser")?))
+            }
         })
     }
 
     /// Answers one question from `chunks`.
     pub fn ask(&self, question: &str, chunks: &[ContextChunk], cfg: &AskConfig) -> anyhow::Result<Answer> {
         Ok(match self {
-            Generator::Causal(lm) => ask_causal(lm, question, chunks, cfg)?,
-            Generator::Masked(m) => ask_masked(m, question, chunks, cfg)?,
+            Generator::Causal(lm) => ask_causal(lm.as_ref(), question, chunks, cfg)?,
+            Generator::Masked(m) => ask_masked(m.as_ref(), question, chunks, cfg)?,
         })
     }
 }
