@@ -27,7 +27,12 @@ EXAMPLES:
 
 `--dataset squad-dev` is SQuAD v1.1 dev (48 Wikipedia articles, each ONE document; 10,565
 questions), built by `python3 onnx/squad.py` into the models directory (run automatically when
-missing). A directory PATH holds corpus/ and questions.jsonl (format: metarag-eval's docs).
+missing). A directory PATH holds corpus/ (one document per file) and questions.jsonl, one
+question per line:
+  {\"id\": \"q1\", \"question\": \"…\", \"doc\": \"<file in corpus/>\",
+   \"answers\": [{\"text\": \"…\", \"start\": 120, \"end\": 131}]}   (UTF-8 byte offsets into doc)
+A FILE.json in SQuAD layout (v1.1 or v2.0) is converted into OUT/dataset-<stem>/ first: one
+document per article (paragraphs joined by a blank line), answers as byte spans.
 
 Each chunker's pipeline is pipelines/bench-<name>.toml. Its index is built once under
 OUT/index-<name>-<fingerprint>/ and reused by later runs (ingest skips unchanged files).
@@ -35,7 +40,7 @@ A retrieved chunk is relevant when its byte span covers a gold answer span; repo
 recall@1..10 and MRR@10. With --limit N only the first N questions are asked and only their
 documents are indexed.")]
 pub struct BenchArgs {
-    /// `squad-dev` or a dataset directory.
+    /// `squad-dev`, a dataset directory (corpus/ + questions.jsonl) or a SQuAD JSON file.
     #[arg(long, default_value = "squad-dev")]
     dataset: String,
     /// Ask only the first N questions (and index only their documents).
@@ -109,9 +114,13 @@ struct ModeRun {
     search_seconds: f64,
 }
 
-fn dataset_dir(name: &str, opts: &RuntimeOptions) -> anyhow::Result<PathBuf> {
+fn dataset_dir(name: &str, opts: &RuntimeOptions, out: &Path) -> anyhow::Result<PathBuf> {
     if name != "squad-dev" {
-        return Ok(PathBuf::from(name));
+        let path = PathBuf::from(name);
+        if path.is_file() {
+            return squad_json(&path, out);
+        }
+        return Ok(path);
     }
     let models = opts.models_dir.clone();
     let dir = models.join("datasets/squad-dev");
@@ -131,16 +140,46 @@ fn dataset_dir(name: &str, opts: &RuntimeOptions) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// A SQuAD JSON file converted (once, while it is unchanged) into OUT/dataset-<stem>/.
+fn squad_json(path: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let stamp = serde_json::json!({
+        "source": std::fs::canonicalize(path)?, "size": meta.len(),
+        "modified_ns": modified.map(|d| d.as_nanos() as u64), "converter": 1,
+    })
+    .to_string();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "squad".into());
+    let dir = out.join(format!("dataset-{stem}"));
+    let stamp_path = dir.join("source.json");
+    if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && dir.join("questions.jsonl").is_file() {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = metarag_eval::squad::convert(path, &dir)?;
+    eprintln!(
+        "{}: {} articles, {} questions ({} unanswerable skipped, {} answer starts moved) -> {}",
+        path.display(),
+        s.articles,
+        s.questions,
+        s.unanswerable,
+        s.shifted.len(),
+        dir.display()
+    );
+    metarag_index::manifest::write_atomic(&stamp_path, stamp.as_bytes())?;
+    Ok(dir)
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
-    let dir = dataset_dir(&args.dataset, &opts)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let dir = dataset_dir(&args.dataset, &opts, &args.out)?;
     let mut data = Dataset::load(&dir)?;
     if let Some(n) = args.limit {
         data.questions.truncate(n);
     }
     let docs: BTreeSet<String> = data.questions.iter().map(|q| q.doc.clone()).collect();
     let files: Vec<PathBuf> = docs.iter().map(|d| data.corpus.join(d)).collect();
-    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     eprintln!("{}: {} questions over {} documents", dir.display(), data.questions.len(), files.len());
 
     // Questions are embedded once and shared by every chunker and mode.
@@ -242,14 +281,16 @@ fn judge(q: &Question, hits: &[metarag_index::SearchHit]) -> Judged {
 fn markdown(runs: &[ChunkerRun], questions: usize, dir: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Retrieval on {} ({questions} questions)\n", dir.display());
-    let _ =
-        writeln!(s, "| chunker | chunks | mean words | chunking s | mode | recall@1 | recall@5 | recall@10 | MRR@10 |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| chunker | chunks | mean words | chunking s | mode | recall@1 | recall@5 | recall@10 | MRR@10 | nDCG@10 |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     for r in runs {
         for m in &r.modes {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.1} | {:.1} | {:?} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {} | {:.1} | {:.1} | {:?} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 r.chunker,
                 r.chunks,
                 r.mean_chunk_words,
@@ -258,7 +299,8 @@ fn markdown(runs: &[ChunkerRun], questions: usize, dir: &Path) -> String {
                 m.metrics.recall_at(1),
                 m.metrics.recall_at(5),
                 m.metrics.recall_at(10),
-                m.metrics.mrr10
+                m.metrics.mrr10,
+                m.metrics.ndcg10
             );
         }
     }

@@ -2,8 +2,10 @@
 //!
 //! - [`Dataset`]: a corpus directory plus questions with gold answer spans (the SQuAD dev
 //!   corpus built by `onnx/squad.py`, or your own in the same JSONL format).
-//! - [`retrieval`]: recall@k and MRR@10 of ranked chunks, where a chunk is relevant when its
-//!   span covers a gold answer span of the question's document.
+//! - [`squad`]: SQuAD JSON files converted to that format (bring your own SQuAD-style data).
+//! - [`retrieval`]: recall@k, MRR@10 and nDCG@10 of ranked chunks, where a chunk is relevant
+//!   when its span covers a gold answer span of the question's document.
+//! - [`answers`]: exact match and token F1 (official SQuAD normalisation), ECE.
 //!
 //! ```
 //! use metarag_eval::retrieval::{Judged, RetrievalMetrics};
@@ -19,6 +21,7 @@
 pub mod answers;
 pub mod dataset;
 pub mod retrieval;
+pub mod squad;
 
 pub use answers::{AnswerMetrics, AnswerRecord};
 pub use dataset::{AnswerSpan, Dataset, Question};

@@ -26,6 +26,18 @@ impl Judged {
     pub fn first_relevant(&self) -> Option<usize> {
         self.relevant.iter().position(|&r| r).map(|i| i + 1)
     }
+
+    /// nDCG@k with binary gains: DCG = Σ_{i ≤ k, relevant} 1 / log2(i + 1), divided by the DCG
+    /// of the ideal ordering of the relevant chunks this ranking found within its top k (the
+    /// collection's other relevant chunks are not judged). 0 when none is in the top k.
+    pub fn ndcg_at(&self, k: usize) -> f64 {
+        let gain = |rank: usize| 1.0 / ((rank + 1) as f64).log2();
+        let top = &self.relevant[..self.relevant.len().min(k)];
+        let dcg: f64 = top.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| gain(i + 1)).sum();
+        let found = top.iter().filter(|r| **r).count();
+        let ideal: f64 = (1..=found).map(gain).sum();
+        if ideal > 0.0 { dcg / ideal } else { 0.0 }
+    }
 }
 
 /// Recall@k (hits@k: the share of questions with a relevant chunk in the top k) for k = 1..=10,
@@ -38,6 +50,8 @@ pub struct RetrievalMetrics {
     pub recall: Vec<f64>,
     /// Mean reciprocal rank of the first relevant chunk within the top 10 (0 if none).
     pub mrr10: f64,
+    /// Mean nDCG@10 ([`Judged::ndcg_at`]).
+    pub ndcg10: f64,
 }
 
 impl RetrievalMetrics {
@@ -47,7 +61,8 @@ impl RetrievalMetrics {
         let firsts: Vec<Option<usize>> = runs.iter().map(Judged::first_relevant).collect();
         let recall = (1..=10).map(|k| firsts.iter().filter(|f| f.is_some_and(|r| r <= k)).count() as f64 / n).collect();
         let mrr10 = firsts.iter().map(|f| f.filter(|&r| r <= 10).map_or(0.0, |r| 1.0 / r as f64)).sum::<f64>() / n;
-        RetrievalMetrics { questions: runs.len(), recall, mrr10 }
+        let ndcg10 = runs.iter().map(|r| r.ndcg_at(10)).sum::<f64>() / n;
+        RetrievalMetrics { questions: runs.len(), recall, mrr10, ndcg10 }
     }
 
     /// Recall@k for 1 ≤ k ≤ 10.
@@ -93,5 +108,20 @@ mod tests {
         assert_eq!(m.recall_at(10), 0.5);
         assert!((m.mrr10 - (1.0 + 1.0 / 3.0) / 4.0).abs() < 1e-12);
         assert!(m.recall.windows(2).all(|w| w[0] <= w[1]), "recall@k grows with k");
+        // nDCG@10: 1 (rank 1), 1/log2(4) = 0.5 (rank 3), 0, 0 (rank 11 is outside).
+        assert!((m.ndcg10 - 1.5 / 4.0).abs() < 1e-12, "{}", m.ndcg10);
+    }
+
+    #[test]
+    fn ndcg_hand_computed() {
+        let j = |v: &[u8]| Judged::new(v.iter().map(|&x| x == 1).collect());
+        assert_eq!(j(&[1]).ndcg_at(10), 1.0);
+        assert!((j(&[0, 1]).ndcg_at(10) - 1.0 / 3f64.log2()).abs() < 1e-12, "rank 2: 0.6309");
+        // ranks 1 and 3 relevant: (1 + 1/2) / (1 + 1/log2 3) = 0.9197
+        let two = j(&[1, 0, 1]).ndcg_at(10);
+        assert!((two - 1.5 / (1.0 + 1.0 / 3f64.log2())).abs() < 1e-12 && (two - 0.9197).abs() < 1e-4, "{two}");
+        assert_eq!(j(&[0, 0, 1]).ndcg_at(2), 0.0, "outside the cut-off");
+        assert_eq!(j(&[]).ndcg_at(10), 0.0);
+        assert_eq!(j(&[1, 1]).ndcg_at(10), 1.0, "ideal order");
     }
 }
