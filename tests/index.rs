@@ -329,5 +329,77 @@ fn bench_reports_retrieval_metrics_on_a_user_dataset() {
         assert_eq!(recall[9], 1.0, "one document of ~20 chunks: both answers are in the top 10 ({m})");
     }
     assert!(std::fs::read_to_string(out_dir.join("report.md")).expect("report.md").contains("| sentence |"));
+    for m in modes {
+        let ndcg = m["metrics"]["ndcg10"].as_f64().expect("nDCG@10");
+        assert!((0.0..=1.0).contains(&ndcg) && ndcg >= m["metrics"]["mrr10"].as_f64().expect("mrr") - 1e-12, "{m}");
+    }
+    // Time and peak memory per stage; the plots of this run.
+    let stages = report["stages"].as_array().expect("stages");
+    assert!(stages.iter().any(|st| st["stage"] == "index sentence"), "{stages:?}");
+    assert!(stages.iter().all(|st| st["seconds"].as_f64().is_some_and(|x| x >= 0.0)));
+    assert!(stages.iter().all(|st| st["peak_rss_mib"].as_f64().is_some_and(|m| m > 1.0)), "{stages:?}");
+    for plot in ["chunk_lengths.svg", "recall_at_k.svg", "stage_times.svg"] {
+        let svg = std::fs::read_to_string(out_dir.join(plot)).expect(plot);
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{plot}");
+    }
+    assert!(!out_dir.join("ppl_curve.svg").exists(), "no PPL pipeline in this run");
+    // A rerun reuses the index and the question vectors and gives the same numbers.
+    let again =
+        metarag(&["bench", "--dataset", s(&base.join("data")), "--chunkers", "sentence", "--out", s(&out_dir), "-q"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let second: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json"))
+            .expect("json");
+    let strip = |v: &serde_json::Value| {
+        v["runs"][0]["modes"].as_array().expect("modes").iter().map(|m| m["metrics"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&second), strip(&report));
+    assert_eq!(second["runs"][0]["chunks"], report["runs"][0]["chunks"]);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn bench_reads_squad_json() {
+    let base = tmp("bench-squad");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let text = std::fs::read_to_string(root().join("examples/corpus/washington-1790.txt")).expect("read");
+    let paragraphs: Vec<&str> = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()).collect();
+    let (first, second) = paragraphs.split_at(paragraphs.len() / 2);
+    let para = |context: String, q: &str, answer: &str, id: &str| {
+        let start = context.chars().count() - context[context.find(answer).expect("answer")..].chars().count();
+        serde_json::json!({"context": context, "qas": [{"id": id, "question": q, "answers": [{"text": answer, "answer_start": start}]}]})
+    };
+    let a = first.join(" ");
+    let b = second.join(" ");
+    let loan = if a.contains("3,000,000 florins") { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+    let json = serde_json::json!({"version": "1.1", "data": [
+        {"title": "Washington_(1790)", "paragraphs": [para(loan.0, "How large was the loan completed in Holland?", "3,000,000 florins", "q1")]},
+        {"title": "Other half", "paragraphs": [{"context": loan.1, "qas": [{"id": "q2", "question": "?", "answers": [], "is_impossible": true}]}]}
+    ]});
+    let file = base.join("mine.json");
+    std::fs::write(&file, json.to_string()).expect("write");
+    let out_dir = base.join("out");
+    let out = metarag(&[
+        "bench",
+        "--dataset",
+        s(&file),
+        "--chunkers",
+        "sentence",
+        "--retrieval",
+        "bm25",
+        "--out",
+        s(&out_dir),
+        "-q",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("2 articles, 1 questions (1 unanswerable skipped"), "{err}");
+    let data = out_dir.join("dataset-mine");
+    assert!(data.join("corpus/000-washington-1790.txt").is_file() && data.join("corpus/001-other-half.txt").is_file());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json"))
+            .expect("json");
+    assert_eq!(report["questions"], 1);
+    assert_eq!(report["runs"][0]["modes"][0]["metrics"]["recall"][9], 1.0, "{report}");
     let _ = std::fs::remove_dir_all(&base);
 }

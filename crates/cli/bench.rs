@@ -24,6 +24,8 @@ EXAMPLES:
   metarag bench --dataset squad-dev --out runs/squad             # PPL chunks, all three modes
   metarag bench --dataset squad-dev --chunkers ppl,fixed --limit 500 --out runs/quick
   metarag bench --dataset my-data/ --retrieval hybrid --out runs/mine
+  metarag bench --limit 200 --chunkers ppl,margin,semantic,fixed,sentence --out runs/all
+  metarag bench --pipeline my.toml --chunkers ppl --generate --answer-limit 100 --out runs/qa
 
 `--dataset squad-dev` is SQuAD v1.1 dev (48 Wikipedia articles, each ONE document; 10,565
 questions), built by `python3 onnx/squad.py` into the models directory (run automatically when
@@ -34,11 +36,18 @@ question per line:
 A FILE.json in SQuAD layout (v1.1 or v2.0) is converted into OUT/dataset-<stem>/ first: one
 document per article (paragraphs joined by a blank line), answers as byte spans.
 
-Each chunker's pipeline is pipelines/bench-<name>.toml. Its index is built once under
-OUT/index-<name>-<fingerprint>/ and reused by later runs (ingest skips unchanged files).
-A retrieved chunk is relevant when its byte span covers a gold answer span; reported per mode:
-recall@1..10 and MRR@10. With --limit N only the first N questions are asked and only their
-documents are indexed.")]
+Each chunker's pipeline is pipelines/bench-<name>.toml (--pipeline FILE adds any other). Its
+index is built once under OUT/index-<name>-<fingerprint>/ and reused by later runs (ingest
+skips unchanged files); question vectors and the perplexity curve are cached in OUT too, so a
+rerun only does what changed. A retrieved chunk is relevant when its byte span covers a gold
+answer span; reported per mode: recall@1..10, MRR@10, nDCG@10. With --limit N only the first N
+questions are asked and only their documents are indexed.
+
+OUT gets report.json (everything, incl. wall time and peak memory per stage), report.md, and
+SVG plots: chunk_lengths (histogram per chunker), ppl_curve (the first question's document
+under the first PPL pipeline, with its chunk boundaries), recall_at_k, accuracy_vs_samples
+(--generate: EM with the first N of the same candidates, per aggregation), stage_times.
+With --generate, OUT/answers.jsonl has every question's candidates and answers.")]
 pub struct BenchArgs {
     /// `squad-dev`, a dataset directory (corpus/ + questions.jsonl) or a SQuAD JSON file.
     #[arg(long, default_value = "squad-dev")]
@@ -46,9 +55,13 @@ pub struct BenchArgs {
     /// Ask only the first N questions (and index only their documents).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Chunkers to compare (each reads pipelines/bench-<name>.toml).
-    #[arg(long, value_delimiter = ',', default_value = "ppl")]
+    /// Chunkers to compare (each reads pipelines/bench-<name>.toml): ppl, margin, semantic,
+    /// fixed, sentence. Default: ppl, unless --pipeline is given.
+    #[arg(long, value_delimiter = ',')]
     chunkers: Vec<String>,
+    /// Also compare the pipeline in FILE (named after the file); repeatable.
+    #[arg(long = "pipeline", value_name = "FILE")]
+    pipelines: Vec<PathBuf>,
     /// Retrieval modes.
     #[arg(long, value_delimiter = ',', default_value = "bm25,dense,hybrid")]
     retrieval: Vec<Mode>,
@@ -114,6 +127,44 @@ struct ModeRun {
     search_seconds: f64,
 }
 
+/// Wall time and peak resident memory of one bench stage.
+#[derive(Debug, Clone, Serialize)]
+struct StageTime {
+    stage: String,
+    seconds: f64,
+    /// Peak resident set (MiB) while the stage ran: the process high-water mark, reset before
+    /// the stage through /proc/self/clear_refs (Linux); without the reset it is the peak so far.
+    peak_rss_mib: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct StageLog {
+    stages: Vec<StageTime>,
+}
+
+impl StageLog {
+    fn run<T>(&mut self, stage: impl Into<String>, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        // "5" resets the peak RSS counter of this process (Linux >= 4.0).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let t = Instant::now();
+        let out = f()?;
+        self.stages.push(StageTime {
+            stage: stage.into(),
+            seconds: t.elapsed().as_secs_f64(),
+            peak_rss_mib: peak_rss_mib(),
+        });
+        Ok(out)
+    }
+}
+
+/// VmHWM of /proc/self/status in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 fn dataset_dir(name: &str, opts: &RuntimeOptions, out: &Path) -> anyhow::Result<PathBuf> {
     if name != "squad-dev" {
         let path = PathBuf::from(name);
@@ -173,30 +224,60 @@ fn squad_json(path: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let dir = dataset_dir(&args.dataset, &opts, &args.out)?;
-    let mut data = Dataset::load(&dir)?;
-    if let Some(n) = args.limit {
-        data.questions.truncate(n);
-    }
+    let mut log = StageLog::default();
+    let (dir, data) = log.run("dataset", || {
+        let dir = dataset_dir(&args.dataset, &opts, &args.out)?;
+        let mut data = Dataset::load(&dir)?;
+        if let Some(n) = args.limit {
+            data.questions.truncate(n);
+        }
+        Ok((dir, data))
+    })?;
     let docs: BTreeSet<String> = data.questions.iter().map(|q| q.doc.clone()).collect();
     let files: Vec<PathBuf> = docs.iter().map(|d| data.corpus.join(d)).collect();
     eprintln!("{}: {} questions over {} documents", dir.display(), data.questions.len(), files.len());
 
     // Questions are embedded once and shared by every chunker and mode.
-    let embedder = Arc::new(Embedder::load(&opts)?);
     let t = Instant::now();
-    let texts: Vec<&str> = data.questions.iter().map(|q| q.question.as_str()).collect();
-    let mut qvecs = Vec::with_capacity(texts.len());
-    for b in texts.chunks(64) {
-        qvecs.extend(embedder.embed(b)?);
-    }
+    let qvecs = log.run("embed questions", || {
+        let texts: Vec<&str> = data.questions.iter().map(|q| q.question.as_str()).collect();
+        let cache = args.out.join(format!("question-vectors-{}.f32", text_key(&texts)));
+        if let Some(v) = read_vectors(&cache, texts.len()) {
+            return Ok(v);
+        }
+        let embedder = Arc::new(Embedder::load(&opts)?);
+        let mut qvecs = Vec::with_capacity(texts.len());
+        for b in texts.chunks(64) {
+            qvecs.extend(embedder.embed(b)?);
+        }
+        write_vectors(&cache, &qvecs)?;
+        Ok(qvecs)
+    })?;
     let embed_seconds = t.elapsed().as_secs_f64();
+    let mut lengths: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut curve = None;
 
     let mut runs = Vec::new();
-    for name in &args.chunkers {
-        let pfile = crate::setup::checkout().join(format!("pipelines/bench-{name}.toml"));
-        let pipeline = Pipeline::from_file(&pfile)
-            .with_context(|| format!("chunker {name:?}: no pipeline (expected {})", pfile.display()))?;
+    let mut configs: Vec<(String, PathBuf)> = Vec::new();
+    let chunkers = if args.chunkers.is_empty() && args.pipelines.is_empty() {
+        vec!["ppl".to_string()]
+    } else {
+        args.chunkers.clone()
+    };
+    for name in chunkers {
+        let file = crate::setup::checkout().join(format!("pipelines/bench-{name}.toml"));
+        configs.push((name, file));
+    }
+    for file in &args.pipelines {
+        let name = file.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+        if configs.iter().any(|(n, _)| *n == name) {
+            bail!("two configurations are named {name:?} ({}): rename the file", file.display());
+        }
+        configs.push((name, file.clone()));
+    }
+    for (name, pfile) in &configs {
+        let pipeline = Pipeline::from_file(pfile)
+            .with_context(|| format!("configuration {name:?}: cannot load the pipeline {}", pfile.display()))?;
         let fp = metarag_index::IndexConfig {
             format: 1,
             store: metarag_index::StoreConfig::Embedded,
@@ -205,7 +286,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .pipeline_fingerprint();
         let index_dir = args.out.join(format!("index-{name}-{fp}"));
         let t = Instant::now();
-        let report = crate::ingest::ingest_files(&files, &index_dir, &pipeline, &opts, threads, args.quiet)?;
+        let report = log.run(format!("index {name}"), || {
+            crate::ingest::ingest_files(&files, &index_dir, &pipeline, &opts, threads, args.quiet)
+        })?;
         let ingest_seconds = t.elapsed().as_secs_f64();
         if !report.failed.is_empty() {
             bail!("{} documents failed to ingest: {:?}", report.failed.len(), report.failed);
@@ -213,16 +296,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         let index = Index::open(&index_dir)?;
         let chunks = index.manifest().chunks();
         let ids = index.vectors().ids()?;
-        let words: usize = index.vectors().get(&ids)?.iter().map(|r| r.text.split_whitespace().count()).sum();
+        let mut chunk_words: Vec<f64> =
+            index.vectors().get(&ids)?.iter().map(|r| r.text.split_whitespace().count() as f64).collect();
+        chunk_words.sort_by(f64::total_cmp);
+        let words: f64 = chunk_words.iter().sum();
+        lengths.push((name.clone(), chunk_words));
+        let is_ppl = matches!(pipeline.chunker, metarag_core::pipeline::ChunkerConfig::Ppl { .. });
+        if let (None, true, Some(q)) = (&curve, is_ppl, data.questions.first()) {
+            let doc = data.corpus.join(&q.doc);
+            curve = log
+                .run(format!("ppl curve {name}"), || ppl_curve(&doc, &pipeline, &opts, &args.out, &fp))
+                .map_err(|e| eprintln!("warning: no perplexity curve: {e:#}"))
+                .ok();
+        }
         let mut modes = Vec::new();
         for &mode in &args.retrieval {
             let t = Instant::now();
-            let mut judged = Vec::with_capacity(data.questions.len());
-            for (q, v) in data.questions.iter().zip(&qvecs) {
-                let query = Query::new(q.question.clone()).k(10).mode(mode).fusion(args.rrf_k, args.weights);
-                let hits = index.search_with_vector(&query, Some(v))?;
-                judged.push(judge(q, &hits));
-            }
+            let judged = log.run(format!("search {name} {}", mode_name(mode)), || {
+                let mut judged = Vec::with_capacity(data.questions.len());
+                for (q, v) in data.questions.iter().zip(&qvecs) {
+                    let query = Query::new(q.question.clone()).k(10).mode(mode).fusion(args.rrf_k, args.weights);
+                    let hits = index.search_with_vector(&query, Some(v))?;
+                    judged.push(judge(q, &hits));
+                }
+                Ok(judged)
+            })?;
             let metrics = RetrievalMetrics::from_runs(&judged);
             eprintln!(
                 "{name:>9} {mode:?}: recall@5 {:.3}  MRR@10 {:.3}  ({} questions)",
@@ -238,7 +336,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             index: index_dir,
             documents: index.manifest().documents.len(),
             chunks,
-            mean_chunk_words: words as f64 / chunks.max(1) as f64,
+            mean_chunk_words: words / chunks.max(1) as f64,
             ingest_seconds,
             chunking_seconds: report.stages.chunk.seconds,
             modes,
@@ -246,14 +344,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let answers = if args.generate {
         let first = runs.first().context("--generate needs at least one chunker")?;
-        Some(answer_questions(args, &data, &qvecs, &first.index, &opts)?)
+        Some(log.run("answer", || answer_questions(args, &data, &qvecs, &first.index, &opts))?)
     } else {
         None
     };
+    let plots = draw_plots(&args.out, &runs, &lengths, curve.as_ref(), answers.as_ref(), &log.stages);
     let report = serde_json::json!({
         "dataset": dir, "questions": data.questions.len(), "documents": files.len(),
         "question_embedding_seconds": embed_seconds, "rrf_k": args.rrf_k, "rrf_weights": args.weights,
-        "runs": runs, "answers": answers,
+        "runs": runs, "answers": answers, "stages": log.stages, "ppl_curve": curve,
+        "plots": plots.iter().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>(),
     });
     let json_path = args.out.join("report.json");
     metarag_index::manifest::write_atomic(&json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -261,6 +361,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = &answers {
         md.push_str(&answers_markdown(a));
     }
+    md.push_str(&stages_markdown(&log.stages, &plots));
     metarag_index::manifest::write_atomic(&args.out.join("report.md"), md.as_bytes())?;
     print!("{md}");
     eprintln!("wrote {} and report.md", json_path.display());
@@ -328,6 +429,23 @@ struct AnswerReport {
     decode_seconds: Vec<(String, f64)>,
     /// Aggregation seconds (all methods, all questions).
     aggregate_seconds: f64,
+    /// EM / F1 with only the first N candidates of the same decode (what N samples would give:
+    /// every candidate has its own random stream), N = 1, 2, 4, … up to --samples.
+    samples_curve: Vec<SamplesCurve>,
+}
+
+#[derive(Debug, Serialize)]
+struct SamplesCurve {
+    infill: String,
+    method: metarag_generate::aggregate::Method,
+    points: Vec<SamplesPoint>,
+}
+
+#[derive(Debug, Serialize)]
+struct SamplesPoint {
+    samples: usize,
+    em: f64,
+    f1: f64,
 }
 
 /// Answers the first `--answer-limit` questions from the index at `index_dir`: one decode per
@@ -366,6 +484,15 @@ fn answer_questions(
     let mut records: Vec<Vec<Vec<AnswerRecord>>> =
         vec![vec![Vec::with_capacity(n); args.aggregate.len()]; args.infill.len()];
     let mut decode_seconds = vec![0.0; args.infill.len()];
+    let sizes: Vec<usize> = {
+        let n = args.decoding.samples.max(1);
+        let mut v: Vec<usize> = std::iter::successors(Some(1usize), |&k| Some(k * 2)).take_while(|&k| k < n).collect();
+        v.push(n);
+        v
+    };
+    // [infill][method][size] -> records
+    let mut by_size: Vec<Vec<Vec<Vec<AnswerRecord>>>> =
+        vec![vec![vec![Vec::with_capacity(n); sizes.len()]; args.aggregate.len()]; args.infill.len()];
     let mut aggregate_seconds = 0.0;
     let mut has_answer = 0usize;
     // The answered questions are spread evenly over the asked ones (every one when n = all).
@@ -393,6 +520,12 @@ fn answer_questions(
                 let (text, confidence) = metarag_generate::qa::reaggregate(&answer.candidates, method);
                 aggregate_seconds += t.elapsed().as_secs_f64();
                 records[i][j].push(AnswerRecord::score(&text, &golds, Some(confidence)));
+                for (z, &size) in sizes.iter().enumerate() {
+                    let first: Vec<_> =
+                        answer.candidates.iter().filter(|c| c.candidate.index < size).cloned().collect();
+                    let (t, c) = metarag_generate::qa::reaggregate(&first, method);
+                    by_size[i][j][z].push(AnswerRecord::score(&t, &golds, Some(c)));
+                }
                 winners.push(serde_json::json!({"method": method, "answer": text, "confidence": confidence}));
             }
             let line = serde_json::json!({
@@ -432,6 +565,27 @@ fn answer_questions(
         runs,
         decode_seconds: args.infill.iter().map(|m| format!("{m:?}").to_lowercase()).zip(decode_seconds).collect(),
         aggregate_seconds,
+        samples_curve: args
+            .infill
+            .iter()
+            .enumerate()
+            .flat_map(|(i, infill)| {
+                let by_size = &by_size;
+                let sizes = &sizes;
+                args.aggregate.iter().enumerate().map(move |(j, &method)| SamplesCurve {
+                    infill: format!("{infill:?}").to_lowercase(),
+                    method,
+                    points: sizes
+                        .iter()
+                        .zip(&by_size[i][j])
+                        .map(|(&samples, recs)| {
+                            let m = AnswerMetrics::from_records(recs);
+                            SamplesPoint { samples, em: m.em, f1: m.f1 }
+                        })
+                        .collect(),
+                })
+            })
+            .collect(),
     })
 }
 
@@ -465,4 +619,171 @@ fn answers_markdown(a: &AnswerReport) -> String {
     }
     let _ = writeln!(s, "aggregation (all methods): {:.4} s in all", a.aggregate_seconds);
     s
+}
+
+fn mode_name(mode: Mode) -> String {
+    format!("{mode:?}").to_lowercase()
+}
+
+/// The sentence scores of one document under a PPL pipeline, and where its chunks start
+/// (sentence indices, before merging): the data of the perplexity-curve plot.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct PplCurve {
+    document: String,
+    /// Mean NLL (nats) per sentence.
+    scores: Vec<f32>,
+    /// Sentence index where each chunk after the first starts.
+    boundaries: Vec<usize>,
+}
+
+/// Scores `doc` with `pipeline`'s chunker (cached in OUT/ppl-curve-<fingerprint>-<doc>.json).
+fn ppl_curve(doc: &Path, pipeline: &Pipeline, opts: &RuntimeOptions, out: &Path, fp: &str) -> anyhow::Result<PplCurve> {
+    use metarag_core::split::SentenceSplitter;
+    let name = doc.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let cache = out.join(format!("ppl-curve-{fp}-{name}.json"));
+    if let Some(c) = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice::<PplCurve>(&b).ok()) {
+        return Ok(c);
+    }
+    let text = std::fs::read_to_string(doc).with_context(|| format!("{}: cannot read", doc.display()))?;
+    let models = crate::pipeline::Models::load(pipeline, opts, false, false)?;
+    let chunker = models.chunker(&pipeline.chunker)?;
+    let document = metarag_core::Document::from_text(name.clone(), text);
+    let sentences = metarag_core::split::RuleSplitter::default().split(&document.text);
+    let chunked = chunker.chunk(&document, &sentences)?;
+    let boundaries =
+        chunked.chunks.iter().skip(1).filter_map(|c| sentences.iter().position(|s| s.start == c.span.start)).collect();
+    let curve = PplCurve { document: name, scores: chunked.sentence_scores, boundaries };
+    metarag_index::manifest::write_atomic(&cache, serde_json::to_string(&curve)?.as_bytes())?;
+    Ok(curve)
+}
+
+/// The run's plots (SVG) in OUT; a plot that cannot be drawn is a warning, not a failure.
+fn draw_plots(
+    out: &Path,
+    runs: &[ChunkerRun],
+    lengths: &[(String, Vec<f64>)],
+    curve: Option<&PplCurve>,
+    answers: Option<&AnswerReport>,
+    stages: &[StageTime],
+) -> Vec<PathBuf> {
+    use crate::plots;
+    // Plots of an earlier run in OUT would not match this report.
+    for stale in ["chunk_lengths.svg", "ppl_curve.svg", "recall_at_k.svg", "accuracy_vs_samples.svg", "stage_times.svg"]
+    {
+        let _ = std::fs::remove_file(out.join(stale));
+    }
+    let mut written = Vec::new();
+    if !lengths.is_empty() {
+        plots::keep(
+            plots::histograms(
+                &out.join("chunk_lengths.svg"),
+                "Chunk length per chunker",
+                "words per chunk",
+                lengths,
+                30,
+            ),
+            &mut written,
+        );
+    }
+    if let Some(c) = curve {
+        let points: Vec<(f64, f64)> = c.scores.iter().enumerate().map(|(i, &s)| (i as f64, f64::from(s))).collect();
+        let marks: Vec<f64> = c.boundaries.iter().map(|&b| b as f64 - 0.5).collect();
+        plots::keep(
+            plots::lines(
+                &out.join("ppl_curve.svg"),
+                &format!("Perplexity curve of {} (grey: chunk boundaries)", c.document),
+                "sentence",
+                "mean NLL (nats)",
+                &[(String::new(), points)],
+                None,
+                &marks,
+            ),
+            &mut written,
+        );
+    }
+    let recall: Vec<(String, Vec<(f64, f64)>)> = runs
+        .iter()
+        .flat_map(|r| {
+            r.modes.iter().map(move |m| {
+                let pts = m.metrics.recall.iter().enumerate().map(|(k, &v)| ((k + 1) as f64, v)).collect();
+                (format!("{} {}", r.chunker, mode_name(m.mode)), pts)
+            })
+        })
+        .collect();
+    if !recall.is_empty() {
+        plots::keep(
+            plots::lines(&out.join("recall_at_k.svg"), "Recall@k", "k", "recall", &recall, Some((0.0, 1.0)), &[]),
+            &mut written,
+        );
+    }
+    if let Some(a) = answers.filter(|a| !a.samples_curve.is_empty()) {
+        let series: Vec<(String, Vec<(f64, f64)>)> = a
+            .samples_curve
+            .iter()
+            .map(|c| {
+                (format!("{} {}", c.infill, c.method), c.points.iter().map(|p| (p.samples as f64, p.em)).collect())
+            })
+            .collect();
+        plots::keep(
+            plots::lines(
+                &out.join("accuracy_vs_samples.svg"),
+                "Exact match vs number of samples (first N of the same candidates)",
+                "samples N",
+                "exact match",
+                &series,
+                None,
+                &[],
+            ),
+            &mut written,
+        );
+    }
+    if !stages.is_empty() {
+        let items: Vec<(String, f64)> = stages.iter().map(|s| (s.stage.clone(), s.seconds)).collect();
+        plots::keep(plots::bars(&out.join("stage_times.svg"), "Time per stage", "seconds", &items), &mut written);
+    }
+    written
+}
+
+fn stages_markdown(stages: &[StageTime], plots: &[PathBuf]) -> String {
+    let mut s = String::from("\n# Stages\n\n| stage | wall s | peak RSS MiB |\n|---|---:|---:|\n");
+    for st in stages {
+        let mem = st.peak_rss_mib.map_or_else(|| "-".to_string(), |m| format!("{m:.0}"));
+        let _ = writeln!(s, "| {} | {:.1} | {mem} |", st.stage, st.seconds);
+    }
+    if !plots.is_empty() {
+        s.push_str("\nPlots: ");
+        let names: Vec<String> =
+            plots.iter().filter_map(|p| p.file_name()).map(|f| format!("[{0}]({0})", f.to_string_lossy())).collect();
+        s.push_str(&names.join(", "));
+        s.push('\n');
+    }
+    s
+}
+
+/// A key for a list of texts embedded with this build's embedder (sha256, 16 hex digits).
+fn text_key(texts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for t in std::iter::once(crate::pipeline::EMBEDDER_ID).chain(texts.iter().copied()) {
+        h.update(t.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Vectors cached as little-endian f32, `n` rows of equal width; None if absent or not that.
+fn read_vectors(path: &Path, n: usize) -> Option<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(path).ok()?;
+    if n == 0 || bytes.len() % (4 * n) != 0 {
+        return None;
+    }
+    let dims = bytes.len() / 4 / n;
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Some(floats.chunks(dims).map(<[f32]>::to_vec).collect())
+}
+
+fn write_vectors(path: &Path, vectors: &[Vec<f32>]) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+    metarag_index::manifest::write_atomic(path, &bytes)?;
+    Ok(())
 }

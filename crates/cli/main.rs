@@ -5,6 +5,7 @@ mod bench;
 mod chunk;
 mod ingest;
 mod pipeline;
+mod plots;
 mod search;
 mod setup;
 
