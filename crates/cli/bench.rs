@@ -21,10 +21,10 @@ use serde::Serialize;
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
 EXAMPLES:
-  metarag bench --dataset squad-dev --out runs/squad             # PPL chunks, all three modes
+  metarag bench --dataset squad-dev --limit 200 --out runs/squad # all 5 chunkers x 3 modes
   metarag bench --dataset squad-dev --chunkers ppl,fixed --limit 500 --out runs/quick
   metarag bench --dataset my-data/ --retrieval hybrid --out runs/mine
-  metarag bench --limit 200 --chunkers ppl,margin,semantic,fixed,sentence --out runs/all
+  metarag bench --dataset squad-dev --chunkers ppl,sentence --out runs/full   # all 10,565 questions
   metarag bench --pipeline my.toml --chunkers ppl --generate --answer-limit 100 --out runs/qa
 
 `--dataset squad-dev` is SQuAD v1.1 dev (48 Wikipedia articles, each ONE document; 10,565
@@ -56,7 +56,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
     /// Chunkers to compare (each reads pipelines/bench-<name>.toml): ppl, margin, semantic,
-    /// fixed, sentence. Default: ppl, unless --pipeline is given.
+    /// fixed, sentence. Default: all five, unless --pipeline is given.
     #[arg(long, value_delimiter = ',')]
     chunkers: Vec<String>,
     /// Also compare the pipeline in FILE (named after the file); repeatable.
@@ -260,7 +260,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut runs = Vec::new();
     let mut configs: Vec<(String, PathBuf)> = Vec::new();
     let chunkers = if args.chunkers.is_empty() && args.pipelines.is_empty() {
-        vec!["ppl".to_string()]
+        ALL_CHUNKERS.iter().map(|c| c.to_string()).collect()
     } else {
         args.chunkers.clone()
     };
@@ -620,6 +620,9 @@ fn answers_markdown(a: &AnswerReport) -> String {
     let _ = writeln!(s, "aggregation (all methods): {:.4} s in all", a.aggregate_seconds);
     s
 }
+
+/// The chunkers with a pipelines/bench-<name>.toml, in report order.
+const ALL_CHUNKERS: [&str; 5] = ["ppl", "margin", "semantic", "fixed", "sentence"];
 
 fn mode_name(mode: Mode) -> String {
     format!("{mode:?}").to_lowercase()
