@@ -238,7 +238,9 @@ impl CausalModel for CausalLm {
         let positions = vec![batch.next_position; n];
         let (logits, present) = match &batch.shared {
             Some(prefix) => {
-                let d = self.decoder()?.ok_or_else(|| Error::Input("the shared-prefix decoder was disabled".into()))?;
+                // loaded by the fork that made this batch, even if switched off since
+                let d =
+                    self.decoder.get().ok_or_else(|| Error::Input("shared-prefix batch without a decoder".into()))?;
                 let mut session = self.lock_decoder(d)?;
                 let past = (batch.past > 0).then_some(batch.values.as_slice());
                 self.forward(&mut session, n, ids, None, positions, Some(&prefix.values), past, 0, |lg, _| lg.to_vec())?
