@@ -515,17 +515,32 @@ fn answer_questions(
             let answer = generator.ask(&q.question, &chunks, &cfg).with_context(|| format!("question {}", q.id))?;
             decode_seconds[i] += answer.stats.decode_seconds;
             let mut winners = Vec::new();
+            // The first 1, 2, 4 … candidates, built once for every method; the full set is
+            // the answer itself (not aggregated again).
+            let subsets: Vec<Option<Vec<_>>> = sizes
+                .iter()
+                .map(|&size| {
+                    (answer.candidates.iter().any(|c| c.candidate.index >= size)).then(|| {
+                        answer.candidates.iter().filter(|c| c.candidate.index < size).cloned().collect::<Vec<_>>()
+                    })
+                })
+                .collect();
             for (j, &method) in args.aggregate.iter().enumerate() {
                 let t = Instant::now();
                 let (text, confidence) = metarag_generate::qa::reaggregate(&answer.candidates, method);
                 aggregate_seconds += t.elapsed().as_secs_f64();
-                records[i][j].push(AnswerRecord::score(&text, &golds, Some(confidence)));
-                for (z, &size) in sizes.iter().enumerate() {
-                    let first: Vec<_> =
-                        answer.candidates.iter().filter(|c| c.candidate.index < size).cloned().collect();
-                    let (t, c) = metarag_generate::qa::reaggregate(&first, method);
-                    by_size[i][j][z].push(AnswerRecord::score(&t, &golds, Some(c)));
+                let full = AnswerRecord::score(&text, &golds, Some(confidence));
+                for (z, subset) in subsets.iter().enumerate() {
+                    let rec = match subset {
+                        Some(first) => {
+                            let (t, c) = metarag_generate::qa::reaggregate(first, method);
+                            AnswerRecord::score(&t, &golds, Some(c))
+                        }
+                        None => full,
+                    };
+                    by_size[i][j][z].push(rec);
                 }
+                records[i][j].push(full);
                 winners.push(serde_json::json!({"method": method, "answer": text, "confidence": confidence}));
             }
             let line = serde_json::json!({
