@@ -168,12 +168,53 @@ fn margin_judge_reuses_its_prefix_cache_exactly() {
         assert!((cached - fresh).abs() < 1e-4, "cached {cached} vs fresh {fresh}");
         assert!((-1.0..=1.0).contains(&cached));
     }
+    // Two documents judged at once on two threads keep their own caches: same margins.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    calls.iter().map(|(chunk, next)| warm.margin(chunk, next).expect("margin")).collect::<Vec<f32>>()
+                })
+            })
+            .collect();
+        for run in runs {
+            for (got, (chunk, next)) in run.join().expect("thread").into_iter().zip(calls) {
+                let fresh = LmMarginJudge::new(&lm, JudgeConfig::default())
+                    .expect("judge")
+                    .margin(chunk, next)
+                    .expect("margin");
+                assert!((got - fresh).abs() < 1e-4, "parallel {got} vs fresh {fresh}");
+            }
+        }
+    });
     // The prompt holds the chunk three times and the chat template around it.
     let p = warm.prompt(&sentences[..1], sentences[1]).expect("prompt");
     let text = lm.tokenizer().decode(&p, false).expect("decode");
     assert!(text.starts_with("<|im_start|>system\n"), "{text}");
     assert!(text.ends_with("Please answer 1 or 2.<|im_end|>\n<|im_start|>assistant\n"), "{text}");
     assert_eq!(text.matches(sentences[0]).count(), 3, "{text}");
+}
+
+/// Two sessions score two documents at once, each like the single session does.
+#[test]
+fn two_sessions_score_in_parallel_with_the_same_results() {
+    use metarag_core::model::SentenceScorer;
+    let o = oracle();
+    let sentences: Vec<&str> =
+        o["sentence_scores"]["sentences"].as_array().expect("s").iter().map(|x| x.as_str().expect("s")).collect();
+    let one = lm();
+    let two = CausalLm::load(&opts(), LmConfig::default()).expect("lm").with_sessions(2).expect("two sessions");
+    assert_eq!((one.sessions(), two.sessions()), (1, 2));
+    let docs = [&sentences[..], &sentences[1..]];
+    let want: Vec<Vec<f32>> = docs.iter().map(|d| one.score_sentences(d).expect("score")).collect();
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = docs.iter().map(|d| scope.spawn(|| two.score_sentences(d).expect("score"))).collect();
+        for (run, want) in runs.into_iter().zip(&want) {
+            let got = run.join().expect("thread");
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-4), "{got:?} vs {want:?}");
+        }
+    });
 }
 
 /// The sliding KV window against full-context scoring on real text (the example corpus's

@@ -220,7 +220,8 @@ fn run_ingest(
     quiet: bool,
     job: &Job,
 ) -> anyhow::Result<metarag_index::IngestReport> {
-    let models = Models::load(pipeline, opts, true, true)?;
+    // Documents are chunked `threads` at a time: one LM session each.
+    let models = Models::load(pipeline, opts, true, true, threads.min(files.len()).max(1))?;
     let chunker = models.chunker(&pipeline.chunker)?;
     let sizer = pipeline.merge.as_ref().map(|m| models.sizer(m)).transpose()?;
     let embedder = models.embedder.as_deref().context("internal: embedder not loaded")?;

@@ -32,8 +32,15 @@ pub struct Models {
 
 impl Models {
     /// Loads what `pipeline` needs; `embed` forces the embedder (ingest, dense search), `tokens`
-    /// the SmolLM2 tokenizer (token counts).
-    pub fn load(pipeline: &Pipeline, opts: &RuntimeOptions, embed: bool, tokens: bool) -> anyhow::Result<Self> {
+    /// the SmolLM2 tokenizer (token counts); the LM gets `lm_sessions` sessions (one per
+    /// document chunked at once).
+    pub fn load(
+        pipeline: &Pipeline,
+        opts: &RuntimeOptions,
+        embed: bool,
+        tokens: bool,
+        lm_sessions: usize,
+    ) -> anyhow::Result<Self> {
         let c = &pipeline.chunker;
         let need_lm = matches!(c, ChunkerConfig::Ppl { .. } | ChunkerConfig::Margin { .. });
         let need_tok = tokens
@@ -46,7 +53,8 @@ impl Models {
                 max_context: pipeline.scorer.max_context,
                 ..LmConfig::default()
             };
-            Some(Arc::new(CausalLm::load(opts, cfg).context("loading the causal LM")?))
+            let lm = CausalLm::load(opts, cfg).and_then(|lm| lm.with_sessions(lm_sessions));
+            Some(Arc::new(lm.context("loading the causal LM")?))
         } else {
             None
         };

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -111,7 +111,10 @@ impl KvCache {
 pub struct CausalLm {
     model: PathBuf,
     tokenizer_path: PathBuf,
-    session: Mutex<Session>,
+    /// One session by default; [`CausalLm::with_sessions`] makes more, so that documents
+    /// scored on several threads run side by side instead of queueing on one.
+    sessions: Vec<Mutex<Session>>,
+    next_session: AtomicUsize,
     tokenizer: Tokenizer,
     layers: usize,
     kv_heads: usize,
@@ -201,7 +204,8 @@ impl CausalLm {
         Ok(CausalLm {
             model: model.to_path_buf(),
             tokenizer_path: tokenizer.to_path_buf(),
-            session: Mutex::new(session),
+            sessions: vec![Mutex::new(session)],
+            next_session: AtomicUsize::new(0),
             tokenizer: tok,
             layers,
             kv_heads,
@@ -369,12 +373,48 @@ impl CausalLm {
         Ok((r, present))
     }
 
+    /// A free session, or (all busy) the next one in turn, waited for.
     pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
-        self.session.lock().map_err(|_| Error::Ort {
+        let poisoned = || Error::Ort {
             model: self.model.clone(),
             context: "session lock",
             detail: "a previous run panicked".into(),
-        })
+        };
+        if self.sessions.len() > 1 {
+            for s in &self.sessions {
+                match s.try_lock() {
+                    Ok(guard) => return Ok(guard),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                    Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+                }
+            }
+        }
+        let i = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
+        self.sessions[i].lock().map_err(|_| poisoned())
+    }
+
+    /// Runs the graph in `n` sessions of `threads / n` intra-op threads each (at least one),
+    /// for callers that score `n` documents at once: on 2 cores, two documents on one thread
+    /// each finish ~1.2x sooner than one after the other on two threads. Costs one more copy
+    /// of the weights per session (~0.6 GB for SmolLM2-135M in float32). Results are the same.
+    ///
+    /// ```no_run
+    /// use metarag_onnx::{CausalLm, LmConfig, RuntimeOptions};
+    /// let lm = CausalLm::load(&RuntimeOptions::default(), LmConfig::default())?.with_sessions(2)?;
+    /// # Ok::<(), metarag_onnx::Error>(())
+    /// ```
+    pub fn with_sessions(mut self, n: usize) -> Result<Self> {
+        if n <= 1 {
+            return Ok(self);
+        }
+        let opts = self.opts.clone().with_threads(self.opts.intra_threads / n);
+        self.sessions = (0..n).map(|_| opts.session(&self.model).map(Mutex::new)).collect::<Result<_>>()?;
+        Ok(self)
+    }
+
+    /// How many sessions run the graph.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Keeps the cached positions in `keep` (in order) of every KV tensor (a copy).

@@ -2,6 +2,7 @@
 //! KV cache of the prompt prefix across the calls of one document.
 
 use std::sync::Mutex;
+use std::thread::ThreadId;
 
 use metarag_core::model::MarginJudge;
 
@@ -16,6 +17,9 @@ const PARTS: [&str; 5] = [
     "\" two parts;\n2. Keep \"",
     "\" unsplit in its original form;\nPlease answer 1 or 2.",
 ];
+
+/// Most per-thread KV caches kept (the oldest is dropped beyond this).
+const MAX_THREAD_CACHES: usize = 16;
 
 /// The default system prompt of SmolLM2's chat template.
 const SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
@@ -52,7 +56,9 @@ pub struct LmMarginJudge<'a> {
     tail: Vec<u32>,
     one: u32,
     two: u32,
-    cache: Mutex<Option<KvCache>>,
+    /// One KV cache per calling thread: a thread chunks one document at a time, so its
+    /// calls share prefixes; documents chunked in parallel must not evict each other's.
+    caches: Mutex<Vec<(ThreadId, KvCache)>>,
     piece_cache: Mutex<Vec<(String, Vec<u32>)>>,
 }
 
@@ -78,7 +84,7 @@ impl<'a> LmMarginJudge<'a> {
             head,
             parts,
             tail,
-            cache: Mutex::new(None),
+            caches: Mutex::new(Vec::new()),
             piece_cache: Mutex::new(Vec::new()),
         })
     }
@@ -130,11 +136,22 @@ impl<'a> LmMarginJudge<'a> {
 impl MarginJudge for LmMarginJudge<'_> {
     fn margin(&self, chunk: &[&str], next: &str) -> metarag_core::Result<f32> {
         let prompt = self.prompt(chunk, next)?;
-        let mut cache = self.cache.lock().map_err(|_| metarag_core::Error::Model("judge cache poisoned".into()))?;
-        if !self.config.reuse_prefix {
-            *cache = None;
-        }
+        let poisoned = |_| metarag_core::Error::Model("judge cache poisoned".into());
+        let me = std::thread::current().id();
+        let mut cache = if self.config.reuse_prefix {
+            let mut caches = self.caches.lock().map_err(poisoned)?;
+            caches.iter().position(|(t, _)| *t == me).map(|i| caches.swap_remove(i).1)
+        } else {
+            None
+        };
         let lp = self.lm.next_token_logprobs(&prompt, &mut cache, &[self.one, self.two])?;
+        if let (true, Some(c)) = (self.config.reuse_prefix, cache) {
+            let mut caches = self.caches.lock().map_err(poisoned)?;
+            if caches.len() >= MAX_THREAD_CACHES {
+                caches.remove(0);
+            }
+            caches.push((me, c));
+        }
         Ok(lp[1].exp() - lp[0].exp())
     }
 }
