@@ -294,9 +294,8 @@ fn bad_files_are_reported_and_the_rest_is_ingested() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-#[test]
-fn bench_reports_retrieval_metrics_on_a_user_dataset() {
-    let base = tmp("bench");
+/// A user dataset under `base/data`: the Washington 1790 address and two questions on it.
+fn washington_dataset(base: &Path) {
     let corpus = base.join("data/corpus");
     std::fs::create_dir_all(&corpus).expect("mkdir");
     let text = std::fs::read_to_string(root().join("examples/corpus/washington-1790.txt")).expect("read");
@@ -311,13 +310,21 @@ fn bench_reports_retrieval_metrics_on_a_user_dataset() {
     ];
     let lines: Vec<String> = questions.iter().map(|q| q.to_string()).collect();
     std::fs::write(base.join("data/questions.jsonl"), lines.join("\n")).expect("write");
+}
+
+fn read_report(out_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json")).expect("json")
+}
+
+#[test]
+fn bench_reports_retrieval_metrics_on_a_user_dataset() {
+    let base = tmp("bench");
+    washington_dataset(&base);
     let out_dir = base.join("out");
     let out =
         metarag(&["bench", "--dataset", s(&base.join("data")), "--chunkers", "sentence", "--out", s(&out_dir), "-q"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json"))
-            .expect("json");
+    let report = read_report(&out_dir);
     assert_eq!(report["questions"], 2);
     let modes = report["runs"][0]["modes"].as_array().expect("modes");
     assert_eq!(modes.len(), 3);
@@ -347,14 +354,78 @@ fn bench_reports_retrieval_metrics_on_a_user_dataset() {
     let again =
         metarag(&["bench", "--dataset", s(&base.join("data")), "--chunkers", "sentence", "--out", s(&out_dir), "-q"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    let second: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json"))
-            .expect("json");
+    let second = read_report(&out_dir);
     let strip = |v: &serde_json::Value| {
         v["runs"][0]["modes"].as_array().expect("modes").iter().map(|m| m["metrics"].clone()).collect::<Vec<_>>()
     };
     assert_eq!(strip(&second), strip(&report));
     assert_eq!(second["runs"][0]["chunks"], report["runs"][0]["chunks"]);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn bench_answers_are_cached_and_an_interrupted_run_resumes() {
+    let base = tmp("bench-answers");
+    washington_dataset(&base);
+    let out_dir = base.join("out");
+    let bench = |seed: &str| {
+        let out = metarag(&[
+            "bench",
+            "--dataset",
+            s(&base.join("data")),
+            "--chunkers",
+            "sentence",
+            "--retrieval",
+            "hybrid",
+            "--generate",
+            "--samples",
+            "2",
+            "--infill",
+            "extractive",
+            "--aggregate",
+            "rpc,vote",
+            "--seed",
+            seed,
+            "--out",
+            s(&out_dir),
+            "-q",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        read_report(&out_dir)["answers"].clone()
+    };
+    let caches = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+            .expect("out")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("answer-cache-")))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = bench("0");
+    assert_eq!(first["cached"], 0, "{first}");
+    let cache = caches();
+    assert_eq!(cache.len(), 1, "{cache:?}");
+    let lines = std::fs::read_to_string(&cache[0]).expect("cache");
+    assert_eq!(lines.lines().count(), 2, "one line per question × infill");
+    // Everything reused: same candidates, same numbers.
+    let again = bench("0");
+    assert_eq!(again["cached"], 2, "{again}");
+    assert_eq!(again["runs"], first["runs"]);
+    // Killed while writing the second question: its half line is decoded again, the first reused.
+    let kept = lines.lines().next().expect("line");
+    let cut = &lines.lines().nth(1).expect("line")[..40];
+    std::fs::write(&cache[0], format!("{kept}\n{cut}")).expect("write");
+    let resumed = bench("0");
+    assert_eq!(resumed["cached"], 1, "{resumed}");
+    assert_eq!(resumed["runs"], first["runs"], "a redecode with the same seed gives the same candidates");
+    let repaired = std::fs::read_to_string(&cache[0]).expect("cache");
+    let parsed = repaired.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()).count();
+    assert_eq!(parsed, 2, "{repaired}");
+    // Another seed is another configuration: another cache, nothing reused.
+    let other = bench("1");
+    assert_eq!(other["cached"], 0, "{other}");
+    assert_eq!(caches().len(), 2);
     let _ = std::fs::remove_dir_all(&base);
 }
 
@@ -396,9 +467,7 @@ fn bench_reads_squad_json() {
     assert!(err.contains("2 articles, 1 questions (1 unanswerable skipped"), "{err}");
     let data = out_dir.join("dataset-mine");
     assert!(data.join("corpus/000-washington-1790.txt").is_file() && data.join("corpus/001-other-half.txt").is_file());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json"))
-            .expect("json");
+    let report = read_report(&out_dir);
     assert_eq!(report["questions"], 1);
     assert_eq!(report["runs"][0]["modes"][0]["metrics"]["recall"][9], 1.0, "{report}");
     let _ = std::fs::remove_dir_all(&base);

@@ -47,7 +47,10 @@ OUT gets report.json (everything, incl. wall time and peak memory per stage), re
 SVG plots: chunk_lengths (histogram per chunker), ppl_curve (the first question's document
 under the first PPL pipeline, with its chunk boundaries), recall_at_k, accuracy_vs_samples
 (--generate: EM with the first N of the same candidates, per aggregation), stage_times.
-With --generate, OUT/answers.jsonl has every question's candidates and answers.")]
+With --generate, OUT/answers.jsonl has every question's candidates and answers; the decodes are
+also kept in OUT/answer-cache-<key>.jsonl (key: index, context retrieval, decoding settings,
+seed, models), appended as each question is done, so a rerun or an interrupted run decodes only
+the questions it does not have yet.")]
 pub struct BenchArgs {
     /// `squad-dev`, a dataset directory (corpus/ + questions.jsonl) or a SQuAD JSON file.
     #[arg(long, default_value = "squad-dev")]
@@ -425,8 +428,13 @@ struct AnswerReport {
     /// Share of answered questions whose context holds a gold answer span.
     context_has_answer: f64,
     runs: Vec<AnswerRun>,
-    /// Decoding seconds per infill mode (all questions).
+    /// Decoding seconds per infill mode (all questions; a reused decode counts the seconds
+    /// it took when it was made).
     decode_seconds: Vec<(String, f64)>,
+    /// Question × mode decodes reused from the answer cache.
+    cached: usize,
+    /// The answer cache of this configuration.
+    cache: PathBuf,
     /// Aggregation seconds (all methods, all questions).
     aggregate_seconds: f64,
     /// EM / F1 with only the first N candidates of the same decode (what N samples would give:
@@ -465,7 +473,9 @@ fn answer_questions(
     }
     let n = args.answer_limit.unwrap_or(data.questions.len()).min(data.questions.len());
     let index = Index::open(index_dir)?;
-    let generator = crate::ask::Generator::load(args.decoding.decoder, opts)?;
+    let mut cache = AnswerCache::open(args, index_dir, opts)?;
+    // Loaded on the first question the cache does not have.
+    let mut generator: Option<crate::ask::Generator> = None;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -511,9 +521,28 @@ fn answer_questions(
         let chunks = crate::ask::context(&hits);
         let golds: Vec<&str> = q.answers.iter().map(|a| a.text.as_str()).collect();
         for (i, &infill) in args.infill.iter().enumerate() {
-            let cfg = args.decoding.config(infill, args.aggregate[0])?;
-            let answer = generator.ask(&q.question, &chunks, &cfg).with_context(|| format!("question {}", q.id))?;
-            decode_seconds[i] += answer.stats.decode_seconds;
+            let context: Vec<String> = chunks.iter().map(|c| c.id.clone()).collect();
+            let answer = match cache.get(&q.id, infill, &context) {
+                Some(hit) => hit,
+                None => {
+                    let generator = match &mut generator {
+                        Some(g) => g,
+                        None => generator.insert(crate::ask::Generator::load(args.decoding.decoder, opts)?),
+                    };
+                    let cfg = args.decoding.config(infill, args.aggregate[0])?;
+                    let answer =
+                        generator.ask(&q.question, &chunks, &cfg).with_context(|| format!("question {}", q.id))?;
+                    cache.put(CachedAnswer {
+                        id: q.id.clone(),
+                        infill: infill_name(infill),
+                        context,
+                        decode_seconds: answer.stats.decode_seconds,
+                        candidates: answer.candidates,
+                        cached: false,
+                    })?
+                }
+            };
+            decode_seconds[i] += answer.decode_seconds;
             let mut winners = Vec::new();
             // The first 1, 2, 4 … candidates, built once for every method; the full set is
             // the answer itself (not aggregated again).
@@ -544,8 +573,8 @@ fn answer_questions(
                 winners.push(serde_json::json!({"method": method, "answer": text, "confidence": confidence}));
             }
             let line = serde_json::json!({
-                "id": q.id, "question": q.question, "gold": golds, "infill": format!("{infill:?}").to_lowercase(),
-                "context": chunks.iter().map(|c| &c.id).collect::<Vec<_>>(),
+                "id": q.id, "question": q.question, "gold": golds, "infill": answer.infill,
+                "context": answer.context, "cached": answer.cached,
                 "candidates": answer.candidates.iter().map(|c| serde_json::json!({"text": c.candidate.text, "p": c.p, "pruned": c.pruned, "logprobs": c.candidate.logprobs, "suffix": c.candidate.suffix_logprobs})).collect::<Vec<_>>(),
                 "answers": winners,
             });
@@ -555,19 +584,27 @@ fn answer_questions(
     }
     log.flush().with_context(|| format!("{}: write failed", log_path.display()))?;
     bar.finish_and_clear();
+    if cache.hits > 0 {
+        eprintln!(
+            "answers: {} of {} question×mode decodes reused from {} (same index, context and decoding settings)",
+            cache.hits,
+            n * args.infill.len(),
+            cache.path.display()
+        );
+    }
     let mut runs = Vec::new();
     for (i, infill) in args.infill.iter().enumerate() {
         for (j, &method) in args.aggregate.iter().enumerate() {
             let metrics = AnswerMetrics::from_records(&records[i][j]);
             eprintln!(
                 "answers {:>10} {method:>4}: EM {:.3}  F1 {:.3}  ECE {:.3}  ({} questions)",
-                format!("{infill:?}").to_lowercase(),
+                infill_name(*infill),
                 metrics.em,
                 metrics.f1,
                 metrics.ece.unwrap_or(f64::NAN),
                 metrics.questions
             );
-            runs.push(AnswerRun { infill: format!("{infill:?}").to_lowercase(), method, metrics });
+            runs.push(AnswerRun { infill: infill_name(*infill), method, metrics });
         }
     }
     Ok(AnswerReport {
@@ -578,7 +615,9 @@ fn answer_questions(
         context_k: args.context_k,
         context_has_answer: has_answer as f64 / n.max(1) as f64,
         runs,
-        decode_seconds: args.infill.iter().map(|m| format!("{m:?}").to_lowercase()).zip(decode_seconds).collect(),
+        decode_seconds: args.infill.iter().map(|&m| infill_name(m)).zip(decode_seconds).collect(),
+        cached: cache.hits,
+        cache: cache.path.clone(),
         aggregate_seconds,
         samples_curve: args
             .infill
@@ -588,7 +627,7 @@ fn answer_questions(
                 let by_size = &by_size;
                 let sizes = &sizes;
                 args.aggregate.iter().enumerate().map(move |(j, &method)| SamplesCurve {
-                    infill: format!("{infill:?}").to_lowercase(),
+                    infill: infill_name(*infill),
                     method,
                     points: sizes
                         .iter()
@@ -602,6 +641,96 @@ fn answer_questions(
             })
             .collect(),
     })
+}
+
+fn infill_name(infill: crate::ask::InfillArg) -> String {
+    format!("{infill:?}").to_lowercase()
+}
+
+/// One question × infill decode, as kept in the answer cache.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct CachedAnswer {
+    id: String,
+    infill: String,
+    /// Ids of the context chunks, in prompt order.
+    context: Vec<String>,
+    decode_seconds: f64,
+    candidates: Vec<metarag_generate::qa::CandidateReport>,
+    /// True when read back from the cache (not stored).
+    #[serde(skip)]
+    cached: bool,
+}
+
+/// Decodes of earlier runs with the same index, context retrieval, decoding settings, seed and
+/// models: OUT/answer-cache-<key>.jsonl, one line per question × infill, appended as each is
+/// decoded, so a rerun (or a run after an interruption) decodes only what is missing.
+struct AnswerCache {
+    path: PathBuf,
+    entries: std::collections::HashMap<(String, String), CachedAnswer>,
+    file: std::fs::File,
+    hits: usize,
+}
+
+impl AnswerCache {
+    fn open(args: &BenchArgs, index_dir: &Path, opts: &RuntimeOptions) -> anyhow::Result<Self> {
+        use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+        // Everything the candidates depend on (the first aggregation method marks their
+        // groups and pruning in the log).
+        let configs = args
+            .infill
+            .iter()
+            .map(|&m| args.decoding.config(m, args.aggregate[0]).map(|c| format!("{c:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let manifest = std::fs::read(opts.models_dir.join("manifest.json")).unwrap_or_default();
+        let index_name = index_dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let parts = [
+            index_name,
+            format!("{:?}", args.decoding.decoder),
+            format!("{:?} k={} rrf={} {:?}", args.answer_retrieval, args.context_k, args.rrf_k, args.weights),
+            configs.join("\n"),
+            String::from_utf8_lossy(&manifest).into_owned(),
+        ];
+        let path = args.out.join(format!("answer-cache-{}.jsonl", hash_key(parts.iter().map(String::as_str))));
+        let mut entries = std::collections::HashMap::new();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).with_context(|| format!("{}: cannot read", path.display()))?;
+        // A line cut by an interruption (or not parsable) is decoded again.
+        for line in text.lines() {
+            if let Ok(mut a) = serde_json::from_str::<CachedAnswer>(line) {
+                a.cached = true;
+                entries.insert((a.id.clone(), a.infill.clone()), a);
+            }
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            file.seek(SeekFrom::End(0))?;
+            file.write_all(b"\n").with_context(|| format!("{}: write failed", path.display()))?;
+        }
+        Ok(AnswerCache { path, entries, file, hits: 0 })
+    }
+
+    /// The cached decode of question `id` in mode `infill`, if it had the same context.
+    fn get(&mut self, id: &str, infill: crate::ask::InfillArg, context: &[String]) -> Option<CachedAnswer> {
+        let a = self.entries.remove(&(id.to_string(), infill_name(infill)))?;
+        (a.context == context).then(|| {
+            self.hits += 1;
+            a
+        })
+    }
+
+    /// Appends a fresh decode (one line, flushed) and returns it.
+    fn put(&mut self, a: CachedAnswer) -> anyhow::Result<CachedAnswer> {
+        use std::io::Write as _;
+        let mut line = serde_json::to_string(&a)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).with_context(|| format!("{}: write failed", self.path.display()))?;
+        Ok(a)
+    }
 }
 
 fn answers_markdown(a: &AnswerReport) -> String {
@@ -633,6 +762,14 @@ fn answers_markdown(a: &AnswerReport) -> String {
         let _ = writeln!(s, "\n{m}: {secs:.1} s decoding ({:.2} s per question)", secs / a.questions.max(1) as f64);
     }
     let _ = writeln!(s, "aggregation (all methods): {:.4} s in all", a.aggregate_seconds);
+    if a.cached > 0 {
+        let _ = writeln!(
+            s,
+            "{} question×mode decodes were reused from {} (their decoding seconds are those of the run that made them)",
+            a.cached,
+            a.cache.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+        );
+    }
     s
 }
 
@@ -663,7 +800,7 @@ fn ppl_curve(doc: &Path, pipeline: &Pipeline, opts: &RuntimeOptions, out: &Path,
         return Ok(c);
     }
     let text = std::fs::read_to_string(doc).with_context(|| format!("{}: cannot read", doc.display()))?;
-    let models = crate::pipeline::Models::load(pipeline, opts, false, false)?;
+    let models = crate::pipeline::Models::load(pipeline, opts, false, false, 1)?;
     let chunker = models.chunker(&pipeline.chunker)?;
     let document = metarag_core::Document::from_text(name.clone(), text);
     let sentences = metarag_core::split::RuleSplitter::default().split(&document.text);
@@ -780,9 +917,14 @@ fn stages_markdown(stages: &[StageTime], plots: &[PathBuf]) -> String {
 
 /// A key for a list of texts embedded with this build's embedder (sha256, 16 hex digits).
 fn text_key(texts: &[&str]) -> String {
+    hash_key(std::iter::once(crate::pipeline::EMBEDDER_ID).chain(texts.iter().copied()))
+}
+
+/// sha256 of the parts, each followed by a NUL byte; 16 hex digits.
+fn hash_key<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for t in std::iter::once(crate::pipeline::EMBEDDER_ID).chain(texts.iter().copied()) {
+    for t in parts {
         h.update(t.as_bytes());
         h.update([0u8]);
     }

@@ -1,9 +1,9 @@
 //! [`Candidate`]: one decoded answer with the log-probabilities that scored it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why decoding of a candidate stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Finish {
     /// A stop token or stop sequence was produced.
@@ -16,7 +16,7 @@ pub enum Finish {
 
 /// Where an extractive candidate was copied from: context chunk `chunk` (its index in the
 /// prompt's chunk list), tokens `tokens` of that chunk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpanSource {
     /// Index of the chunk in [`crate::template::Prompt::chunks`].
     pub chunk: usize,
@@ -25,7 +25,7 @@ pub struct SpanSource {
 }
 
 /// One sampled answer path.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Row index (also the sampling stream of the seed).
     pub index: usize,

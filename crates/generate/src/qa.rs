@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use metarag_core::answer::normalize_answer;
 use metarag_core::model::{CausalModel, MaskedDenoiser};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Method, Path, aggregate};
 use crate::causal::{CausalConfig, decode as decode_causal};
@@ -74,8 +74,8 @@ pub struct Citation {
     pub span: Option<std::ops::Range<usize>>,
 }
 
-/// A candidate with its aggregation verdict.
-#[derive(Debug, Clone, Serialize)]
+/// A candidate with its aggregation verdict (read back by `metarag bench`'s answer cache).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CandidateReport {
     /// The candidate.
     #[serde(flatten)]
