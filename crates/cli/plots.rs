@@ -129,7 +129,7 @@ pub fn histograms(
         .collect();
     let root = SVGBackend::new(path, (SIZE.0, 200 + 160 * sets.len().max(1) as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let root = root.titled(title, ("sans-serif", 20)).map_err(|x| e(x.to_string()))?;
+    let root = root.margin(8, 0, 0, 0).titled(title, ("sans-serif", 20)).map_err(|x| e(x.to_string()))?;
     let panels = root.split_evenly((sets.len().max(1), 1));
     for (i, ((name, values), panel)) in sets.iter().zip(&panels).enumerate() {
         let top = counts[i].iter().copied().max().unwrap_or(1).max(1);
