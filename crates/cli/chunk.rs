@@ -116,7 +116,9 @@ pub struct ChunkArgs {
     /// Write to this file instead of stdout (written to a temporary file, then renamed).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Threads for ONNX Runtime and for documents in parallel (default: all cores).
+    /// Threads for ONNX Runtime and for documents in parallel (default: all cores). With
+    /// several files the LM runs one session per document in flight, the threads split
+    /// between them (~0.6 GB more memory per extra session).
     #[arg(long)]
     threads: Option<usize>,
     /// Tokens per forward pass when scoring.
@@ -195,12 +197,15 @@ pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn load_models(args: &ChunkArgs, opts: &RuntimeOptions) -> anyhow::Result<Models> {
+/// The models `args.method` needs; the LM gets `lm_sessions` sessions (one per document
+/// chunked at once).
+fn load_models(args: &ChunkArgs, opts: &RuntimeOptions, lm_sessions: usize) -> anyhow::Result<Models> {
     let need_lm = matches!(args.method, Method::Ppl | Method::Margin);
     let need_tok = args.method == Method::Fixed || (args.merge_to.is_some() && args.merge_unit == Unit::Tokens);
     let lm = if need_lm {
         let cfg = LmConfig { window: args.window, max_context: args.max_context, ..LmConfig::default() };
-        Some(Arc::new(CausalLm::load(opts, cfg).context("loading the causal LM")?))
+        let lm = CausalLm::load(opts, cfg).and_then(|lm| lm.with_sessions(lm_sessions));
+        Some(Arc::new(lm.context("loading the causal LM")?))
     } else {
         None
     };
@@ -325,7 +330,7 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
     let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     let files = collect_files(&args.paths);
-    let models = load_models(args, &opts)?;
+    let models = load_models(args, &opts, threads.min(files.len()).max(1))?;
     let load = LoadOptions { pdf_timeout: Duration::from_secs(args.file_timeout), ..LoadOptions::default() };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the thread pool")?;
 

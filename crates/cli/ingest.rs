@@ -63,7 +63,9 @@ pub struct IngestArgs {
     /// Print the ingest report (per-stage times, failures) as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Threads for ONNX Runtime and for documents in parallel (default: all cores).
+    /// Threads for ONNX Runtime and for documents in parallel (default: all cores). With
+    /// several files the LM runs one session per document in flight, the threads split
+    /// between them (~0.6 GB more memory per extra session).
     #[arg(long)]
     threads: Option<usize>,
     /// Give up on a PDF after this many seconds.
