@@ -121,6 +121,10 @@ pub struct ChunkArgs {
     /// between them (~0.6 GB more memory per extra session).
     #[arg(long)]
     threads: Option<usize>,
+    /// LM sessions (PPL / margin); default: one per document in flight, up to --threads.
+    /// 1 keeps memory lowest.
+    #[arg(long, value_name = "N")]
+    lm_sessions: Option<usize>,
     /// Tokens per forward pass when scoring.
     #[arg(long, default_value_t = 256)]
     window: usize,
@@ -330,7 +334,8 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
     let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     let files = collect_files(&args.paths);
-    let models = load_models(args, &opts, threads.min(files.len()).max(1))?;
+    let sessions = args.lm_sessions.unwrap_or(files.len()).clamp(1, threads.max(1));
+    let models = load_models(args, &opts, sessions)?;
     let load = LoadOptions { pdf_timeout: Duration::from_secs(args.file_timeout), ..LoadOptions::default() };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the thread pool")?;
 

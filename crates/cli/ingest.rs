@@ -68,6 +68,10 @@ pub struct IngestArgs {
     /// between them (~0.6 GB more memory per extra session).
     #[arg(long)]
     threads: Option<usize>,
+    /// LM sessions (PPL / margin chunking); default: one per document in flight, up to
+    /// --threads. 1 keeps memory lowest.
+    #[arg(long, value_name = "N")]
+    lm_sessions: Option<usize>,
     /// Give up on a PDF after this many seconds.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     file_timeout: u64,
@@ -201,7 +205,7 @@ pub fn ingest_files(
     threads: usize,
     quiet: bool,
 ) -> anyhow::Result<metarag_index::IngestReport> {
-    let job = Job { store: StoreConfig::Embedded, file_timeout: 60, batch_docs: 32, prune: false };
+    let job = Job { store: StoreConfig::Embedded, file_timeout: 60, batch_docs: 32, prune: false, lm_sessions: None };
     let mut index = Index::create_or_open(index_dir, pipeline, &job.store)?;
     run_ingest(&mut index, files, pipeline, opts, threads, quiet, &job)
 }
@@ -211,6 +215,7 @@ struct Job {
     file_timeout: u64,
     batch_docs: usize,
     prune: bool,
+    lm_sessions: Option<usize>,
 }
 
 fn run_ingest(
@@ -223,7 +228,8 @@ fn run_ingest(
     job: &Job,
 ) -> anyhow::Result<metarag_index::IngestReport> {
     // Documents are chunked `threads` at a time: one LM session each.
-    let models = Models::load(pipeline, opts, true, true, threads.min(files.len()).max(1))?;
+    let sessions = job.lm_sessions.unwrap_or(files.len()).clamp(1, threads.max(1));
+    let models = Models::load(pipeline, opts, true, true, sessions)?;
     let chunker = models.chunker(&pipeline.chunker)?;
     let sizer = pipeline.merge.as_ref().map(|m| models.sizer(m)).transpose()?;
     let embedder = models.embedder.as_deref().context("internal: embedder not loaded")?;
@@ -273,7 +279,13 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
         None => StoreConfig::Embedded,
     };
     let (files, skipped_binary) = expand_inputs(&args.paths)?;
-    let job = Job { store, file_timeout: args.file_timeout, batch_docs: args.batch_docs, prune: args.prune };
+    let job = Job {
+        store,
+        file_timeout: args.file_timeout,
+        batch_docs: args.batch_docs,
+        prune: args.prune,
+        lm_sessions: args.lm_sessions,
+    };
     let recovered = metarag_index::manifest::Manifest::load(&args.index).map_or(0, |m| m.pending.len());
     let mut index = Index::create_or_open(&args.index, &pipeline, &job.store)?;
     let report = run_ingest(&mut index, &files, &pipeline, &opts, threads, args.quiet, &job)?;
