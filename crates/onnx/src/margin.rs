@@ -140,7 +140,7 @@ impl MarginJudge for LmMarginJudge<'_> {
         let me = std::thread::current().id();
         let mut cache = if self.config.reuse_prefix {
             let mut caches = self.caches.lock().map_err(poisoned)?;
-            caches.iter().position(|(t, _)| *t == me).map(|i| caches.swap_remove(i).1)
+            caches.iter().position(|(t, _)| *t == me).map(|i| caches.remove(i).1)
         } else {
             None
         };
