@@ -117,12 +117,12 @@ pub struct ChunkArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Threads for ONNX Runtime and for documents in parallel (default: all cores). With
-    /// several files the LM runs one session per document in flight, the threads split
+    /// several files margin chunking runs one LM session per document in flight, the threads split
     /// between them (~0.6 GB more memory per extra session).
     #[arg(long)]
     threads: Option<usize>,
-    /// LM sessions (PPL / margin); default: one per document in flight, up to --threads.
-    /// 1 keeps memory lowest.
+    /// LM sessions (PPL / margin); default: margin one per document in flight, up to
+    /// --threads; PPL one. 1 keeps memory lowest.
     #[arg(long, value_name = "N")]
     lm_sessions: Option<usize>,
     /// Tokens per forward pass when scoring.
@@ -334,7 +334,10 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
     let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     let files = collect_files(&args.paths);
-    let sessions = args.lm_sessions.unwrap_or(files.len()).clamp(1, threads.max(1));
+    // Margin judging gains from a session per document (57.5 s vs 62.5 s for two files on
+    // 2 cores); PPL scoring does not (22.4 s vs 20.4 s on examples/), so it keeps one.
+    let per_doc = if args.method == Method::Margin { files.len() } else { 1 };
+    let sessions = args.lm_sessions.unwrap_or(per_doc).clamp(1, threads.max(1));
     let models = load_models(args, &opts, sessions)?;
     let load = LoadOptions { pdf_timeout: Duration::from_secs(args.file_timeout), ..LoadOptions::default() };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the thread pool")?;

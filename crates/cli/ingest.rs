@@ -64,12 +64,12 @@ pub struct IngestArgs {
     #[arg(long)]
     json: bool,
     /// Threads for ONNX Runtime and for documents in parallel (default: all cores). With
-    /// several files the LM runs one session per document in flight, the threads split
+    /// several files margin chunking runs one LM session per document in flight, the threads split
     /// between them (~0.6 GB more memory per extra session).
     #[arg(long)]
     threads: Option<usize>,
-    /// LM sessions (PPL / margin chunking); default: one per document in flight, up to
-    /// --threads. 1 keeps memory lowest.
+    /// LM sessions (PPL / margin chunking); default: margin one per document in flight, up
+    /// to --threads; PPL one. 1 keeps memory lowest.
     #[arg(long, value_name = "N")]
     lm_sessions: Option<usize>,
     /// Give up on a PDF after this many seconds.
@@ -228,7 +228,9 @@ fn run_ingest(
     job: &Job,
 ) -> anyhow::Result<metarag_index::IngestReport> {
     // Documents are chunked `threads` at a time: one LM session each.
-    let sessions = job.lm_sessions.unwrap_or(files.len()).clamp(1, threads.max(1));
+    // Margin judging gains from a session per document; PPL scoring does not (see chunk).
+    let margin = matches!(pipeline.chunker, metarag_core::pipeline::ChunkerConfig::Margin { .. });
+    let sessions = job.lm_sessions.unwrap_or(if margin { files.len() } else { 1 }).clamp(1, threads.max(1));
     let models = Models::load(pipeline, opts, true, true, sessions)?;
     let chunker = models.chunker(&pipeline.chunker)?;
     let sizer = pipeline.merge.as_ref().map(|m| models.sizer(m)).transpose()?;
