@@ -151,11 +151,15 @@ fn embeddings_match_oracle() {
     }
 }
 
+/// The oracle's sentences (`sentence_scores.sentences`).
+fn oracle_sentences(o: &serde_json::Value) -> Vec<&str> {
+    o["sentence_scores"]["sentences"].as_array().expect("s").iter().map(|x| x.as_str().expect("s")).collect()
+}
+
 #[test]
 fn margin_judge_reuses_its_prefix_cache_exactly() {
     let o = oracle();
-    let sentences: Vec<&str> =
-        o["sentence_scores"]["sentences"].as_array().expect("s").iter().map(|x| x.as_str().expect("s")).collect();
+    let sentences = oracle_sentences(&o);
     let lm = lm();
     let warm = LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge");
     // Merged, merged, then a new chunk: the cache is extended, then cut back.
@@ -200,8 +204,7 @@ fn margin_judge_reuses_its_prefix_cache_exactly() {
 fn two_sessions_score_in_parallel_with_the_same_results() {
     use metarag_core::model::SentenceScorer;
     let o = oracle();
-    let sentences: Vec<&str> =
-        o["sentence_scores"]["sentences"].as_array().expect("s").iter().map(|x| x.as_str().expect("s")).collect();
+    let sentences = oracle_sentences(&o);
     let one = lm();
     let two = CausalLm::load(&opts(), LmConfig::default()).expect("lm").with_sessions(2).expect("two sessions");
     assert_eq!((one.sessions(), two.sessions()), (1, 2));
