@@ -527,7 +527,11 @@ fn answer_questions(
                 None => {
                     let generator = match &mut generator {
                         Some(g) => g,
-                        None => generator.insert(crate::ask::Generator::load(args.decoding.decoder, opts)?),
+                        None => generator.insert(crate::ask::Generator::load(
+                            args.decoding.decoder,
+                            args.decoding.generator,
+                            opts,
+                        )?),
                     };
                     let cfg = args.decoding.config(infill, args.aggregate[0])?;
                     let answer =
@@ -597,11 +601,13 @@ fn answer_questions(
         for (j, &method) in args.aggregate.iter().enumerate() {
             let metrics = AnswerMetrics::from_records(&records[i][j]);
             eprintln!(
-                "answers {:>10} {method:>4}: EM {:.3}  F1 {:.3}  ECE {:.3}  ({} questions)",
+                "answers {:>10} {method:>4}: EM {:.3}  F1 {:.3}  ECE {:.3}  Brier {:.3}  AUROC {:.3}  ({} questions)",
                 infill_name(*infill),
                 metrics.em,
                 metrics.f1,
                 metrics.ece.unwrap_or(f64::NAN),
+                metrics.brier.unwrap_or(f64::NAN),
+                metrics.auroc.unwrap_or(f64::NAN),
                 metrics.questions
             );
             runs.push(AnswerRun { infill: infill_name(*infill), method, metrics });
@@ -685,7 +691,7 @@ impl AnswerCache {
         let index_name = index_dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let parts = [
             index_name,
-            format!("{:?}", args.decoding.decoder),
+            format!("{:?} {:?}", args.decoding.decoder, args.decoding.generator),
             format!("{:?} k={} rrf={} {:?}", args.answer_retrieval, args.context_k, args.rrf_k, args.weights),
             configs.join("\n"),
             String::from_utf8_lossy(&manifest).into_owned(),
@@ -745,17 +751,19 @@ fn answers_markdown(a: &AnswerReport) -> String {
         a.context_k,
         100.0 * a.context_has_answer
     );
-    let _ = writeln!(s, "| infill | aggregation | EM | F1 | ECE (10 bins) |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    let _ = writeln!(s, "| infill | aggregation | EM | F1 | ECE (10 bins) | Brier | AUROC |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
     for r in &a.runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             r.infill,
             r.method,
             r.metrics.em,
             r.metrics.f1,
-            r.metrics.ece.unwrap_or(f64::NAN)
+            r.metrics.ece.unwrap_or(f64::NAN),
+            r.metrics.brier.unwrap_or(f64::NAN),
+            r.metrics.auroc.unwrap_or(f64::NAN)
         );
     }
     for (m, secs) in &a.decode_seconds {

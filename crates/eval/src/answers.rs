@@ -1,6 +1,8 @@
 //! Answer metrics as the official SQuAD v1.1 evaluation script computes them: exact match
 //! and token F1 of normalised answers ([`metarag_core::answer::normalize_answer`]), the
-//! maximum over the gold answers; plus the expected calibration error of answer confidences.
+//! maximum over the gold answers; plus how well the answer confidences can be trusted: the
+//! expected calibration error, the Brier score, and the AUROC of confidence as a detector of
+//! correct answers (what abstaining below a threshold relies on).
 //!
 //! ```
 //! use metarag_eval::answers::{AnswerMetrics, AnswerRecord, exact_match, f1};
@@ -96,6 +98,51 @@ pub fn ece(confidences_and_correct: &[(f64, bool)], bins: usize) -> f64 {
         .sum()
 }
 
+/// Brier score: the mean of `(confidence − correct)²`, in `[0, 1]` (lower is better; always
+/// answering 0.5 scores 0.25). Confidences are clamped as in [`ece`]; no items give 0.
+pub fn brier(confidences_and_correct: &[(f64, bool)]) -> f64 {
+    let n = confidences_and_correct.len();
+    if n == 0 {
+        return 0.0;
+    }
+    confidences_and_correct
+        .iter()
+        .map(|&(c, ok)| {
+            let c = if c.is_finite() { c.clamp(0.0, 1.0) } else { 0.0 };
+            (c - f64::from(u8::from(ok))).powi(2)
+        })
+        .sum::<f64>()
+        / n as f64
+}
+
+/// Area under the ROC curve of the confidence as a score for "the answer is correct": the
+/// probability that a correct answer has a higher confidence than a wrong one (ties count
+/// one half; Mann–Whitney U). `None` when all answers are correct or all are wrong.
+pub fn auroc(confidences_and_correct: &[(f64, bool)]) -> Option<f64> {
+    let clean = |c: f64| if c.is_finite() { c.clamp(0.0, 1.0) } else { 0.0 };
+    let mut items: Vec<(f64, bool)> = confidences_and_correct.iter().map(|&(c, ok)| (clean(c), ok)).collect();
+    let pos = items.iter().filter(|x| x.1).count();
+    let neg = items.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    items.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Sum of the (average, for ties) ranks of the correct answers.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < items.len() {
+        let mut j = i;
+        while j < items.len() && items[j].0 == items[i].0 {
+            j += 1;
+        }
+        let avg = (i + 1 + j) as f64 / 2.0; // ranks i+1..=j
+        rank_sum += avg * items[i..j].iter().filter(|x| x.1).count() as f64;
+        i = j;
+    }
+    let u = rank_sum - (pos * (pos + 1)) as f64 / 2.0;
+    Some(u / (pos * neg) as f64)
+}
+
 /// One question's answer, scored.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct AnswerRecord {
@@ -131,6 +178,11 @@ pub struct AnswerMetrics {
     /// Expected calibration error ([`ECE_BINS`] bins, correct = exact match) over the
     /// records that carry a confidence; `None` when none does.
     pub ece: Option<f64>,
+    /// Brier score over the same records ([`brier`]).
+    pub brier: Option<f64>,
+    /// AUROC of confidence for exact match over the same records ([`auroc`]); `None` also
+    /// when they are all right or all wrong.
+    pub auroc: Option<f64>,
 }
 
 impl AnswerMetrics {
@@ -141,7 +193,8 @@ impl AnswerMetrics {
         let f1 = records.iter().map(|r| r.f1).sum::<f64>() / n;
         let calib: Vec<(f64, bool)> = records.iter().filter_map(|r| r.confidence.map(|c| (c, r.correct()))).collect();
         let ece = (!calib.is_empty()).then(|| ece(&calib, ECE_BINS));
-        AnswerMetrics { questions: records.len(), em, f1, ece }
+        let brier = (!calib.is_empty()).then(|| brier(&calib));
+        AnswerMetrics { questions: records.len(), em, f1, ece, brier, auroc: auroc(&calib) }
     }
 }
 
@@ -205,6 +258,24 @@ mod tests {
     }
 
     #[test]
+    fn brier_and_auroc_hand_cases() {
+        // (0.9 ✓, 0.6 ✗, 0.4 ✓, 0.1 ✗): Brier = (0.01 + 0.36 + 0.36 + 0.01) / 4 = 0.185;
+        // pairs (correct, wrong): 0.9>0.6 ✓, 0.9>0.1 ✓, 0.4<0.6 ✗, 0.4>0.1 ✓ → AUROC 3/4
+        let items = [(0.9, true), (0.6, false), (0.4, true), (0.1, false)];
+        assert!(close(brier(&items), 0.185));
+        assert!(close(auroc(&items).unwrap(), 0.75));
+        // a tie between a right and a wrong answer counts one half
+        assert!(close(auroc(&[(0.5, true), (0.5, false)]).unwrap(), 0.5));
+        assert!(close(auroc(&[(1.0, true), (1.0, true), (1.0, false), (0.2, false)]).unwrap(), 0.75));
+        // perfect separation, and the undefined cases
+        assert!(close(auroc(&[(0.8, true), (0.2, false)]).unwrap(), 1.0));
+        assert_eq!(auroc(&[(0.8, true)]), None);
+        assert_eq!(auroc(&[]), None);
+        assert_eq!(brier(&[]), 0.0);
+        assert!(close(brier(&[(f64::NAN, false), (2.0, true)]), 0.0), "clamped");
+    }
+
+    #[test]
     fn metrics_from_records() {
         let records = [
             AnswerRecord::score("The Normans", &["Normans"], Some(0.8)), // em 1, f1 1
@@ -217,8 +288,10 @@ mod tests {
         assert!(close(m.f1, 2.5 / 3.0));
         // only the two with a confidence: bin [0.8, 0.9) acc 1/2, conf 0.8
         assert!(close(m.ece.unwrap(), 0.3));
+        assert!(close(m.brier.unwrap(), (0.04 + 0.64) / 2.0));
+        assert!(close(m.auroc.unwrap(), 0.5), "equal confidences: a tie");
         let none = AnswerMetrics::from_records(&records[2..]);
-        assert_eq!(none.ece, None);
+        assert_eq!((none.ece, none.brier, none.auroc), (None, None, None));
         let empty = AnswerMetrics::from_records(&[]);
         assert_eq!((empty.questions, empty.em, empty.f1, empty.ece), (0, 0.0, 0.0, None));
         let json = serde_json::to_value(&m).unwrap();

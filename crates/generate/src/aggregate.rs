@@ -25,12 +25,18 @@
 //! by the [`Method`]:
 //!
 //! - [`Method::Rpc`]: *Reasoning Pruning* fits a two-component [`WeibullMixture`] to the
-//!   `p` values by maximum likelihood and prunes path `i` when the low component explains it
-//!   better (`P(low | p_i) > P(high | p_i)`) and `p_i < mean(p)`. Pruning is skipped with
-//!   fewer than 3 paths, when all `p` are equal, or when it would prune every path.
-//!   *Perplexity Consistency* then scores a group by the sum of `p` over its unpruned paths,
-//!   each distinct completion text counted once (the largest `p` of its copies); the
-//!   confidence is the score over the sum of all groups' scores (0 when that sum is 0).
+//!   `p` values of the distinct completions (one value per completion text, the largest of
+//!   its copies) by maximum likelihood and prunes path `i` when the low component explains
+//!   it better (`P(low | p_i) > P(high | p_i)`) and `p_i` is below the distinct completions'
+//!   mean. Pruning is skipped with fewer than [`MIN_DISTINCT_FOR_PRUNING`] distinct
+//!   completions (short answers sampled N times repeat: 8 samples may hold only two or three
+//!   distinct values, and a two-component fit to them puts each cluster in its own component
+//!   and prunes the lower one whole), when all their `p` are equal, or when it would prune
+//!   every path. *Perplexity Consistency* then scores a group by the sum of `p` over its
+//!   unpruned paths, each distinct completion text counted once (the largest `p` of its
+//!   copies). The confidence is the score over the mass of ALL distinct completions, pruned
+//!   ones included (0 when that mass is 0): pruning chooses the answer but does not inflate
+//!   its confidence, so the groups' confidences sum to at most 1.
 //! - [`Method::Vote`]: score = number of paths, confidence = share of paths.
 //! - [`Method::Ppl`]: score = the largest `p` in the group, so the group of the most
 //!   probable path wins; its confidence is that `p` itself (not a share), as the reference
@@ -56,6 +62,11 @@ use metarag_core::answer::normalize_answer;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+
+/// RPC prunes only when the paths hold at least this many distinct completions: a mixture of
+/// two Weibull components fitted to fewer values separates clusters of identical answers
+/// rather than unlikely reasoning paths.
+pub const MIN_DISTINCT_FOR_PRUNING: usize = 4;
 
 /// How sampled paths are turned into one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -191,7 +202,7 @@ pub fn aggregate(paths: &[Path<'_>], method: Method) -> Aggregation {
     }
 
     let (pruned, weibull) = match method {
-        Method::Rpc => prune(&p),
+        Method::Rpc => prune(paths, &p),
         Method::Vote | Method::Ppl => (vec![false; n], None),
     };
 
@@ -203,7 +214,11 @@ pub fn aggregate(paths: &[Path<'_>], method: Method) -> Aggregation {
             Method::Ppl => m.iter().map(|&i| p[i]).fold(0.0, f64::max),
         })
         .collect();
-    let total: f64 = scores.iter().sum();
+    let total: f64 = match method {
+        // the mass of every distinct completion, pruned ones included
+        Method::Rpc => members.iter().map(|m| unique_completion_mass(paths, &p, &vec![false; n], m)).sum(),
+        _ => scores.iter().sum(),
+    };
     let confidence = |score: f64| match method {
         Method::Rpc => {
             if total > 0.0 {
@@ -239,15 +254,24 @@ pub fn aggregate(paths: &[Path<'_>], method: Method) -> Aggregation {
     Aggregation { method, winner, groups, verdicts, weibull }
 }
 
-/// Reasoning Pruning: which paths to drop, and the fitted mixture (when one was fitted).
-fn prune(p: &[f64]) -> (Vec<bool>, Option<WeibullMixture>) {
+/// Reasoning Pruning: which paths to drop, and the fitted mixture (when one was fitted). The
+/// mixture is fitted to one value per distinct completion (the largest `p` of its copies).
+fn prune(paths: &[Path<'_>], p: &[f64]) -> (Vec<bool>, Option<WeibullMixture>) {
     let n = p.len();
     let none = vec![false; n];
-    if n < 3 || p.iter().all(|&x| x == p[0]) {
+    let mut distinct: Vec<(&str, f64)> = Vec::new();
+    for (path, &x) in paths.iter().zip(p) {
+        match distinct.iter_mut().find(|(c, _)| *c == path.completion) {
+            Some((_, q)) => *q = q.max(x),
+            None => distinct.push((path.completion, x)),
+        }
+    }
+    let values: Vec<f64> = distinct.iter().map(|&(_, q)| q).collect();
+    if values.len() < MIN_DISTINCT_FOR_PRUNING.max(3) || values.iter().all(|&x| x == values[0]) {
         return (none, None);
     }
-    let mixture = WeibullMixture::fit(p);
-    let mean = p.iter().sum::<f64>() / n as f64;
+    let mixture = WeibullMixture::fit(&values);
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
     let pruned: Vec<bool> = p.iter().map(|&x| x < mean && mixture.log_odds_high(x) < 0.0).collect();
     if pruned.iter().all(|&x| x) { (none, Some(mixture)) } else { (pruned, Some(mixture)) }
 }
@@ -639,7 +663,8 @@ mod tests {
         assert!(w.posterior_high(0.95) > 0.5 && w.posterior_high(0.30) < 0.5, "{w:?}");
         assert_eq!(rpc.verdicts.iter().map(|v| v.pruned).collect::<Vec<_>>(), [true, true, true, false]);
         assert_eq!(rpc.answer().unwrap().answer, "blue");
-        assert!(close(rpc.confidence(), 1.0));
+        // the confidence is Blue's share of all the mass, the pruned paths' included
+        assert!(close(rpc.confidence(), 0.95 / 1.85));
         assert_eq!(rpc.groups[1].score, 0.0);
         assert_eq!(aggregate(&paths, Method::Vote).answer().unwrap().answer, "amber");
     }
@@ -671,7 +696,7 @@ mod tests {
         let best = rpc.answer().unwrap();
         assert_eq!(best.answer, "paris");
         assert!(close(best.score, 3.21));
-        assert!(close(rpc.confidence(), 3.21 / 5.60));
+        assert!(close(rpc.confidence(), 3.21 / 5.85), "over all the mass, London's 0.25 included");
         assert_eq!(best.representative, 4, "Paris' most probable path");
         assert_eq!(rpc.groups.iter().map(|g| g.answer.as_str()).collect::<Vec<_>>(), ["paris", "rome", "london"]);
         // the baselines pick the other two answers
@@ -683,6 +708,30 @@ mod tests {
         assert!(close(ppl.confidence(), 0.83));
         assert_eq!(ppl.answer().unwrap().representative, 6);
         assert!(vote.weibull.is_none() && ppl.weibull.is_none() && vote.pruned() + ppl.pruned() == 0);
+    }
+
+    #[test]
+    fn rpc_does_not_prune_clusters_of_repeated_short_answers() {
+        // 8 samples, 3 distinct completions (a short answer repeats): no fit, no pruning; the
+        // two minority answers keep their mass, so the winner's confidence is not 1.
+        let paths = [
+            path("Denver Broncos", "Denver Broncos", 0.9),
+            path("Denver Broncos", "Denver Broncos", 0.9),
+            path("Carolina", "Carolina", 0.3),
+            path("Denver Broncos", "Denver Broncos", 0.9),
+            path("Broncos", "Broncos", 0.35),
+            path("Denver Broncos", "Denver Broncos", 0.9),
+            path("Carolina", "Carolina", 0.3),
+            path("Denver Broncos", "Denver Broncos", 0.9),
+        ];
+        let rpc = aggregate(&paths, Method::Rpc);
+        assert_eq!((rpc.pruned(), rpc.weibull), (0, None));
+        assert_eq!(rpc.answer().unwrap().answer, "denver broncos");
+        assert!(close(rpc.confidence(), 0.9 / 1.55));
+        // a fourth distinct completion allows the fit again
+        let mut more = paths.to_vec();
+        more.push(path("Panthers", "Panthers", 0.05));
+        assert!(aggregate(&more, Method::Rpc).weibull.is_some());
     }
 
     #[test]
@@ -763,9 +812,12 @@ mod tests {
                 }
                 assert!(a.verdicts.iter().any(|v| !v.pruned));
                 assert!((0.0..=1.0).contains(&a.confidence()));
-                if m != Method::Ppl {
-                    let sum: f64 = a.groups.iter().map(|g| g.confidence).sum();
-                    assert!((sum - 1.0).abs() < 1e-12, "{m}: confidences sum to 1");
+                let sum: f64 = a.groups.iter().map(|g| g.confidence).sum();
+                match m {
+                    Method::Vote => assert!((sum - 1.0).abs() < 1e-12, "vote: confidences sum to 1"),
+                    Method::Rpc if a.pruned() == 0 => assert!((sum - 1.0).abs() < 1e-12, "rpc: sum to 1 unpruned"),
+                    Method::Rpc => assert!(sum < 1.0, "rpc: the pruned mass is nobody's"),
+                    Method::Ppl => {}
                 }
                 assert_eq!(a, aggregate(&paths, m), "deterministic");
             }
