@@ -6,10 +6,16 @@
 //! cache once per step for all rows) and "copied cache" (the prompt's cache copied into every
 //! row, concatenated with each new token by the graph); the baseline is the faster one-by-one.
 //!
+//! Both generators are measured in the same process: the base SmolLM2 with its chat template,
+//! and the answer infiller (the same architecture with the FIM adapter merged; its PSM prompt
+//! with the infill template). Their tokens/s should match within noise; their candidates/s
+//! differ by how long the answers are (the infiller ends its answers with its end-of-text).
+//!
 //! Run: `cargo bench --bench generate` (after `python3 onnx/setup.py`). The prompt is the
-//! default infill template over three chunks of `examples/corpus/washington-1790.txt`
-//! (~600 tokens); free decoding, temperature 0.7, top-k 40, top-p 0.95, at most 16 tokens.
-//! `METARAG_BENCH_THREADS` sets ONNX Runtime's threads (default 2).
+//! model's template over three chunks of `examples/corpus/washington-1790.txt` (~600
+//! tokens); free decoding, temperature 0.7, top-k 40, top-p 0.95, at most 16 tokens.
+//! `METARAG_BENCH_THREADS` sets ONNX Runtime's threads (default 2);
+//! `METARAG_BENCH_MODELS=base` or `infill` measures one of the two.
 
 use std::time::Instant;
 
@@ -25,9 +31,22 @@ fn main() {
         return;
     }
     let threads = std::env::var("METARAG_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let which = std::env::var("METARAG_BENCH_MODELS").unwrap_or_else(|_| "base,infill".into());
     let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
-    let lm = CausalLm::load(&RuntimeOptions::default().with_threads(threads), cfg)
-        .expect("load SmolLM2 (run `python3 onnx/setup.py`)");
+    let opts = RuntimeOptions::default().with_threads(threads);
+    for name in which.split(',') {
+        let (lm, template) = match name.trim() {
+            "base" => (CausalLm::load(&opts, cfg.clone()), Template::default()),
+            "infill" => (CausalLm::load_infill(&opts, cfg.clone()), Template::infill()),
+            other => panic!("METARAG_BENCH_MODELS: unknown model {other:?} (base, infill)"),
+        };
+        let lm = lm.expect("load the model (run `python3 onnx/setup.py`)");
+        println!("\n## {name}{}\n", if lm.fim_tokens().is_some() { " (FIM prompt)" } else { "" });
+        bench_model(&lm, &template, threads);
+    }
+}
+
+fn bench_model(lm: &CausalLm, template: &Template, threads: usize) {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/corpus/washington-1790.txt"))
         .expect("example corpus");
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -37,8 +56,7 @@ fn main() {
         .enumerate()
         .map(|(i, w)| ContextChunk::new(&format!("w#{i}"), &w.join(" ")))
         .collect();
-    let prompt =
-        Template::default().build(&lm, "How large was the loan completed in Holland?", &chunks).expect("prompt");
+    let prompt = template.build(lm, "How large was the loan completed in Holland?", &chunks).expect("prompt");
     let started = Instant::now();
     let _ = lm.prefill(&prompt.prefix).expect("prefill");
     let prefill = started.elapsed().as_secs_f64();
@@ -53,7 +71,7 @@ fn main() {
     for prefix in [false, true] {
         lm.set_shared_prefix(prefix);
         let cfg = CausalConfig { samples: 2, max_tokens: 2, rescore: false, ..CausalConfig::default() };
-        decode(&lm, &prompt, None, &cfg).expect("warm-up decode");
+        decode(lm, &prompt, None, &cfg).expect("warm-up decode");
     }
     if !shared {
         println!("(no {} beside the model: only the copied-cache path is measured)", metarag_onnx::DECODER_FILE);
@@ -77,7 +95,7 @@ fn main() {
                 ..CausalConfig::default()
             };
             let t = Instant::now();
-            let out = decode(&lm, &prompt, None, &cfg).expect("decode");
+            let out = decode(lm, &prompt, None, &cfg).expect("decode");
             let wall = t.elapsed().as_secs_f64();
             let dec = (wall - prefill).max(1e-9);
             results.push((batched, prefix, wall, dec, out));

@@ -26,6 +26,17 @@ pub enum DecoderArg {
     Masked,
 }
 
+/// Which causal model answers (causal decoder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GeneratorArg {
+    /// The project's answer infiller: SmolLM2-135M-Instruct with the fill-in-the-middle LoRA
+    /// adapter trained on SQuAD-Shifts (onnx/adapters/), merged in by setup; PSM prompt.
+    Infill,
+    /// The plain SmolLM2-135M-Instruct with its chat template (candidates rescored with the
+    /// template's closing).
+    Base,
+}
+
 /// How the answer slot is filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InfillArg {
@@ -69,6 +80,9 @@ pub struct GenerateArgs {
     /// Decoder.
     #[arg(long, value_enum, default_value_t = DecoderArg::Causal)]
     pub decoder: DecoderArg,
+    /// Model of the causal decoder: the trained answer infiller (default) or the base model.
+    #[arg(long, value_enum, default_value_t = GeneratorArg::Infill)]
+    pub generator: GeneratorArg,
     /// Sampling temperature (0 = greedy: all candidates equal).
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f64,
@@ -110,8 +124,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0.9)]
     pub threshold: f64,
     /// Infill template (TOML with any of: head, chunk_open, chunk_close, question_open,
-    /// answer_open, suffix, max_prompt, max_chunks, min_chunk_tokens); default: SmolLM2's chat
-    /// template primed with "The answer is:".
+    /// answer_open, suffix, max_prompt, max_chunks, min_chunk_tokens); default: the template
+    /// the infiller was trained on (--generator infill), else SmolLM2's chat template primed
+    /// with "The answer is:".
     #[arg(long, value_name = "FILE")]
     pub template: Option<PathBuf>,
 }
@@ -124,6 +139,7 @@ impl GenerateArgs {
                 let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
                 toml::from_str::<Template>(&text).with_context(|| format!("{}: invalid template", path.display()))?
             }
+            None if self.decoder == DecoderArg::Causal && self.generator == GeneratorArg::Infill => Template::infill(),
             None => Template::default(),
         };
         template.max_prompt = self.max_prompt;
@@ -168,13 +184,18 @@ EXAMPLES:
   metarag ask --index idx 'when was it released?' --infill free --mirostat 3,0.1
   metarag ask --index idx 'what is the codename?' --decoder masked --schedule threshold
 
-The default generator is the causal SmolLM2-135M-Instruct. The question retrieves -k chunks
-(hybrid by default); they fill the infill template, most relevant first, up to --max-prompt
-tokens. The prompt is computed once and --samples candidates are decoded from it together.
-Extractive infilling (the default) only writes spans of the retrieved chunks, so every answer
-is a quotation of a cited chunk; --infill free lets the model write anything. Candidates are
-rescored with the template's closing and aggregated: rpc (perplexity consistency with Weibull
-reasoning pruning), vote (self-consistency) or ppl (lowest perplexity).
+The answer is written by the project's answer infiller (--generator infill, the default):
+SmolLM2-135M-Instruct with a LoRA adapter trained by onnx/train_infill.py to fill the answer
+slot of a fill-in-the-middle prompt (SQuAD-Shifts data, never SQuAD dev; model card in
+onnx/adapters/README.md), merged into the base weights by `python3 onnx/setup.py`.
+--generator base answers with the plain SmolLM2-135M-Instruct and its chat template.
+The question retrieves -k chunks (hybrid by default); they fill the infill template, most
+relevant first, up to --max-prompt tokens. The prompt is computed once and --samples
+candidates are decoded from it together. Extractive infilling (the default) only writes spans
+of the retrieved chunks, so every answer is a quotation of a cited chunk; --infill free lets
+the model write anything. The base model's candidates are rescored with the template's closing;
+the infiller's end with its end-of-text token. Candidates are aggregated: rpc (perplexity
+consistency with Weibull reasoning pruning), vote (self-consistency) or ppl (lowest perplexity).
 
 --decoder masked runs a masked-diffusion denoiser over ONNX Runtime. No trained masked-diffusion
 model is published in the registries this project can reach: the one set up is a SYNTHETIC graph
@@ -234,13 +255,19 @@ pub enum Generator {
 }
 
 impl Generator {
-    /// Loads the generator for `decoder`.
-    pub fn load(decoder: DecoderArg, opts: &RuntimeOptions) -> anyhow::Result<Self> {
+    /// Loads the generator for `decoder` (and, for the causal decoder, `model`).
+    pub fn load(decoder: DecoderArg, model: GeneratorArg, opts: &RuntimeOptions) -> anyhow::Result<Self> {
         Ok(match decoder {
             DecoderArg::Causal => {
                 // The prompt is run in windows of 256 tokens with nothing sliding out.
                 let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
-                Generator::Causal(Box::new(CausalLm::load(opts, cfg).context("loading the causal LM")?))
+                let lm = match model {
+                    GeneratorArg::Infill => CausalLm::load_infill(opts, cfg).context(
+                        "loading the answer infiller (python3 onnx/setup.py builds it; --generator base uses the plain model)",
+                    )?,
+                    GeneratorArg::Base => CausalLm::load(opts, cfg).context("loading the causal LM")?,
+                };
+                Generator::Causal(Box::new(lm))
             }
             DecoderArg::Masked => {
                 Generator::Masked(Box::new(MaskedLm::load(opts).context("loading the masked denoiser")?))
@@ -272,7 +299,7 @@ pub fn run(args: &AskArgs) -> anyhow::Result<ExitCode> {
     let index = crate::search::open_for(&args.index, mode, &opts)?;
     let hits = index.search(&Query::new(question.clone()).k(args.k).mode(mode))?;
     let chunks = context(&hits);
-    let generator = Generator::load(args.generate.decoder, &opts)?;
+    let generator = Generator::load(args.generate.decoder, args.generate.generator, &opts)?;
     let cfg = args.generate.config(args.infill, args.aggregate)?;
     let answer = generator.ask(&question, &chunks, &cfg)?;
     if args.json {

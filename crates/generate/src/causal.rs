@@ -113,6 +113,8 @@ struct Row {
     text: String,
     /// (length, log P(stop | first `length` tokens)) where stopping was allowed.
     ends: Vec<(usize, f32)>,
+    /// Log-probability of the stop token the row ended with.
+    end: Option<f32>,
 }
 
 /// Decodes `cfg.samples` candidates for the slot of `prompt`, constrained to `extractive`
@@ -195,6 +197,7 @@ pub fn decode<M: CausalModel + ?Sized>(
             finish: None,
             text: String::new(),
             ends: Vec::new(),
+            end: None,
         })
         .collect();
     let groups: Vec<Vec<usize>> =
@@ -213,7 +216,8 @@ pub fn decode<M: CausalModel + ?Sized>(
                 text: r.text.trim().to_string(),
                 tokens: r.tokens,
                 logprobs: r.logprobs,
-                suffix_logprobs: Vec::new(),
+                // A FIM model's middle ends with its end-of-text token: part of the path's score.
+                suffix_logprobs: if fim { r.end.into_iter().collect() } else { Vec::new() },
                 finish: r.finish.unwrap_or(Finish::Length),
                 source,
             }
@@ -288,6 +292,7 @@ fn run_rows<M: CausalModel + ?Sized>(
             let pick = row.sampler.sample(l, allowed.as_deref(), &mut row.rng);
             if stop.contains(&pick.token) {
                 row.finish = Some(Finish::Stop);
+                row.end = Some(pick.logprob as f32);
                 continue;
             }
             row.tokens.push(pick.token);
@@ -577,7 +582,12 @@ mod tests {
         };
         let out = decode(&lm, &p, None, &cfg(true)).unwrap();
         assert!(out.fim);
-        assert!(out.candidates.iter().all(|c| c.suffix_logprobs.is_empty()));
+        // no rescoring pass: the only closing score is the end token the row stopped with
+        for c in &out.candidates {
+            let want = usize::from(c.finish == Finish::Stop);
+            assert_eq!(c.suffix_logprobs.len(), want, "{c:?}");
+            assert!(c.suffix_logprobs.iter().all(|&x| x <= 0.0 && x.is_finite()));
+        }
         decode(&lm, &p, None, &CausalConfig { fim: FimOrder::Spm, ..cfg(true) }).unwrap();
         let prompts = lm.prompts();
         assert_eq!(prompts[0], lm.encode("<pre> q a <suf> e . <mid>").unwrap());

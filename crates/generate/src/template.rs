@@ -115,6 +115,24 @@ impl Default for Template {
 }
 
 impl Template {
+    /// The template the answer infiller (`smollm2-135m-infill`) was trained on, without the chat
+    /// wrapper: the model sees it as the prefix of a PSM fill-in-the-middle prompt
+    /// (`<PRE> prefix <SUF> suffix <MID>`, added by the decoder for models with FIM sentinels)
+    /// and writes the answer, then its end-of-text token. The suffix is empty: the model was
+    /// also trained with the answer chunk's number there (" [n]"), which is not known before
+    /// decoding. Must equal `TEMPLATE` in `onnx/train_infill.py` (a test checks).
+    pub fn infill() -> Self {
+        Template {
+            head: "Answer the question with a short phrase copied from the context.\nContext:\n".into(),
+            chunk_open: "[{n}]".into(),
+            chunk_close: "\n".into(),
+            question_open: "\nQuestion: ".into(),
+            answer_open: "\nAnswer:".into(),
+            suffix: String::new(),
+            ..Template::default()
+        }
+    }
+
     /// A template of bare markers (for tests with word vocabularies): `head chunk… question_open
     /// question answer_open [slot] suffix`, chunks without numbers.
     pub fn plain(head: &str, question_open: &str, answer_open: &str, suffix: &str) -> Self {

@@ -18,7 +18,7 @@ use ndarray::{Array4, Axis, Ix4};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
-use metarag_core::model::{CausalModel, Vocabulary};
+use metarag_core::model::{CausalModel, FimTokens, Vocabulary};
 
 use crate::lm::{CausalLm, KvCache};
 use crate::math::log_sum_exp;
@@ -346,5 +346,9 @@ impl CausalModel for CausalLm {
 
     fn stop_tokens(&self) -> Vec<u32> {
         ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| self.tokenizer().token_to_id(t)).collect()
+    }
+
+    fn fim_tokens(&self) -> Option<FimTokens> {
+        self.fim()
     }
 }

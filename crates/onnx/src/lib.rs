@@ -35,7 +35,7 @@ mod tokens;
 pub use embed::{Embedder, MINILM_DIR};
 pub use error::{Error, Result};
 pub use generate::{LmBatch, LmPrefix};
-pub use lm::{CausalLm, DECODER_FILE, KvCache, LmConfig, SMOLLM2_DIR};
+pub use lm::{CausalLm, DECODER_FILE, FIM_FILE, INFILL_DIR, KvCache, LmConfig, SMOLLM2_DIR};
 pub use margin::{JudgeConfig, LmMarginJudge};
 pub use masked::{MaskedLm, SYNTHETIC_DENOISER_DIR};
 pub use runtime::{RuntimeOptions, models_dir};

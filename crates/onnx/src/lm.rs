@@ -25,6 +25,15 @@ const CONTRACT: &str = "causal-LM";
 /// Where the default causal LM lives inside the models directory.
 pub const SMOLLM2_DIR: &str = "smollm2-135m-instruct";
 
+/// Where the answer infiller lives inside the models directory: SmolLM2-135M-Instruct with the
+/// project's fill-in-the-middle LoRA adapter (`onnx/adapters/infill-lora.npz`) merged in by
+/// `onnx/setup.py`. Same graphs and tokenizer as [`SMOLLM2_DIR`], plus [`FIM_FILE`].
+pub const INFILL_DIR: &str = "smollm2-135m-infill";
+
+/// File beside a model that declares its fill-in-the-middle sentinels (token ids):
+/// `{"prefix": 8, "suffix": 9, "middle": 10, "eot": 0}`.
+pub const FIM_FILE: &str = "fim.json";
+
 /// File name of the shared-prefix decoder graph, looked up beside the model file (see
 /// [`CausalLm::shared_prefix_decoder`]).
 pub const DECODER_FILE: &str = "decoder.onnx";
@@ -129,6 +138,8 @@ pub struct CausalLm {
     pub(crate) decoder: OnceLock<crate::generate::Decoder>,
     pub(crate) use_decoder: AtomicBool,
     pub(crate) opts: RuntimeOptions,
+    /// The FIM sentinels, for a model trained to fill in the middle ([`FIM_FILE`]).
+    pub(crate) fim: Option<metarag_core::model::FimTokens>,
     run_nanos: AtomicU64,
     run_tokens: AtomicU64,
 }
@@ -148,9 +159,27 @@ impl std::fmt::Debug for CausalLm {
 impl CausalLm {
     /// Loads SmolLM2-135M-Instruct from the models directory.
     pub fn load(opts: &RuntimeOptions, config: LmConfig) -> Result<Self> {
-        let model = opts.model_file(&format!("{SMOLLM2_DIR}/model.onnx"))?;
-        let tokenizer = opts.model_file(&format!("{SMOLLM2_DIR}/tokenizer.json"))?;
+        Self::load_dir(opts, SMOLLM2_DIR, config)
+    }
+
+    /// Loads the answer infiller ([`INFILL_DIR`]): the base model with the trained FIM adapter
+    /// merged in; its [`FIM_FILE`] must be there.
+    pub fn load_infill(opts: &RuntimeOptions, config: LmConfig) -> Result<Self> {
+        opts.model_file(&format!("{INFILL_DIR}/{FIM_FILE}"))?;
+        Self::load_dir(opts, INFILL_DIR, config)
+    }
+
+    /// Loads `dir/model.onnx` with `dir/tokenizer.json` (and `dir/fim.json` when present) from
+    /// the models directory.
+    pub fn load_dir(opts: &RuntimeOptions, dir: &str, config: LmConfig) -> Result<Self> {
+        let model = opts.model_file(&format!("{dir}/model.onnx"))?;
+        let tokenizer = opts.model_file(&format!("{dir}/tokenizer.json"))?;
         Self::from_files(opts, &model, &tokenizer, config)
+    }
+
+    /// The FIM sentinels, when the model declares them.
+    pub fn fim(&self) -> Option<metarag_core::model::FimTokens> {
+        self.fim
     }
 
     /// Loads any graph that follows the causal-LM contract, with its `tokenizer.json`.
@@ -201,6 +230,7 @@ impl CausalLm {
         let ins: Vec<&str> = past_names.iter().map(String::as_str).collect();
         check_names(&session, model, CONTRACT, &ins, &outs)?;
         let has_logits_from = session.inputs().iter().any(|o| o.name() == "logits_from");
+        let fim = read_fim(&model.with_file_name(FIM_FILE), tok.get_vocab_size(true))?;
         Ok(CausalLm {
             model: model.to_path_buf(),
             tokenizer_path: tokenizer.to_path_buf(),
@@ -219,6 +249,7 @@ impl CausalLm {
             decoder: OnceLock::new(),
             use_decoder: AtomicBool::new(true),
             opts: opts.clone(),
+            fim,
             run_nanos: AtomicU64::new(0),
             run_tokens: AtomicU64::new(0),
         })
@@ -654,4 +685,26 @@ impl metarag_core::model::TokenOffsets for CausalLm {
     fn token_offsets(&self, text: &str) -> metarag_core::Result<Vec<Range<usize>>> {
         Ok(self.encode_offsets(text)?)
     }
+}
+
+/// The sentinels declared in `path` (None when the file does not exist).
+fn read_fim(path: &Path, vocab: usize) -> Result<Option<metarag_core::model::FimTokens>> {
+    #[derive(serde::Deserialize)]
+    struct Fim {
+        prefix: u32,
+        suffix: u32,
+        middle: u32,
+    }
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bad = |detail: String| Error::Input(format!("{}: {detail}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let f: Fim = serde_json::from_str(&text).map_err(|e| bad(format!("not a FIM sentinel file: {e}")))?;
+    for (name, id) in [("prefix", f.prefix), ("suffix", f.suffix), ("middle", f.middle)] {
+        if id as usize >= vocab {
+            return Err(bad(format!("{name} token {id} is outside the vocabulary ({vocab} tokens)")));
+        }
+    }
+    Ok(Some(metarag_core::model::FimTokens { prefix: f.prefix, suffix: f.suffix, middle: f.middle }))
 }
