@@ -42,6 +42,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -169,6 +170,41 @@ def load_weights(reader: GGUFReader, hp: dict) -> dict:
             "down": np.ascontiguousarray(tensor_f32(tensors, p + "ffn_down.weight").T),
         })
     w["layers"] = layers
+    return w
+
+
+def apply_adapter(w: dict, hp: dict, path: str) -> dict:
+    """Merges a LoRA adapter (onnx/train_infill.py's npz) into the weights: W' = W + scale * B @ A.
+
+    The adapter's matrices are in the PyTorch [out, in] layout with Q/K rows already in
+    rotate-half order (as unpermute_rows leaves them) and Q not yet scaled by 1/sqrt(head_dim);
+    the weights here are [in, out] with Q scaled, so the delta is transposed and Q's is scaled.
+    """
+    try:
+        z = np.load(path)
+        arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ConvertError(f"cannot read the adapter {path}: {exc}") from exc
+    if "scale" not in arrays:
+        raise ConvertError(f"adapter {path} has no 'scale' entry")
+    scale = np.float32(arrays.pop("scale"))
+    qscale = np.float32(1.0 / np.sqrt(hp["head_dim"]))
+    pairs = {}
+    for key in arrays:
+        m = re.fullmatch(r"layers\.(\d+)\.(q|k|v|o|gate|up|down)\.lora_(a|b)", key)
+        if not m:
+            raise ConvertError(f"adapter {path}: unexpected entry {key!r}")
+        pairs.setdefault((int(m.group(1)), m.group(2)), {})[m.group(3)] = arrays[key].astype(np.float32)
+    for (layer, name), ab in sorted(pairs.items()):
+        if set(ab) != {"a", "b"} or layer >= len(w["layers"]):
+            raise ConvertError(f"adapter {path}: incomplete or out-of-range entry layers.{layer}.{name}")
+        delta = (scale * (ab["b"] @ ab["a"])).T  # [in, out]
+        if name == "q":
+            delta = delta * qscale
+        target = w["layers"][layer][name]
+        if delta.shape != target.shape:
+            raise ConvertError(f"adapter {path}: layers.{layer}.{name} delta {delta.shape} != weight {target.shape}")
+        w["layers"][layer][name] = np.ascontiguousarray((target + delta).astype(np.float32))
     return w
 
 
@@ -578,6 +614,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model-name", default="model.onnx")
     ap.add_argument("--decoder-name", default="",
                     help="also write the shared-prefix decoder graph (variant 'prefix') under this name")
+    ap.add_argument("--adapter", help="merge this LoRA adapter (npz from onnx/train_infill.py) into the weights")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="override one graph option of the variant (experiments)")
     args = ap.parse_args(argv)
@@ -589,6 +626,8 @@ def main(argv=None) -> int:
     hp = read_hparams(reader)
     tok_json, special = build_tokenizer(reader)
     weights = load_weights(reader, hp)
+    if args.adapter:
+        weights = apply_adapter(weights, hp, args.adapter)
     overrides = dict(o.split("=", 1) for o in args.option)
     os.makedirs(args.out_dir, exist_ok=True)
     model_path = os.path.join(args.out_dir, args.model_name)

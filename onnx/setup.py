@@ -22,8 +22,13 @@ What it does (each step is skipped when its result is already there and verified
      a masked-denoiser graph with FIXED weights over the SmolLM2 vocabulary that predicts one
      known sentence (for testing masked-diffusion decoding; not a trained model). The graph is
      deterministic: the script compares the sha256 of what it would write with the files.
-  6. Writes <models>/manifest.json (files, sha256, tensor names, dimensions, special tokens).
-  7. Checks the sha256 of every final file against onnx/packages.lock (the synthetic
+  6. Merges each committed LoRA adapter of the lock's "adapters" (onnx/adapters/infill-lora.npz,
+     the answer infiller trained by onnx/train_infill.py; sha256 pinned) into the base weights
+     and writes <models>/smollm2-135m-infill/{model.onnx,decoder.onnx,tokenizer.json,fim.json},
+     checked against the training framework's per-token NLLs (tests/fixtures/infill_oracle.json)
+     before it is put in place.
+  7. Writes <models>/manifest.json (files, sha256, tensor names, dimensions, special tokens).
+  8. Checks the sha256 of every final file against onnx/packages.lock (the synthetic
      denoiser's against the manifest written after the script's onnxruntime check).
 
 A second run checks the stamp, the sizes and the sha256 of the final files (about a second),
@@ -163,11 +168,15 @@ def model_rel(lock: dict) -> str:
 
 
 def artefacts(lock: dict, variant: str) -> dict:
-    """Pinned final files: the lock's artefacts plus the model.onnx of the chosen graph variant."""
+    """Pinned final files: the lock's artefacts plus the model.onnx of the chosen graph variant, plus
+    the files of each adapter-merged model pinned for that variant."""
     arts = dict(lock["artefacts"])
     pinned = lock["convert"].get("variants", {}).get(variant)
     if pinned:
         arts[model_rel(lock)] = pinned
+    for ad in lock.get("adapters", []):
+        for name, pin in ad.get("variants", {}).get(variant, {}).items():
+            arts[os.path.join(ad["out"], name)] = pin
     return dict(sorted(arts.items()))
 
 
@@ -176,7 +185,7 @@ def venv_python(models: str) -> str:
 
 
 def setup_key(variant: str) -> str:
-    """Changes when anything that decides the results changes."""
+    """Changes when anything that decides the results changes (the adapters are pinned in the lock)."""
     return sha256_bytes(read_bytes(LOCK_PATH), read_bytes(REQUIREMENTS), read_bytes(CONVERTER), read_bytes(SYNTHETIC),
                         variant.encode())
 
@@ -372,6 +381,66 @@ def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bo
                 "(changed converter or package versions?); after review, re-pin with --update-lock")
 
 
+ADAPTER_FILES = ("model.onnx", DECODER_NAME, "tokenizer.json", "fim.json")
+
+
+def fim_bytes(ad: dict) -> bytes:
+    return (json.dumps(ad["fim"], sort_keys=True) + "\n").encode()
+
+
+def ensure_adapters(models: str, lock: dict, hashes: Hashes, py: str, force: bool, update_lock: bool,
+                    variant: str) -> None:
+    """Merges each committed LoRA adapter (onnx/adapters/, sha256 in the lock) into the base weights and
+    writes its graphs to <models>/<out>/, checked against the training framework's fixture."""
+    arts = artefacts(lock, variant)
+    conv = lock["convert"]
+    for ad in lock.get("adapters", []):
+        src = os.path.join(HERE, ad["file"])
+        if not os.path.isfile(src):
+            raise SetupError(f"adapter {src} is missing (it is committed with the project)")
+        got = sha256_file(src)
+        if got != ad["sha256"]:
+            raise SetupError(f"adapter {src}: sha256 {got} does not match the pinned {ad['sha256']} in {LOCK_PATH}")
+        rels = [os.path.join(ad["out"], f) for f in ADAPTER_FILES]
+        pinned = [arts.get(r) for r in rels]
+        if not force and all(pinned) and all(hashes.matches(r, p) for r, p in zip(rels, pinned)):
+            continue
+        fixture = os.path.join(REPO, ad["fixture"])
+        try:
+            fx = json.loads(read_bytes(fixture))
+        except (SetupError, json.JSONDecodeError) as exc:
+            raise SetupError(f"adapter {ad['name']}: its fixture {fixture} is unreadable ({exc})") from exc
+        if fx.get("adapter_sha256") != ad["sha256"]:
+            raise SetupError(f"{fixture} was computed for another adapter (sha256 {fx.get('adapter_sha256')}, "
+                             f"the lock pins {ad['sha256']}): export it again with onnx/train_infill.py export")
+        final = os.path.join(models, ad["out"])
+        work = final + ".partial"
+        shutil.rmtree(work, ignore_errors=True)
+        log(f"merging the adapter {ad['file']} into the base weights ({ad['out']}; under a minute)")
+        t0 = time.monotonic()
+        run([py, CONVERTER, "--gguf", os.path.join(models, conv["gguf"]), "--out-dir", work, "--variant", variant,
+             "--decoder-name", DECODER_NAME, "--adapter", src], f"merge of {ad['file']} (onnx/convert_smollm2.py)")
+        with open(os.path.join(work, "fim.json"), "wb") as f:
+            f.write(fim_bytes(ad))
+        log(f"merged in {time.monotonic() - t0:.0f} s; checking it against {ad['fixture']} (onnx/verify.py)")
+        run([py, VERIFIER, "--model-dir", work, "--infill-fixture", fixture],
+            f"verification of the merged model in {work}")
+        os.makedirs(final, exist_ok=True)
+        for name in sorted(os.listdir(work)):
+            os.replace(os.path.join(work, name), os.path.join(final, name))
+        os.rmdir(work)
+        if update_lock:
+            continue
+        for r, p in zip(rels, pinned):
+            if not p:
+                raise SetupError(f"{r} (variant {variant}) has no pinned sha256 in {LOCK_PATH} (run with "
+                                 "--update-lock once the checks pass)")
+            if not hashes.matches(r, p):
+                raise SetupError(f"{os.path.join(models, r)}: sha256 {hashes.get(r)} does not match the pinned "
+                                 f"{p['sha256']} in {LOCK_PATH}; the fixture check passed, so after review re-pin "
+                                 "with --update-lock")
+
+
 def ensure_synthetic(models: str, py: str, force: bool) -> None:
     """The synthetic masked denoiser; the script itself does nothing when its files match."""
     run([py, SYNTHETIC, "--models-dir", models] + (["--force"] if force else []),
@@ -419,6 +488,40 @@ def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
     ort_wheel = wheel_by_name(lock, "onnxruntime")
     emb = lock["embedder"]
     lm_src = wheel_by_name(lock, conv["source_wheel"])
+    base = {
+        "kind": "causal-lm",
+        "source": {"package": lm_src["name"], "version": lm_src["version"], "gguf": conv["gguf"]},
+        "graph_variant": info["variant"],
+        "dtype": "float32",
+        "files": {
+            "model": entry(os.path.join(conv["out"], "model.onnx")),
+            "decoder": entry(os.path.join(conv["out"], DECODER_NAME)),
+            "tokenizer": entry(os.path.join(conv["out"], "tokenizer.json")),
+        },
+        "decoder_note": "shared-prefix decoder graph (same weights): no attention_mask; inputs "
+                        "prefix.{i}.key/value [1, kv_heads, prompt, head_dim] read by every row, "
+                        "past_key_values/present hold the rows' own tokens only",
+        "inputs": info["inputs"],
+        "outputs": info["outputs"],
+        "past_key_pattern": "past_key_values.{i}.key",
+        "past_value_pattern": "past_key_values.{i}.value",
+        "present_key_pattern": "present.{i}.key",
+        "present_value_pattern": "present.{i}.value",
+        "dims": {
+            "layers": hp["layers"], "heads": hp["heads"], "kv_heads": hp["kv_heads"],
+            "head_dim": hp["head_dim"], "hidden": hp["hidden"], "ffn": hp["ffn"],
+            "vocab": hp["vocab"], "max_context": hp["max_context"],
+        },
+        "rope_theta": hp["rope_theta"],
+        "rms_eps": hp["rms_eps"],
+        "special_tokens": {
+            "bos": sp["bos"], "eos": sp["eos"], "pad": sp["pad"], "unk": sp["unk"],
+            "endoftext": sp["endoftext"], "im_start": sp["im_start"], "im_end": sp["im_end"],
+            "digit_1": sp["digit_1"], "digit_2": sp["digit_2"],
+        },
+        "add_bos": sp["add_bos"],
+        "chat_template": info["chat_template"],
+    }
     return {
         "format": 1,
         "note": "written by onnx/setup.py; paths are relative to this directory",
@@ -429,40 +532,7 @@ def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
             **{k: v for k, v in entry(lock["ort_library"]).items() if k != "path"},
         },
         "models": {
-            "smollm2-135m-instruct": {
-                "kind": "causal-lm",
-                "source": {"package": lm_src["name"], "version": lm_src["version"], "gguf": conv["gguf"]},
-                "graph_variant": info["variant"],
-                "dtype": "float32",
-                "files": {
-                    "model": entry(os.path.join(conv["out"], "model.onnx")),
-                    "decoder": entry(os.path.join(conv["out"], DECODER_NAME)),
-                    "tokenizer": entry(os.path.join(conv["out"], "tokenizer.json")),
-                },
-                "decoder_note": "shared-prefix decoder graph (same weights): no attention_mask; inputs "
-                                "prefix.{i}.key/value [1, kv_heads, prompt, head_dim] read by every row, "
-                                "past_key_values/present hold the rows' own tokens only",
-                "inputs": info["inputs"],
-                "outputs": info["outputs"],
-                "past_key_pattern": "past_key_values.{i}.key",
-                "past_value_pattern": "past_key_values.{i}.value",
-                "present_key_pattern": "present.{i}.key",
-                "present_value_pattern": "present.{i}.value",
-                "dims": {
-                    "layers": hp["layers"], "heads": hp["heads"], "kv_heads": hp["kv_heads"],
-                    "head_dim": hp["head_dim"], "hidden": hp["hidden"], "ffn": hp["ffn"],
-                    "vocab": hp["vocab"], "max_context": hp["max_context"],
-                },
-                "rope_theta": hp["rope_theta"],
-                "rms_eps": hp["rms_eps"],
-                "special_tokens": {
-                    "bos": sp["bos"], "eos": sp["eos"], "pad": sp["pad"], "unk": sp["unk"],
-                    "endoftext": sp["endoftext"], "im_start": sp["im_start"], "im_end": sp["im_end"],
-                    "digit_1": sp["digit_1"], "digit_2": sp["digit_2"],
-                },
-                "add_bos": sp["add_bos"],
-                "chat_template": info["chat_template"],
-            },
+            "smollm2-135m-instruct": base,
             emb["dir"]: {
                 "kind": "sentence-embedder",
                 "source": {"package": emb["package"], "version": wheel_by_name(lock, emb["package"]).get("version"),
@@ -481,8 +551,25 @@ def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
                 "note": emb["note"],
             },
             SYNTHETIC_DIR: synthetic_entry(models, entry),
+            **{ad["out"]: adapter_entry(ad, base, entry) for ad in lock.get("adapters", [])},
         },
     }
+
+
+def adapter_entry(ad: dict, base: dict, entry) -> dict:
+    """The manifest entry of an adapter-merged model: the base model's contract and tokens, its own files."""
+    out = dict(base)
+    out["source"] = {**base["source"], "adapter": "onnx/" + ad["file"], "adapter_sha256": ad["sha256"],
+                     "card": "onnx/adapters/README.md"}
+    out["files"] = {
+        "model": entry(os.path.join(ad["out"], "model.onnx")),
+        "decoder": entry(os.path.join(ad["out"], DECODER_NAME)),
+        "tokenizer": entry(os.path.join(ad["out"], "tokenizer.json")),
+        "fim": entry(os.path.join(ad["out"], "fim.json")),
+    }
+    out["fim"] = ad["fim"]
+    out["note"] = ad.get("note", "")
+    return out
 
 
 def check_final(models: str, lock: dict, hashes: Hashes, variant: str) -> list:
@@ -536,6 +623,8 @@ def update_lock_file(models: str, lock: dict, hashes: Hashes, variant: str) -> N
     lock["artefacts"] = dict(sorted(lock["artefacts"].items()))
     lock["convert"].setdefault("variants", {})[variant] = pin(model_rel(lock))
     lock["convert"]["variants"] = dict(sorted(lock["convert"]["variants"].items()))
+    for ad in lock.get("adapters", []):
+        ad.setdefault("variants", {})[variant] = {f: pin(os.path.join(ad["out"], f)) for f in ADAPTER_FILES}
     write_json_atomic(LOCK_PATH, lock)
     log(f"updated the pinned sha256 of {len(rels) + 1} files (graph variant {variant}) in {LOCK_PATH}")
 
@@ -626,6 +715,7 @@ def main(argv=None) -> int:
         ensure_extracted(models, lock, hashes, args.force)
         ensure_converted(models, lock, hashes, py, args.force, oracle, args.update_lock, variant)
         ensure_synthetic(models, py, args.force)
+        ensure_adapters(models, lock, hashes, py, args.force, args.update_lock, variant)
         if args.update_lock:
             update_lock_file(models, lock, hashes, variant)
         write_json_atomic(os.path.join(models, MANIFEST_NAME), build_manifest(models, lock, hashes))
