@@ -284,9 +284,11 @@ def qa_example(tok: Tok, q: dict, texts: dict, docs: dict, rng: random.Random, c
     rng.shuffle(order)
     if cite is None:
         cite = rng.random() < 0.5
-    return render(tok, q["question"], [chunk_text(i) for i in order], order.index(gold) + 1 if cite else None,
-                  " " + a["text"].strip(), trim={k for k, i in enumerate(order) if i != gold},
-                  max_distractor=max_distractor) + ({"gold_number": order.index(gold) + 1},)
+    texts = [chunk_text(i) for i in order]
+    trim = {k for k, i in enumerate(order) if i != gold}
+    ids, start = render(tok, q["question"], texts, order.index(gold) + 1 if cite else None, " " + a["text"].strip(),
+                        trim=trim, max_distractor=max_distractor)
+    return ids, start, {"gold_number": order.index(gold) + 1, "chunks": texts, "trimmed": sorted(trim)}
 
 
 def render(tok: Tok, question: str, chunks: list, cite_number: int | None, middle: str | None,
@@ -544,7 +546,7 @@ def cmd_train(args) -> int:
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 nll = model.answer_nll(e["ids"], e["start"], frozen_below=args.first_layer)
             (nll.sum() / args.batch).backward()  # the mean over examples of the summed middle NLL / batch
-            loss_sum += float(nll.mean())
+            loss_sum += float(nll.detach().mean())
             n_tok += len(e["ids"])
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
@@ -644,15 +646,15 @@ def write_fixture(model, tok: Tok, models: str, sha: str, torch) -> None:
     rng.shuffle(qs)
     cases = []
     for q in qs:
-        ex = qa_example(tok, q, texts, docs, rng, cite=False, n_distractors=1)
+        ex = qa_example(tok, q, texts, docs, rng, cite=False, n_distractors=1, max_distractor=10**9)
         if ex is None:
             continue
-        ids, start = ex[0], ex[1]
+        ids, start, info = ex
         with torch.no_grad():
             nll = model.answer_nll(ids, 1)
             pred = tok.dec(model.greedy(ids[:start], {tok.ids["eot"]}, 24)).strip()
         cases.append({"id": q["id"], "question": q["question"], "doc": q["doc"], "answers": [a["text"] for a in q["answers"]],
-                      "token_ids": ids, "answer_start": start, "nll": [round(float(x), 6) for x in nll],
+                      "chunks": info["chunks"], "gold_number": info["gold_number"], "token_ids": ids, "answer_start": start, "nll": [round(float(x), 6) for x in nll],
                       "greedy": pred})
         if len(cases) == 3:
             break
@@ -666,6 +668,28 @@ def write_fixture(model, tok: Tok, models: str, sha: str, torch) -> None:
     log(f"wrote {FIXTURE} ({len(cases)} cases)")
 
 
+def squad_dev_gold(tok: Tok, models: str, n: int) -> list:
+    """The n questions `metarag bench --answer-limit n` answers (spread evenly over SQuAD dev's
+    10,565), each with its GOLD paragraph as the only context (benchmark data: evaluation only)."""
+    d = os.path.join(models, "datasets", "squad-dev")
+    if not os.path.isfile(os.path.join(d, "questions.jsonl")):
+        raise TrainError(f"{d} not found: run `python3 onnx/squad.py` first")
+    qs = [json.loads(line) for line in open(os.path.join(d, "questions.jsonl"), encoding="utf-8")]
+    picked = [qs[i * len(qs) // n] for i in range(n)]
+    out = []
+    for q in picked:
+        blob = open(os.path.join(d, "corpus", q["doc"]), "rb").read()
+        a = q["answers"][0]
+        s = blob.rfind(b"\n\n", 0, a["start"])
+        s = 0 if s < 0 else s + 2
+        e = blob.find(b"\n\n", a["end"])
+        e = len(blob) if e < 0 else e
+        para = blob[s:e].decode("utf-8")
+        ids, start = render(tok, q["question"], [para], None, " " + a["text"].strip())
+        out.append({"id": q["id"], "ids": ids, "start": start, "answers": [x["text"] for x in q["answers"]]})
+    return out
+
+
 def cmd_eval(args) -> int:
     import torch
     from lm_torch import LoraConfig, load_base
@@ -673,19 +697,60 @@ def cmd_eval(args) -> int:
     models = models_dir(args.models)
     torch.set_num_threads(args.threads or os.cpu_count() or 2)
     tok = Tok(models)
-    qa, fim = val_sets(tok, models, args.val)
     model = load_base(os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    res = {"base": evaluate(model, tok, qa, fim, torch)}
     ckpt = os.path.join(run_dir(models), "checkpoint.pt")
-    if os.path.isfile(ckpt):
-        state = load_checkpoint(ckpt, torch)
+    state = load_checkpoint(ckpt, torch) if os.path.isfile(ckpt) else None
+    res = {}
+    if args.squad_dev:
+        gold = squad_dev_gold(tok, models, args.squad_dev)
+        if state is None:
+            raise TrainError(f"{ckpt} not found: nothing to evaluate")
+    qa, fim = val_sets(tok, models, args.val) if args.val else ([], [])
+    if args.base and args.val:
+        res["base"] = evaluate(model, tok, qa, fim, torch)
+    if state is not None:
         c = state["config"]
         model.add_lora(LoraConfig(rank=c["rank"], alpha=c["alpha"], first_layer=c["first_layer"]))
-        model.load_adapter_state(state["adapter"])
-        res["trained"] = evaluate(model, tok, qa, fim, torch)
-        res["trained"]["step"] = state["step"]
+        model.load_adapter_state({k: v.half().float() for k, v in state["adapter"].items()})  # as shipped (fp16)
+        if args.val:
+            res["trained"] = {**evaluate(model, tok, qa, fim, torch), "step": state["step"]}
+        if args.squad_dev:
+            t = time.time()
+            ev = evaluate(model, tok, gold, [], torch)
+            res["squad_dev_gold_paragraph"] = {"questions": len(gold), "em": ev["val_em"], "f1": ev["val_f1"],
+                                               "nll": ev["val_nll"], "seconds": time.time() - t,
+                                               "decoding": "greedy, FIM template, gold paragraph as chunk [1]"}
     print(json.dumps(res, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
     return 0
+
+
+def precheck(args, models: str) -> None:
+    """What each command needs, checked before the (large) training venv is touched."""
+    need = []
+    if args.cmd in ("train", "eval", "export"):
+        need += [(os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf"), "run `python3 onnx/setup.py` first"),
+                 (os.path.join(models, "smollm2-135m-instruct", "tokenizer.json"), "run `python3 onnx/setup.py` first"),
+                 (chunks_path(models), "run `python3 onnx/train_infill.py data` first")]
+    for path, fix in need:
+        if not os.path.isfile(path):
+            raise TrainError(f"{path} not found: {fix}")
+    ckpt = os.path.join(run_dir(models), "checkpoint.pt")
+    if args.cmd == "export" and not os.path.isfile(ckpt):
+        raise TrainError(f"{ckpt} not found: train first (`python3 onnx/train_infill.py train`)")
+    if os.path.isfile(ckpt) and not (args.cmd == "train" and args.restart):
+        import zipfile  # torch.save writes a zip archive: a cut or overwritten file fails here
+
+        try:
+            with zipfile.ZipFile(ckpt) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError) as exc:
+            bad = str(exc)
+        if bad:
+            raise TrainError(f"checkpoint {ckpt} is corrupt ({bad}); delete it to start over "
+                             "(or `train --restart`), or restore a copy")
 
 
 def main(argv=None) -> int:
@@ -717,13 +782,19 @@ def main(argv=None) -> int:
     t.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     sub.add_parser("export", help="write the adapter (fp16 npz) and the ONNX oracle fixture")
-    e = sub.add_parser("eval", help="held-out EM/F1, NLL and FIM NLL of the base and trained models")
-    e.add_argument("--val", type=int, default=200)
+    e = sub.add_parser("eval", help="held-out EM/F1, NLL and FIM NLL of the trained (and --base) model")
+    e.add_argument("--val", type=int, default=200, help="held-out QA and FIM examples (0: none)")
+    e.add_argument("--base", action="store_true", help="also evaluate the base model on them")
+    e.add_argument("--squad-dev", type=int, default=0, metavar="N",
+                   help="also greedy EM/F1 on the N questions `metarag bench --answer-limit N` answers, with the gold "
+                        "paragraph as the only context (needs onnx/squad.py; evaluation only, never training)")
+    e.add_argument("--out", help="also write the results to this JSON file")
     e.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     models = models_dir(args.models)
     if args.cmd == "data":
         return cmd_data(args)
+    precheck(args, models)
     py = ensure_venv(models)
     if args.cmd == "venv":
         return 0

@@ -7,6 +7,7 @@
 mod cli;
 mod generate;
 mod index;
+mod infill;
 mod masked;
 mod models;
 mod store_contract;

