@@ -16,7 +16,9 @@ use crate::root;
 fn lm() -> &'static CausalLm {
     static LM: OnceLock<CausalLm> = OnceLock::new();
     LM.get_or_init(|| {
-        CausalLm::load_infill(&RuntimeOptions::default().with_threads(2), LmConfig::default())
+        // the whole prompt in the cache, as `ask` runs it (the fixture's longest case is ~600 tokens)
+        let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
+        CausalLm::load_infill(&RuntimeOptions::default().with_threads(2), cfg)
             .expect("load the answer infiller (run `python3 onnx/setup.py`)")
     })
 }
@@ -134,4 +136,47 @@ fn training_script_fails_clearly_on_bad_input() {
     let (ok, err) = train_script(&dir, &["train"]);
     assert!(!ok && err.contains("checkpoint.pt is corrupt") && err.contains("--restart"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ask_answers_held_out_questions_with_the_infiller() {
+    // Held-out documents (never trained on): every question listed must be answered exactly
+    // (SQuAD exact match against the dataset's gold answers) by `metarag ask` with its defaults.
+    let dir = std::env::temp_dir().join(format!("metarag-it-infill-known-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let index = dir.to_str().unwrap();
+    let out = crate::index::metarag(&["ingest", "tests/fixtures/infill-known", "--index", index, "-q"]);
+    assert!(out.status.success(), "ingest: {}", String::from_utf8_lossy(&out.stderr));
+    let known: [(&str, &[&str], &str); 12] = [
+        ("What is the name of  the superconductor that is below 3.72K?", &["Tin"], "tin.txt"),
+        (
+            "Where was the Meissner effect first discovered?",
+            &["tin crystals", "in superconducting tin crystals", "superconducting tin crystals"],
+            "tin.txt",
+        ),
+        ("What color looks good on the Empire Red Kitchen Appliances?", &["red"], "reviews-380.txt"),
+        ("How does the dinnerware look and feel?", &["excellent", "look and feel of the dinnerware is excellent"], ""),
+        ("How many months has the author had their set?", &["4", "4 months"], ""),
+        ("What type of bag were the items packaged in?", &["zip lock", "zip lock bag"], ""),
+        ("What type of pans are these?", &["non-stick", "frying pan", "non-stick pans"], ""),
+        ("What time of day does the author zoom through the house?", &["morning", "the morning"], ""),
+        ("What type of allergy did the person have?", &["dust allergies"], ""),
+        ("When did they first develop allergies to dust?", &["mid-thirties", "in my mid-thirties"], ""),
+        ("Which settings are actually pretty noisy?", &["middle and upper", "the middle and upper settings"], ""),
+        ("Whom did they thank?", &["Amazon.com"], ""),
+    ];
+    let mut wrong = Vec::new();
+    for (question, golds, file) in known {
+        let out = crate::index::metarag(&["ask", "--index", index, question, "--json"]);
+        assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v["decoder"], "causal");
+        let text = v["text"].as_str().unwrap();
+        let cited = v["citations"].as_array().unwrap().iter().any(|c| c["path"].as_str().unwrap().ends_with(file));
+        if metarag_eval::answers::exact_match(text, golds) < 1.0 || !cited {
+            wrong.push(format!("{question:?}: {text:?} (gold {golds:?}), citations {}", v["citations"]));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), known.len(), wrong.join("\n"));
 }
