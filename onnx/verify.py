@@ -265,6 +265,24 @@ def bench(lm: Lm, reps: int) -> list:
     return rows
 
 
+def check_cache_paths(lm: Lm, model_dir: str, texts: dict, threads: int) -> list:
+    """KV-cache, padded-batch and shared-prefix-decoder scoring against one-shot scoring, printed;
+    the labels of the failed checks."""
+    rows = check_consistency(lm, texts)
+    decoder = os.path.join(model_dir, "decoder.onnx")
+    if os.path.isfile(decoder):
+        rows += check_decoder(lm, decoder, texts, threads)
+    else:
+        print("decoder: no decoder.onnx in the model directory (skipped)")
+    failures = []
+    for label, worst in rows:
+        ok = worst <= CONSISTENCY_TOL
+        print(f"{label:<20} max |dNLL| vs one-shot {worst:.2e} {'OK' if ok else 'FAIL'}")
+        if not ok:
+            failures.append(label)
+    return failures
+
+
 def verify_infill(args) -> int:
     """The merged infill model: per-token NLL of the fixture's FIM prompts + answers (PyTorch, merged LoRA)
     within --tol, the KV-cache paths and the shared-prefix decoder against one-shot scoring."""
@@ -285,18 +303,7 @@ def verify_infill(args) -> int:
         if not ok:
             failures.append(f"infill fixture {case['id']}")
         texts[case["id"]] = {"token_ids": ids}
-    for label, worst in check_consistency(lm, texts):
-        ok = worst <= CONSISTENCY_TOL
-        print(f"{label:<20} max |dNLL| vs one-shot {worst:.2e} {'OK' if ok else 'FAIL'}")
-        if not ok:
-            failures.append(label)
-    decoder = os.path.join(args.model_dir, "decoder.onnx")
-    if os.path.isfile(decoder):
-        for label, worst in check_decoder(lm, decoder, texts, args.threads):
-            ok = worst <= CONSISTENCY_TOL
-            print(f"{label:<20} max |dNLL| vs one-shot {worst:.2e} {'OK' if ok else 'FAIL'}")
-            if not ok:
-                failures.append(label)
+    failures += check_cache_paths(lm, args.model_dir, texts, args.threads)
     if failures:
         print("verify: FAILED: " + "; ".join(failures), file=sys.stderr)
         return 1
@@ -382,21 +389,7 @@ def main(argv=None) -> int:
         if not ok:
             failures.append(f"sentence score {k}")
 
-    for label, worst in check_consistency(lm, texts):
-        ok = worst <= CONSISTENCY_TOL
-        print(f"{label:<20} max |dNLL| vs one-shot {worst:.2e} {'OK' if ok else 'FAIL'}")
-        if not ok:
-            failures.append(label)
-
-    decoder = os.path.join(args.model_dir, "decoder.onnx")
-    if os.path.isfile(decoder):
-        for label, worst in check_decoder(lm, decoder, texts, args.threads):
-            ok = worst <= CONSISTENCY_TOL
-            print(f"{label:<20} max |dNLL| vs one-shot {worst:.2e} {'OK' if ok else 'FAIL'}")
-            if not ok:
-                failures.append(label)
-    else:
-        print("decoder: no decoder.onnx in the model directory (skipped)")
+    failures += check_cache_paths(lm, args.model_dir, texts, args.threads)
 
     if args.embedder_dir:
         failures += check_embedder(args.embedder_dir, oracle, Tokenizer, args.threads)
