@@ -522,7 +522,7 @@ def cmd_train(args) -> int:
 
     def save():
         atomic_save({"config": cfg, "adapter": model.adapter_state(), "optimizer": opt.state_dict(), "step": step,
-                     "pos": pos, "curve": curve, "tokens": seen_tokens, "py_rng": random.getstate(),
+                     "pos": pos, "curve": curve, "tokens": seen_tokens, "ema": ema, "py_rng": random.getstate(),
                      "torch_rng": torch.get_rng_state()}, ckpt_path, torch)
         with open(os.path.join(rd, "curve.json.tmp"), "w") as f:
             json.dump({"config": cfg, "curve": curve}, f, indent=1)
@@ -530,8 +530,9 @@ def cmd_train(args) -> int:
         write_svg(curve, os.path.join(rd, "curve.svg"))
 
     deadline = time.time() + args.hours * 3600 if args.hours else None
-    t_start, last_ckpt, ema = time.time(), time.time(), None
-    tokens_run, t_run = 0, 0.0
+    # the loss EMA survives a resume, so the progress line does not restart from one batch
+    t_start, last_ckpt, ema = time.time(), time.time(), (state or {}).get("ema")
+    tokens_run, t_run, pos_run0 = 0, 0.0, pos
     model.train()
     while step < args.steps:
         if deadline and time.time() > deadline:
@@ -564,7 +565,7 @@ def cmd_train(args) -> int:
         if deadline:
             left = min(left, max(0.0, deadline - time.time()))
         print(f"\rstep {step}/{args.steps}  ex {pos:,}  loss {ema:.3f}  {tps:.0f} tok/s  "
-              f"{pos / max(time.time() - t_start, 1e-9) * 3600 if not state else 0:,.0f} ex/h  "
+              f"{(pos - pos_run0) / max(t_run, 1e-9) * 3600:,.0f} ex/h  "
               f"lr {lr_at(step):.2e}  ETA {left / 60:.0f} min   ", end="", file=sys.stderr, flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             print(file=sys.stderr)

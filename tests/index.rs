@@ -472,3 +472,28 @@ fn bench_reads_squad_json() {
     assert_eq!(report["runs"][0]["modes"][0]["metrics"]["recall"][9], 1.0, "{report}");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Runs metarag with its stdout closed by the reader before anything is written (as
+/// `metarag … | head -0` would): a quiet exit 0, no panic text.
+fn assert_quiet_on_closed_pipe(args: &[&str]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metarag"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run metarag");
+    drop(child.stdout.take()); // the reader goes away before the first line
+    let out = child.wait_with_output().expect("wait for metarag");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    assert!(out.status.success(), "{args:?} exited with {:?}: {err}", out.status);
+}
+
+#[test]
+fn a_closed_pipe_ends_every_printing_command_quietly() {
+    let idx = s(example_index());
+    assert_quiet_on_closed_pipe(&["search", "Kentucky", "--index", idx, "--json"]);
+    assert_quiet_on_closed_pipe(&["search", "Kentucky", "--index", idx, "--mode", "bm25"]);
+    assert_quiet_on_closed_pipe(&["chunk", "examples/corpus", "--method", "sentence", "-q"]);
+}

@@ -304,21 +304,21 @@ pub fn run(args: &AskArgs) -> anyhow::Result<ExitCode> {
     let answer = generator.ask(&question, &chunks, &cfg)?;
     if args.json {
         let retrieved = chunks.iter().map(|c| c.id.as_str()).collect();
-        println!("{}", serde_json::to_string_pretty(&Output { question: &question, answer: &answer, retrieved })?);
+        outln!("{}", serde_json::to_string_pretty(&Output { question: &question, answer: &answer, retrieved })?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_answer(&answer, &chunks);
+    print_answer(&answer, &chunks)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_answer(a: &Answer, chunks: &[ContextChunk]) {
+fn print_answer(a: &Answer, chunks: &[ContextChunk]) -> std::io::Result<()> {
     if a.text.is_empty() {
-        println!("No answer (no candidate survived; try --samples or --infill free).");
+        outln!("No answer (no candidate survived; try --samples or --infill free).")?;
     } else {
-        println!("{}", a.text);
+        outln!("{}", a.text)?;
     }
     let kept = a.candidates.iter().filter(|c| !c.pruned).count();
-    println!(
+    outln!(
         "\nconfidence {:.2} ({} of {} candidates, {} kept after pruning; {} decoder{}; {:.1} s)",
         a.confidence,
         a.method,
@@ -327,21 +327,25 @@ fn print_answer(a: &Answer, chunks: &[ContextChunk]) {
         a.decoder,
         if a.extractive { ", extractive" } else { "" },
         a.stats.decode_seconds + a.stats.aggregate_seconds
-    );
-    println!(
+    )?;
+    outln!(
         "decoding: {} prompt tokens, {} model calls, {} answer tokens ({:.2} per call)",
-        a.stats.prompt_tokens, a.stats.forwards, a.stats.generated_tokens, a.stats.tokens_per_forward
-    );
+        a.stats.prompt_tokens,
+        a.stats.forwards,
+        a.stats.generated_tokens,
+        a.stats.tokens_per_forward
+    )?;
     if let Some(n) = &a.note {
-        println!("note: {n}");
+        outln!("note: {n}")?;
     }
     if a.citations.is_empty() {
-        println!("sources: none of the {} retrieved chunks contains this answer", chunks.len());
+        outln!("sources: none of the {} retrieved chunks contains this answer", chunks.len())?;
     } else {
-        println!("sources:");
+        outln!("sources:")?;
         for c in &a.citations {
             let span = c.span.as_ref().map(|s| format!(" [{}..{}]", s.start, s.end)).unwrap_or_default();
-            println!("  [{}] {}{span}", c.number, c.id);
+            outln!("  [{}] {}{span}", c.number, c.id)?;
         }
     }
+    Ok(())
 }

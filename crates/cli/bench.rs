@@ -366,7 +366,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     md.push_str(&stages_markdown(&log.stages, &plots));
     metarag_index::manifest::write_atomic(&args.out.join("report.md"), md.as_bytes())?;
-    print!("{md}");
+    {
+        use std::io::Write as _;
+        std::io::stdout().lock().write_all(md.as_bytes())?;
+    }
     eprintln!("wrote {} and report.md", json_path.display());
     Ok(ExitCode::SUCCESS)
 }

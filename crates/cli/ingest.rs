@@ -301,7 +301,7 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
             "skipped_binary": skipped_binary,
             "index": { "dir": args.index, "documents": m.documents.len(), "chunks": m.chunks(), "verified": verified },
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
     }
     if recovered > 0 {
         eprintln!("recovered an interrupted ingest: {recovered} documents of the unfinished batch were written again");

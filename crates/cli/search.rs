@@ -141,16 +141,16 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     }
     let hits = index.search(&q)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&hits)?);
+        outln!("{}", serde_json::to_string_pretty(&hits)?)?;
     } else {
-        print_hits(&hits, &text);
+        print_hits(&hits, &text)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_hits(hits: &[SearchHit], query: &str) {
+fn print_hits(hits: &[SearchHit], query: &str) -> std::io::Result<()> {
     if hits.is_empty() {
-        println!("no results");
+        outln!("no results")?;
     }
     for (i, h) in hits.iter().enumerate() {
         let ranks = match (h.bm25_rank, h.dense_rank) {
@@ -159,7 +159,7 @@ fn print_hits(hits: &[SearchHit], query: &str) {
             (None, Some(d)) => format!("  (dense #{d})"),
             (None, None) => String::new(),
         };
-        println!(
+        outln!(
             "{:>2}. {:.4}  {} #{} [{}..{}]{ranks}\n    {}",
             i + 1,
             h.score,
@@ -168,6 +168,7 @@ fn print_hits(hits: &[SearchHit], query: &str) {
             h.record.start,
             h.record.end,
             snippet(&h.record.text, query, 200)
-        );
+        )?;
     }
+    Ok(())
 }
