@@ -107,9 +107,12 @@ class Layer(torch.nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         if cache is not None:
-            if cache.get("k") is not None:
-                k = torch.cat([cache["k"], k], dim=2)
-                v = torch.cat([cache["v"], v], dim=2)
+            if cache.get("k") is not None:  # a one-row cache is shared by every row of the batch
+                ck, cv = cache["k"], cache["v"]
+                if ck.shape[0] != b:
+                    ck, cv = ck.expand(b, -1, -1, -1), cv.expand(b, -1, -1, -1)
+                k = torch.cat([ck, k], dim=2)
+                v = torch.cat([cv, v], dim=2)
             cache["k"], cache["v"] = k, v
         rep = h // kv
         k2 = k.repeat_interleave(rep, dim=1)
@@ -214,6 +217,25 @@ class SmolLM(torch.nn.Module):
         h = self.hidden(x, frozen_below=frozen_below)
         logits = self.logits_at(h[0, start - 1:len(ids) - 1])
         return F.cross_entropy(logits.float(), x[0, start:], reduction="none")
+
+    def shared_prefix_nll(self, prefix: list, tails: list, frozen_below: int = 0) -> list:
+        """Per-token NLLs of several sequences prefix + tail that share one prefix, which is
+        computed once (with autograd above frozen_below, so its gradient is accumulated from
+        every tail). tails: (ids, start) pairs; tail ids[start:] are scored given prefix +
+        ids[:start] (start >= 1). Equal to answer_nll(prefix + ids, len(prefix) + start) per
+        tail; a list of [n] tensors."""
+        dev = self.embed.device
+        caches = [dict() for _ in self.layers]
+        self.hidden(torch.tensor([prefix], dtype=torch.long, device=dev), caches=caches, frozen_below=frozen_below)
+        width = max(len(ids) for ids, _ in tails)
+        # right padding: a real token never attends to the padding after it
+        x = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in tails], dtype=torch.long, device=dev)
+        h = self.hidden(x, caches=caches, frozen_below=frozen_below)
+        out = []
+        for row, (ids, start) in enumerate(tails):
+            logits = self.logits_at(h[row, start - 1:len(ids) - 1])
+            out.append(F.cross_entropy(logits.float(), x[row, start:len(ids)], reduction="none"))
+        return out
 
     @torch.no_grad()
     def greedy(self, prompt: list, stop: set, max_new: int = 24) -> list:

@@ -257,22 +257,27 @@ def chunk_texts(doc: str, blob: bytes, spans: list) -> list:
     return _CHUNKS[doc]
 
 
-def qa_example(tok: Tok, q: dict, texts: dict, docs: dict, rng: random.Random, cite: bool | None = None,
-               n_distractors: int | None = None, max_distractor: int = 160):
-    """Token ids and the index where the middle starts, for one question (None if unusable)."""
+def gold_chunk(q: dict, docs: dict):
+    """Index of the chunk of q's document that holds its (first) answer; None if none does."""
+    a = q["answers"][0]
+    return next((i for i, (s, e) in enumerate(docs.get(q["doc"]) or []) if s <= a["start"] and a["end"] <= e), None)
+
+
+def pick_context(q: dict, texts: dict, docs: dict, rng: random.Random, n_distractors: int | None = None):
+    """The numbered context of a question: its answer's chunk plus 0-2 distractor chunks of the
+    same document (the one sharing most words with the question first) in random order.
+    (chunk texts, number of the gold chunk, indexes of the distractors), or None if unusable."""
     blob, spans = texts.get(q["doc"]), docs.get(q["doc"])
     if blob is None or not spans:
         return None
-    a = q["answers"][0]
-    gold = next((i for i, (s, e) in enumerate(spans) if s <= a["start"] and a["end"] <= e), None)
+    gold = gold_chunk(q, docs)
     if gold is None:  # the answer straddles a chunk boundary
         return None
-    chunk_text = lambda i: chunk_texts(q["doc"], blob, spans)[i][0]  # noqa: E731
+    cached = chunk_texts(q["doc"], blob, spans)
     others = [i for i in range(len(spans)) if i != gold]
     if n_distractors is None:
         n_distractors = rng.choices([0, 1, 2], weights=[2, 6, 2])[0]
     qw = words(q["question"])
-    cached = chunk_texts(q["doc"], blob, spans)
     others.sort(key=lambda i: -len(qw & cached[i][1]))
     chosen = []
     if others and n_distractors:
@@ -282,18 +287,38 @@ def qa_example(tok: Tok, q: dict, texts: dict, docs: dict, rng: random.Random, c
             chosen.append(rng.choice(rest))
     order = [gold] + chosen
     rng.shuffle(order)
+    return [cached[i][0] for i in order], order.index(gold) + 1, {k for k, i in enumerate(order) if i != gold}
+
+
+def qa_example(tok: Tok, q: dict, texts: dict, docs: dict, rng: random.Random, cite: bool | None = None,
+               n_distractors: int | None = None, max_distractor: int = 160):
+    """Token ids and the index where the middle starts, for one question (None if unusable)."""
+    ctx = pick_context(q, texts, docs, rng, n_distractors)
+    if ctx is None:
+        return None
+    chunks, number, trim = ctx
     if cite is None:
         cite = rng.random() < 0.5
-    texts = [chunk_text(i) for i in order]
-    trim = {k for k, i in enumerate(order) if i != gold}
-    ids, start = render(tok, q["question"], texts, order.index(gold) + 1 if cite else None, " " + a["text"].strip(),
+    ids, start = render(tok, q["question"], chunks, number if cite else None, " " + q["answers"][0]["text"].strip(),
                         trim=trim, max_distractor=max_distractor)
-    return ids, start, {"gold_number": order.index(gold) + 1, "chunks": texts, "trimmed": sorted(trim)}
+    return ids, start, {"gold_number": number, "chunks": chunks, "trimmed": sorted(trim)}
 
 
-def render(tok: Tok, question: str, chunks: list, cite_number: int | None, middle: str | None,
-           trim: set = frozenset(), max_distractor: int = 10**9):
-    """PSM ids for the template (middle None: the prompt only), and where the middle starts."""
+def qa_group(tok: Tok, qs: list, texts: dict, docs: dict, rng: random.Random, max_distractor: int = 160):
+    """Questions whose answers lie in the same chunk, sharing one context: (prefix ids, [(tail ids,
+    start)]); prefix + tail is exactly qa_example's sequence for that question and context."""
+    ctx = pick_context(qs[0], texts, docs, rng)
+    if ctx is None:
+        return None
+    chunks, number, trim = ctx
+    prefix = render_prefix(tok, chunks, trim, max_distractor)
+    tails = [render_tail(tok, q["question"], number if rng.random() < 0.5 else None,
+                         " " + q["answers"][0]["text"].strip()) for q in qs]
+    return prefix, tails
+
+
+def render_prefix(tok: Tok, chunks: list, trim: set = frozenset(), max_distractor: int = 10**9) -> list:
+    """PRE, the template's head and the numbered chunks: what questions on the same context share."""
     t = TEMPLATE
     ids = [tok.ids["prefix"]] + tok.enc(t["head"])
     for k, text in enumerate(chunks):
@@ -302,7 +327,14 @@ def render(tok: Tok, question: str, chunks: list, cite_number: int | None, middl
         if k in trim:
             body = body[:max_distractor]
         ids += body + tok.enc(t["chunk_close"])
-    ids += tok.enc(t["question_open"]) + tok.enc(question.strip()) + tok.enc(t["answer_open"])
+    return ids
+
+
+def render_tail(tok: Tok, question: str, cite_number: int | None, middle: str | None):
+    """The question, "Answer:", SUF, the citation, MID, then the middle and EOT; and where the
+    middle starts (in the tail)."""
+    t = TEMPLATE
+    ids = tok.enc(t["question_open"]) + tok.enc(question.strip()) + tok.enc(t["answer_open"])
     ids += [tok.ids["suffix"]]
     if cite_number is not None:
         ids += tok.enc(t["cite"].replace("{n}", str(cite_number)))
@@ -311,6 +343,14 @@ def render(tok: Tok, question: str, chunks: list, cite_number: int | None, middl
     if middle is not None:
         ids += tok.enc(middle) + [tok.ids["eot"]]
     return ids, start
+
+
+def render(tok: Tok, question: str, chunks: list, cite_number: int | None, middle: str | None,
+           trim: set = frozenset(), max_distractor: int = 10**9):
+    """PSM ids for the template (middle None: the prompt only), and where the middle starts."""
+    prefix = render_prefix(tok, chunks, trim, max_distractor)
+    tail, start = render_tail(tok, question, cite_number, middle)
+    return prefix + tail, len(prefix) + start
 
 
 def fim_example(tok: Tok, text: str, rng: random.Random, side: int = 120):
@@ -330,25 +370,41 @@ def fim_example(tok: Tok, text: str, rng: random.Random, side: int = 120):
     return ids + tok.enc(mid) + [tok.ids["eot"]], start, {}
 
 
-def build_examples(tok: Tok, models: str, split: str, seed: int, fim_share: float, limit: int | None = None):
+def build_groups(tok: Tok, models: str, split: str, seed: int, fim_share: float, group: int):
+    """The training examples in groups that share one forward pass of their context: up to
+    `group` questions whose answers lie in the same chunk (in the order of a seeded shuffle of
+    the questions), and single FIM examples (about fim_share of all examples). Each group:
+    {"kind", "prefix": ids, "tails": [(ids, start)], "tokens": the tokens of its examples had
+    each been fed whole}."""
     texts, docs, questions = load_corpus(models)
     rng = random.Random(seed)
     qs = [q for q in questions if q["split"] == split and q["doc"] in docs]
     rng.shuffle(qs)
-    if limit:
-        qs = qs[:limit]
-    out = []
-    train_docs = sorted({q["doc"] for q in qs})
+    by_chunk: dict = {}
     for q in qs:
-        ex = qa_example(tok, q, texts, docs, rng)
-        if ex is not None:
-            out.append({"kind": "qa", "id": q["id"], "ids": ex[0], "start": ex[1]})
-        if rng.random() < fim_share / (1 - fim_share):
-            d = rng.choice(train_docs)
-            s, e = rng.choice(docs[d])
-            fe = fim_example(tok, texts[d][s:e].decode("utf-8", "replace"), rng)
-            if fe is not None:
-                out.append({"kind": "fim", "id": f"fim-{d}-{s}", "ids": fe[0], "start": fe[1]})
+        g = gold_chunk(q, docs)
+        if g is not None:
+            by_chunk.setdefault((q["doc"], g), []).append(q)
+    train_docs = sorted({q["doc"] for q in qs})
+    out = []
+    for members in by_chunk.values():
+        for i in range(0, len(members), group):
+            part = members[i:i + group]
+            g = qa_group(tok, part, texts, docs, rng)
+            if g is None:
+                continue
+            prefix, tails = g
+            out.append({"kind": "qa", "prefix": prefix, "tails": tails,
+                        "tokens": sum(len(prefix) + len(t) for t, _ in tails)})
+            for _ in part:
+                if rng.random() < fim_share / (1 - fim_share):
+                    d = rng.choice(train_docs)
+                    s, e = rng.choice(docs[d])
+                    fe = fim_example(tok, texts[d][s:e].decode("utf-8", "replace"), rng)
+                    if fe is not None:  # no shared part: the whole sequence is the tail
+                        out.append({"kind": "fim", "prefix": fe[0][:1], "tails": [(fe[0][1:], fe[1] - 1)],
+                                    "tokens": len(fe[0])})
+    rng.shuffle(out)
     return out
 
 
@@ -449,7 +505,7 @@ def write_svg(curve: list, path: str) -> None:
 def config_of(args) -> dict:
     return {"seed": args.seed, "rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer,
             "lr": args.lr, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-            "fim_share": args.fim_share, "template": TEMPLATE, "sentinels": SENTINELS, "chunker": CHUNKER}
+            "fim_share": args.fim_share, "group": args.group, "template": TEMPLATE, "sentinels": SENTINELS, "chunker": CHUNKER}
 
 
 def cmd_train(args) -> int:
@@ -490,21 +546,25 @@ def cmd_train(args) -> int:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
     log("building examples")
-    examples = build_examples(tok, models, "train", args.seed, args.fim_share)
+    groups = build_groups(tok, models, "train", args.seed, args.fim_share, args.group)
     val_qa, val_fim = val_sets(tok, models, args.val)
-    log(f"{len(examples):,} training examples ({sum(e['kind'] == 'fim' for e in examples):,} FIM), "
-        f"mean {sum(len(e['ids']) for e in examples) / len(examples):.0f} tokens; val {len(val_qa)} QA + "
+    n_examples = sum(len(g["tails"]) for g in groups)
+    shared = sum(len(g["prefix"]) + sum(len(t) for t, _ in g["tails"]) for g in groups)
+    log(f"{n_examples:,} training examples ({sum(g['kind'] == 'fim' for g in groups):,} FIM) in {len(groups):,} "
+        f"groups sharing their context; mean {sum(g['tokens'] for g in groups) / n_examples:.0f} tokens per "
+        f"example, {shared / n_examples:.0f} computed per example; val {len(val_qa)} QA + "
         f"{len(val_fim)} FIM; LoRA rank {args.rank} on layers {args.first_layer}..{model.hp['layers'] - 1}: "
         f"{n_params:,} parameters")
 
-    step, pos, curve, seen_tokens = 0, 0, [], 0
+    step, pos, curve, seen_tokens, seen = 0, 0, [], 0, 0
     if state is not None:
         model.load_adapter_state(state["adapter"])
         opt.load_state_dict(state["optimizer"])
         step, pos, curve, seen_tokens = state["step"], state["pos"], state["curve"], state.get("tokens", 0)
+        seen = state.get("examples", pos)
         random.setstate(state["py_rng"])
         torch.set_rng_state(state["torch_rng"])
-        log(f"resumed from {ckpt_path}: step {step}, example {pos}")
+        log(f"resumed from {ckpt_path}: step {step}, example {seen}")
     else:
         log("evaluating the base model (step 0)")
         t = time.time()
@@ -522,7 +582,7 @@ def cmd_train(args) -> int:
 
     def save():
         atomic_save({"config": cfg, "adapter": model.adapter_state(), "optimizer": opt.state_dict(), "step": step,
-                     "pos": pos, "curve": curve, "tokens": seen_tokens, "ema": ema, "py_rng": random.getstate(),
+                     "pos": pos, "examples": seen, "curve": curve, "tokens": seen_tokens, "ema": ema, "py_rng": random.getstate(),
                      "torch_rng": torch.get_rng_state()}, ckpt_path, torch)
         with open(os.path.join(rd, "curve.json.tmp"), "w") as f:
             json.dump({"config": cfg, "curve": curve}, f, indent=1)
@@ -532,7 +592,7 @@ def cmd_train(args) -> int:
     deadline = time.time() + args.hours * 3600 if args.hours else None
     # the loss EMA survives a resume, so the progress line does not restart from one batch
     t_start, last_ckpt, ema = time.time(), time.time(), (state or {}).get("ema")
-    tokens_run, t_run, pos_run0 = 0, 0.0, pos
+    tokens_run, equiv_run, t_run, seen_run0 = 0, 0, 0.0, seen
     model.train()
     while step < args.steps:
         if deadline and time.time() > deadline:
@@ -540,15 +600,23 @@ def cmd_train(args) -> int:
             break
         t0 = time.time()
         opt.zero_grad(set_to_none=True)
-        loss_sum, n_tok = 0.0, 0
-        for _ in range(args.batch):
-            e = examples[pos % len(examples)]
+        # whole groups until the step holds at least --batch examples
+        step_groups, n_ex = [], 0
+        while n_ex < args.batch:
+            g = groups[pos % len(groups)]
             pos += 1
+            step_groups.append(g)
+            n_ex += len(g["tails"])
+        loss_sum, n_tok, n_equiv = 0.0, 0, 0
+        for g in step_groups:
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                nll = model.answer_nll(e["ids"], e["start"], frozen_below=args.first_layer)
-            (nll.sum() / args.batch).backward()  # the mean over examples of the summed middle NLL / batch
-            loss_sum += float(nll.detach().mean())
-            n_tok += len(e["ids"])
+                nlls = model.shared_prefix_nll(g["prefix"], g["tails"], frozen_below=args.first_layer)
+            # the loss: per example the summed NLL of its middle, averaged over the step's examples
+            (sum(n.sum() for n in nlls) / n_ex).backward()
+            loss_sum += sum(float(n.detach().mean()) for n in nlls)
+            n_tok += len(g["prefix"]) + sum(len(t) for t, _ in g["tails"])
+            n_equiv += g["tokens"]
+        seen += n_ex
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -556,16 +624,18 @@ def cmd_train(args) -> int:
         step += 1
         dt = time.time() - t0
         tokens_run += n_tok
+        equiv_run += n_equiv
         t_run += dt
-        seen_tokens += n_tok
-        loss = loss_sum / args.batch
+        seen_tokens += n_equiv
+        loss = loss_sum / n_ex
         ema = loss if ema is None else 0.9 * ema + 0.1 * loss
         tps = tokens_run / max(t_run, 1e-9)
         left = (args.steps - step) * t_run / max(step - (state["step"] if state else 0), 1)
         if deadline:
             left = min(left, max(0.0, deadline - time.time()))
-        print(f"\rstep {step}/{args.steps}  ex {pos:,}  loss {ema:.3f}  {tps:.0f} tok/s  "
-              f"{(pos - pos_run0) / max(t_run, 1e-9) * 3600:,.0f} ex/h  "
+        print(f"\rstep {step}/{args.steps}  ex {seen:,}  loss {ema:.3f}  {tps:.0f} tok/s "
+              f"({equiv_run / max(t_run, 1e-9):.0f} as whole examples)  "
+              f"{(seen - seen_run0) / max(t_run, 1e-9) * 3600:,.0f} ex/h  "
               f"lr {lr_at(step):.2e}  ETA {left / 60:.0f} min   ", end="", file=sys.stderr, flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             print(file=sys.stderr)
@@ -573,8 +643,9 @@ def cmd_train(args) -> int:
             t = time.time()
             ev = evaluate(model, tok, val_qa, val_fim, torch)
             model.train()
-            curve.append({"step": step, "examples": pos, "train_loss": ema, **ev, "tokens": seen_tokens,
-                          "train_tokens_per_s": tps, "seconds": time.time() - t_start})
+            curve.append({"step": step, "examples": seen, "train_loss": ema, **ev, "tokens": seen_tokens,
+                          "train_tokens_per_s": tps, "train_examples_per_h": (seen - seen_run0) / max(t_run, 1e-9) * 3600,
+                          "seconds": time.time() - t_start})
             log(f"step {step}: train {ema:.3f}, val NLL {ev['val_nll']:.3f}, EM {ev['val_em']:.3f}, "
                 f"F1 {ev['val_f1']:.3f}, FIM NLL {ev['fim_nll']:.3f} (eval {time.time() - t:.0f} s)")
             save()
@@ -584,7 +655,9 @@ def cmd_train(args) -> int:
             last_ckpt = time.time()
     print(file=sys.stderr)
     save()
-    log(f"checkpoint {ckpt_path} at step {step}; {tokens_run / max(t_run, 1e-9):.1f} tokens/s this run")
+    log(f"checkpoint {ckpt_path} at step {step}; this run: {tokens_run / max(t_run, 1e-9):.1f} tokens/s computed, "
+        f"{equiv_run / max(t_run, 1e-9):.1f} as whole examples, {(seen - seen_run0) / max(t_run, 1e-9) * 3600:,.0f} "
+        "examples/h")
     return 0
 
 
@@ -627,7 +700,7 @@ def cmd_export(args) -> int:
                  "layout": "W' = W + scale * B @ A, W in [out, in] (Q/K rows in rotate-half order, unscaled)"},
         "fim": {**SENTINELS, "ids": Tok(models).ids, "order": "psm"},
         "template": TEMPLATE,
-        "trained": {"steps": state["step"], "examples": state["pos"], "tokens": state.get("tokens"),
+        "trained": {"steps": state["step"], "examples": state.get("examples", state["pos"]), "tokens": state.get("tokens"),
                     "config": cfg},
         "last_eval": last,
     }
@@ -771,9 +844,11 @@ def main(argv=None) -> int:
     t.add_argument("--alpha", type=float, default=32.0)
     t.add_argument("--first-layer", type=int, default=14, help="LoRA on this layer and above; lower ones frozen")
     t.add_argument("--lr", type=float, default=4e-4)
-    t.add_argument("--batch", type=int, default=8, help="examples per optimizer step")
+    t.add_argument("--batch", type=int, default=8, help="examples per optimizer step (at least: whole groups)")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps of the schedule (cosine to 10%%)")
     t.add_argument("--warmup", type=int, default=10)
+    t.add_argument("--group", type=int, default=8,
+                   help="most questions on the same chunk that share one forward pass of their context")
     t.add_argument("--fim-share", type=float, default=0.1, help="share of general span-infilling examples")
     t.add_argument("--hours", type=float, default=0.0, help="stop (with a checkpoint) after this long; 0 = no limit")
     t.add_argument("--eval-every", type=int, default=50)
