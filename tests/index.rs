@@ -368,11 +368,12 @@ fn bench_answers_are_cached_and_an_interrupted_run_resumes() {
     let base = tmp("bench-answers");
     washington_dataset(&base);
     let out_dir = base.join("out");
-    let bench = |seed: &str| {
-        let out = metarag(&[
+    let data = base.join("data");
+    let bench_with = |seed: &str, extra: &[&str]| {
+        let mut args = vec![
             "bench",
             "--dataset",
-            s(&base.join("data")),
+            s(&data),
             "--chunkers",
             "sentence",
             "--retrieval",
@@ -389,10 +390,13 @@ fn bench_answers_are_cached_and_an_interrupted_run_resumes() {
             "--out",
             s(&out_dir),
             "-q",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = metarag(&args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         read_report(&out_dir)["answers"].clone()
     };
+    let bench = |seed: &str| bench_with(seed, &[]);
     let caches = || -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&out_dir)
             .expect("out")
@@ -426,6 +430,16 @@ fn bench_answers_are_cached_and_an_interrupted_run_resumes() {
     let other = bench("1");
     assert_eq!(other["cached"], 0, "{other}");
     assert_eq!(caches().len(), 2);
+    // The gold passage as the only context: another configuration, every context holds the answer.
+    let gold = bench_with("0", &["--answer-context", "gold"]);
+    assert_eq!((gold["cached"].as_u64(), gold["context"].as_str()), (Some(0), Some("gold")), "{gold}");
+    assert_eq!(gold["context_has_answer"], 1.0, "{gold}");
+    assert_eq!(caches().len(), 3);
+    let log = std::fs::read_to_string(out_dir.join("answers.jsonl")).expect("answers.jsonl");
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        assert_eq!(v["context"], serde_json::json!(["washington.txt#gold"]), "{v}");
+    }
     let _ = std::fs::remove_dir_all(&base);
 }
 

@@ -26,6 +26,7 @@ EXAMPLES:
   metarag bench --dataset my-data/ --retrieval hybrid --out runs/mine
   metarag bench --dataset squad-dev --chunkers ppl,sentence --out runs/full   # all 10,565 questions
   metarag bench --pipeline my.toml --chunkers ppl --generate --answer-limit 100 --out runs/qa
+  metarag bench --chunkers sentence --generate --answer-context gold --out runs/qa  # reader ceiling
 
 `--dataset squad-dev` is SQuAD v1.1 dev (48 Wikipedia articles, each ONE document; 10,565
 questions), built by `python3 onnx/squad.py` into the models directory (run automatically when
@@ -106,6 +107,11 @@ pub struct BenchArgs {
     /// Chunks retrieved as context (with --generate).
     #[arg(long, default_value_t = 2)]
     context_k: usize,
+    /// Context of the answers (with --generate): the retrieved chunks, or the gold passage
+    /// alone (the paragraph that holds the question's first gold answer): the reader's own
+    /// ceiling, with retrieval taken out.
+    #[arg(long, value_enum, default_value_t = AnswerContext::Retrieved)]
+    answer_context: AnswerContext,
     #[command(flatten)]
     decoding: crate::ask::GenerateArgs,
 }
@@ -421,11 +427,22 @@ struct AnswerRun {
     metrics: metarag_eval::AnswerMetrics,
 }
 
+/// Where the answers' context comes from (`--answer-context`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum AnswerContext {
+    /// The top --context-k chunks of --answer-retrieval.
+    Retrieved,
+    /// The gold passage alone.
+    Gold,
+}
+
 #[derive(Debug, Serialize)]
 struct AnswerReport {
     questions: usize,
     samples: usize,
     seed: u64,
+    context: AnswerContext,
     context_retrieval: Mode,
     context_k: usize,
     /// Share of answered questions whose context holds a gold answer span.
@@ -511,17 +528,26 @@ fn answer_questions(
     // The answered questions are spread evenly over the asked ones (every one when n = all).
     let total = data.questions.len();
     let picked: Vec<usize> = (0..n).map(|i| i * total / n.max(1)).collect();
+    let mut documents = std::collections::HashMap::new();
     for &qi in &picked {
         let (q, v) = (&data.questions[qi], &qvecs[qi]);
-        let query = Query::new(q.question.clone())
-            .k(args.context_k)
-            .mode(args.answer_retrieval)
-            .fusion(args.rrf_k, args.weights);
-        let hits = index.search_with_vector(&query, Some(v))?;
-        if judge(q, &hits).relevant.iter().any(|&r| r) {
-            has_answer += 1;
-        }
-        let chunks = crate::ask::context(&hits);
+        let chunks = match args.answer_context {
+            AnswerContext::Gold => {
+                has_answer += 1;
+                vec![gold_context(&data.corpus, q, &mut documents)?]
+            }
+            AnswerContext::Retrieved => {
+                let query = Query::new(q.question.clone())
+                    .k(args.context_k)
+                    .mode(args.answer_retrieval)
+                    .fusion(args.rrf_k, args.weights);
+                let hits = index.search_with_vector(&query, Some(v))?;
+                if judge(q, &hits).relevant.iter().any(|&r| r) {
+                    has_answer += 1;
+                }
+                crate::ask::context(&hits)
+            }
+        };
         let golds: Vec<&str> = q.answers.iter().map(|a| a.text.as_str()).collect();
         for (i, &infill) in args.infill.iter().enumerate() {
             let context: Vec<String> = chunks.iter().map(|c| c.id.clone()).collect();
@@ -620,6 +646,7 @@ fn answer_questions(
         questions: n,
         samples: args.decoding.samples,
         seed: args.decoding.seed,
+        context: args.answer_context,
         context_retrieval: args.answer_retrieval,
         context_k: args.context_k,
         context_has_answer: has_answer as f64 / n.max(1) as f64,
@@ -649,6 +676,32 @@ fn answer_questions(
                 })
             })
             .collect(),
+    })
+}
+
+/// The gold passage of `q` (see [`metarag_eval::dataset::gold_passage`]) as the only context
+/// chunk; documents are loaded once, as ingest loads them (the answer offsets refer to that text).
+fn gold_context(
+    corpus: &Path,
+    q: &Question,
+    documents: &mut std::collections::HashMap<String, String>,
+) -> anyhow::Result<metarag_generate::template::ContextChunk> {
+    let path = corpus.join(&q.doc);
+    if !documents.contains_key(&q.doc) {
+        let doc = metarag_core::load::load_path(&path, &metarag_core::load::LoadOptions::default())
+            .with_context(|| format!("question {}: cannot load its document", q.id))?;
+        documents.insert(q.doc.clone(), doc.text);
+    }
+    let text = &documents[&q.doc];
+    let answer = q.answers.first().with_context(|| format!("question {}: no gold answer", q.id))?;
+    let span = metarag_eval::dataset::gold_passage(text, answer).with_context(|| {
+        format!("question {}: answer span {}..{} is not inside {}", q.id, answer.start, answer.end, path.display())
+    })?;
+    Ok(metarag_generate::template::ContextChunk {
+        id: format!("{}#gold", q.doc),
+        text: text[span.clone()].to_string(),
+        path: Some(q.doc.clone()),
+        span: Some(span),
     })
 }
 
@@ -695,7 +748,12 @@ impl AnswerCache {
         let parts = [
             index_name,
             format!("{:?} {:?}", args.decoding.decoder, args.decoding.generator),
-            format!("{:?} k={} rrf={} {:?}", args.answer_retrieval, args.context_k, args.rrf_k, args.weights),
+            match args.answer_context {
+                AnswerContext::Retrieved => {
+                    format!("{:?} k={} rrf={} {:?}", args.answer_retrieval, args.context_k, args.rrf_k, args.weights)
+                }
+                AnswerContext::Gold => "gold passage".to_string(),
+            },
             configs.join("\n"),
             String::from_utf8_lossy(&manifest).into_owned(),
         ];
@@ -744,14 +802,16 @@ impl AnswerCache {
 
 fn answers_markdown(a: &AnswerReport) -> String {
     let mut s = String::new();
+    let context = match a.context {
+        AnswerContext::Retrieved => format!("{:?} top {}", a.context_retrieval, a.context_k),
+        AnswerContext::Gold => "the gold passage alone".to_string(),
+    };
     let _ = writeln!(
         s,
-        "\n# Answers ({} questions, N = {} samples, seed {}, context: {:?} top {}; gold answer in context for {:.1}%)\n",
+        "\n# Answers ({} questions, N = {} samples, seed {}, context: {context}; gold answer in context for {:.1}%)\n",
         a.questions,
         a.samples,
         a.seed,
-        a.context_retrieval,
-        a.context_k,
         100.0 * a.context_has_answer
     );
     let _ = writeln!(s, "| infill | aggregation | EM | F1 | ECE (10 bins) | Brier | AUROC |");
