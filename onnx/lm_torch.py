@@ -96,7 +96,7 @@ class Layer(torch.nn.Module):
         self.ffn_norm = torch.nn.Parameter(t(w["ffn_norm"]), requires_grad=False)
         self.lin = torch.nn.ModuleDict({name: Linear(t(w[name])) for name in TARGETS})
 
-    def forward(self, x, cos, sin, cache=None):
+    def forward(self, x, cos, sin, cache=None, own_mask=None):
         hp = self.hp
         b, n, _ = x.shape
         h, kv, hd = hp["heads"], hp["kv_heads"], hp["head_dim"]
@@ -118,7 +118,11 @@ class Layer(torch.nn.Module):
         k2 = k.repeat_interleave(rep, dim=1)
         v2 = v.repeat_interleave(rep, dim=1)
         past = k2.shape[2] - n
-        if past == 0:
+        if own_mask is not None:  # every cached slot, and the own slots own_mask allows ([B or 1, n, n])
+            seen = torch.ones(own_mask.shape[0], n, past, dtype=torch.bool, device=x.device)
+            mask = torch.cat([seen, own_mask], dim=2)[:, None]
+            o = F.scaled_dot_product_attention(q, k2, v2, attn_mask=mask)
+        elif past == 0:
             o = F.scaled_dot_product_attention(q, k2, v2, is_causal=True)
         else:  # query t sees every cached slot and its own earlier tokens
             mask = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(diagonal=past)
@@ -141,6 +145,9 @@ class SmolLM(torch.nn.Module):
         self.final_norm = torch.nn.Parameter(torch.from_numpy(weights["final_norm"]), requires_grad=False)
         self.layers = torch.nn.ModuleList(Layer(hp, w) for w in weights["layers"])
         self.lora: LoraConfig | None = None
+        # masked-diffusion models: a trained offset of the mask token's (tied) embedding
+        self.mask_id: int | None = None
+        self.mask_delta: torch.nn.Parameter | None = None
         hd = hp["head_dim"]
         self.register_buffer("inv_freq", 1.0 / (hp["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd)),
                              persistent=False)
@@ -155,9 +162,17 @@ class SmolLM(torch.nn.Module):
                     layer.lin[name].attach(cfg.rank, cfg.scale, gen)
         self.lora = cfg
 
+    def add_mask_embedding(self, mask_id: int) -> None:
+        """Train an offset of token mask_id's embedding (tied: its LM-head row moves with it)."""
+        self.mask_id = mask_id
+        self.mask_delta = torch.nn.Parameter(torch.zeros(self.embed.shape[1], device=self.embed.device))
+
     def adapter_state(self) -> dict:
-        """name -> tensor for every adapter matrix ("layers.{i}.{target}.lora_a|lora_b")."""
+        """name -> tensor for every adapter matrix ("layers.{i}.{target}.lora_a|lora_b"), and
+        "mask_embedding_delta" with a mask embedding."""
         out = {}
+        if self.mask_delta is not None:
+            out["mask_embedding_delta"] = self.mask_delta.detach()
         for i, layer in enumerate(self.layers):
             for name, lin in layer.lin.items():
                 if lin.lora_a is not None:
@@ -171,6 +186,8 @@ class SmolLM(torch.nn.Module):
             missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(f"adapter does not match the model: missing {missing[:4]}, unexpected {extra[:4]}")
         with torch.no_grad():
+            if self.mask_delta is not None:
+                self.mask_delta.copy_(state["mask_embedding_delta"].float())
             for i, layer in enumerate(self.layers):
                 for name, lin in layer.lin.items():
                     if lin.lora_a is not None:
@@ -192,24 +209,32 @@ class SmolLM(torch.nn.Module):
         return emb.cos()[None, None], emb.sin()[None, None]
 
     def hidden(self, ids: torch.Tensor, positions: torch.Tensor | None = None, caches=None,
-               frozen_below: int = 0) -> torch.Tensor:
-        """Final-normed hidden states [B, T, hidden]. Layers < frozen_below run without autograd."""
+               frozen_below: int = 0, own_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-normed hidden states [B, T, hidden]. Layers < frozen_below run without autograd.
+        own_mask [B or 1, T, T] (bool: query t may attend to own slot j) replaces the causal
+        mask over this call's own tokens; cached slots stay visible to all."""
         if positions is None:
             past = 0 if not caches or caches[0].get("k") is None else caches[0]["k"].shape[2]
             positions = torch.arange(past, past + ids.shape[1], device=ids.device)
         cos, sin = self.rope(positions)
         x = F.embedding(ids, self.embed)
+        if self.mask_delta is not None:
+            x = x + (ids == self.mask_id).unsqueeze(-1).to(x.dtype) * self.mask_delta
         for i, layer in enumerate(self.layers):
             c = caches[i] if caches is not None else None
             if i < frozen_below:
                 with torch.no_grad():
-                    x = layer(x, cos, sin, c)
+                    x = layer(x, cos, sin, c, own_mask)
             else:
-                x = layer(x, cos, sin, c)
+                x = layer(x, cos, sin, c, own_mask)
         return rms_norm(x, self.final_norm, self.hp["rms_eps"])
 
     def logits_at(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, self.embed)
+        out = F.linear(h, self.embed)
+        if self.mask_delta is not None:  # the tied head row of the mask token, offset as its embedding
+            idx = torch.tensor([self.mask_id], device=h.device)
+            out = out.index_add(-1, idx, (h @ self.mask_delta).unsqueeze(-1).to(out.dtype))
+        return out
 
     def answer_nll(self, ids: list, start: int, frozen_below: int = 0) -> torch.Tensor:
         """Per-token NLL of ids[start:] given ids[:start] (one sequence; a [n] tensor)."""
@@ -224,18 +249,24 @@ class SmolLM(torch.nn.Module):
         every tail). tails: (ids, start) pairs; tail ids[start:] are scored given prefix +
         ids[:start] (start >= 1). Equal to answer_nll(prefix + ids, len(prefix) + start) per
         tail; a list of [n] tensors."""
-        dev = self.embed.device
-        caches = [dict() for _ in self.layers]
-        self.hidden(torch.tensor([prefix], dtype=torch.long, device=dev), caches=caches, frozen_below=frozen_below)
-        width = max(len(ids) for ids, _ in tails)
-        # right padding: a real token never attends to the padding after it
-        x = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in tails], dtype=torch.long, device=dev)
-        h = self.hidden(x, caches=caches, frozen_below=frozen_below)
+        x, h = self.shared_prefix_hidden(prefix, [ids for ids, _ in tails], frozen_below=frozen_below)
         out = []
         for row, (ids, start) in enumerate(tails):
             logits = self.logits_at(h[row, start - 1:len(ids) - 1])
             out.append(F.cross_entropy(logits.float(), x[row, start:len(ids)], reduction="none"))
         return out
+
+    def shared_prefix_hidden(self, prefix: list, rows: list, own_mask: torch.Tensor | None = None,
+                             frozen_below: int = 0):
+        """(ids [B, T], hidden [B, T, D]) of rows read after one shared prefix, computed once.
+        Rows are right-padded with 0 (a real token never attends to the padding after it under
+        the causal mask; an own_mask must keep that true)."""
+        dev = self.embed.device
+        caches = [dict() for _ in self.layers]
+        self.hidden(torch.tensor([prefix], dtype=torch.long, device=dev), caches=caches, frozen_below=frozen_below)
+        width = max(len(ids) for ids in rows)
+        x = torch.tensor([ids + [0] * (width - len(ids)) for ids in rows], dtype=torch.long, device=dev)
+        return x, self.hidden(x, caches=caches, frozen_below=frozen_below, own_mask=own_mask)
 
     @torch.no_grad()
     def greedy(self, prompt: list, stop: set, max_new: int = 24) -> list:

@@ -6,6 +6,7 @@
     python3 onnx/train_infill.py train --hours 1.5     # train; resumes from the last checkpoint
     python3 onnx/train_infill.py eval                  # held-out EM/F1 and FIM NLL, base vs trained
     python3 onnx/train_infill.py export                # adapter -> onnx/adapters/, fixture -> tests/fixtures/
+    python3 onnx/train_infill.py train --objective masked   # the block-diffusion answer denoiser (see below)
 
 Not part of set-up: `python3 onnx/setup.py` only merges the committed adapter. Everything runs in
 <models>/.venv-train (torch, pinned in onnx/requirements-train.txt); this file re-executes itself
@@ -27,6 +28,13 @@ The middle is the answer; the suffix is " [n]" (the number of the chunk that hol
 for half the examples, empty for the others. A share of the examples (--fim-share, 10%) is
 general span infilling: a random span of 1-12 words of a training passage is the middle. Loss
 on the middle and EOT only.
+
+`--objective masked` trains the masked-diffusion answer model on the same data, from the infill
+adapter: the answer slot is a block of --block tokens (answer, EOT, EOT padding) that sees itself
+whole, noised by masking (see "the masked objective" below); run directory <models>/train/masked/.
+
+Questions whose answers lie in the same chunk share one context (up to --group) and one forward
+pass of it: the context is computed once, the questions' tails are a batch over its cache.
 
 Cost, designed for 2 CPU cores: layers below --first-layer are frozen and run without autograd,
 logits are computed only at the scored positions, one sequence at a time (no padding) with
@@ -433,11 +441,177 @@ def val_sets(tok: Tok, models: str, n: int, seed: int = 1234):
     return qa, fim
 
 
+# --------------------------------------------------------------------------- the masked objective
+#
+# `--objective masked` trains a block-diffusion denoiser for the answer slot (issue: masked-
+# diffusion answer model). The prompt (PRE, head, numbered chunks, question, "Answer:") is read
+# causally, as by the causal model; the answer slot is a block of --block positions holding the
+# answer's tokens and EOT, padded with EOT. The prompt's last token and the block see each other
+# whole (bidirectional) and everything before them. Logits keep the autoregressive alignment:
+# the prompt's last token predicts block token 0, block position j predicts token j + 1. The
+# loss is the masked-diffusion objective: t ~ U(1/L, 1), each block position masked with
+# probability t (at least one), cross-entropy on the masked positions weighted 1/t (an upper
+# bound on the block's NLL). The mask token reuses an unused special token; its embedding gets a
+# trained offset (tied: its LM-head row moves with it).
+
+MASK_TOKEN = "<empty_output>"
+
+
+def render_head(tok: Tok, question: str) -> list:
+    """The question and "Answer:" (what follows the shared chunks)."""
+    t = TEMPLATE
+    return tok.enc(t["question_open"]) + tok.enc(question.strip()) + tok.enc(t["answer_open"])
+
+
+def answer_block(tok: Tok, text: str, block: int):
+    """The answer slot: the answer's tokens and EOT, padded with EOT to `block` (None if longer)."""
+    ids = tok.enc(" " + text.strip()) + [tok.ids["eot"]]
+    return None if len(ids) > block else ids + [tok.ids["eot"]] * (block - len(ids))
+
+
+def build_masked_groups(tok: Tok, models: str, split: str, seed: int, group: int, block: int):
+    """Like build_groups, for the masked objective: {"kind": "masked", "prefix", "tails": [(head,
+    block ids)], "tokens"}; and how many questions had answers longer than the block."""
+    texts, docs, questions = load_corpus(models)
+    rng = random.Random(seed)
+    qs = [q for q in questions if q["split"] == split and q["doc"] in docs]
+    rng.shuffle(qs)
+    by_chunk: dict = {}
+    for q in qs:
+        g = gold_chunk(q, docs)
+        if g is not None:
+            by_chunk.setdefault((q["doc"], g), []).append(q)
+    out, too_long = [], 0
+    for members in by_chunk.values():
+        for i in range(0, len(members), group):
+            part = members[i:i + group]
+            ctx = pick_context(part[0], texts, docs, rng)
+            if ctx is None:
+                continue
+            chunks, _, trim = ctx
+            prefix = render_prefix(tok, chunks, trim, 160)
+            rows = []
+            for q in part:
+                b = answer_block(tok, q["answers"][0]["text"], block)
+                if b is None:
+                    too_long += 1
+                else:
+                    rows.append((render_head(tok, q["question"]), b))
+            if rows:
+                out.append({"kind": "masked", "prefix": prefix, "tails": rows,
+                            "tokens": sum(len(prefix) + len(h) + block for h, _ in rows)})
+    rng.shuffle(out)
+    return out, too_long
+
+
+def masked_val_set(tok: Tok, models: str, n: int, block: int, seed: int = 1234) -> list:
+    """Fixed held-out questions (one distractor, nothing trimmed) with answers that fit the block."""
+    texts, docs, questions = load_corpus(models)
+    rng = random.Random(seed)
+    qs = [q for q in questions if q["split"] == "val" and q["doc"] in docs]
+    rng.shuffle(qs)
+    out = []
+    for q in qs:
+        ctx = pick_context(q, texts, docs, rng, n_distractors=1)
+        b = answer_block(tok, q["answers"][0]["text"], block)
+        if ctx is None or b is None:
+            continue
+        out.append({"id": q["id"], "prefix": render_prefix(tok, ctx[0]), "head": render_head(tok, q["question"]),
+                    "block": b, "answers": [a["text"] for a in q["answers"]]})
+        if len(out) == n:
+            break
+    return out
+
+
+def block_attention(torch, heads: list, block: int, width: int):
+    """own_mask [B, W, W] of rows head + block (right-padded to W): causal, and the head's last
+    token and the block see each other whole."""
+    m = torch.ones(width, width, dtype=torch.bool).tril().repeat(len(heads), 1, 1)
+    for r, h in enumerate(heads):
+        a = len(h) - 1
+        m[r, a:a + block + 1, a:a + block + 1] = True
+    return m
+
+
+def masked_nll(model, torch, prefix: list, rows: list, block: int, mask_id: int, ts: list | None, gen,
+               frozen_below: int = 0, draws: int = 1):
+    """(1/t) * sum of the masked positions' cross-entropy, for each (head, block) row and t in
+    ts (one noisy copy each; ts None: `draws` levels t ~ U(1/block, 1) per row); a list of
+    scalars, rows-major."""
+    import torch.nn.functional as F
+
+    ids, heads, masks, targets, weights = [], [], [], [], []
+    for head, blk in rows:
+        levels = ts if ts is not None else [1 / block + (1 - 1 / block) * float(torch.rand((), generator=gen))
+                                            for _ in range(draws)]
+        for t in levels:
+            m = torch.rand(block, generator=gen) < t
+            if not bool(m.any()):
+                m[int(torch.randint(block, (), generator=gen))] = True
+            ids.append(head + [mask_id if m[j] else blk[j] for j in range(block)])
+            heads.append(head)
+            masks.append(m)
+            targets.append(blk)
+            weights.append(1.0 / t)
+    width = max(len(r) for r in ids)
+    dev = model.embed.device
+    own = block_attention(torch, heads, block, width).to(dev)
+    _, h = model.shared_prefix_hidden(prefix, ids, own_mask=own, frozen_below=frozen_below)
+    out = []
+    for r, (head, m, blk, w) in enumerate(zip(heads, masks, targets, weights)):
+        js = m.nonzero()[:, 0].to(dev)
+        logits = model.logits_at(h[r, len(head) - 1 + js])  # position a + j predicts block token j
+        tgt = torch.tensor(blk, device=dev)[js]
+        out.append(F.cross_entropy(logits.float(), tgt, reduction="sum") * w)
+    return out
+
+
+def masked_decode(model, torch, prefix: list, head: list, block: int, mask_id: int, eot: int) -> list:
+    """Greedy low-confidence unmasking, one position per step (the reference sampler): the
+    prompt's cache is computed once; returns the answer's tokens (up to the first EOT)."""
+    dev = model.embed.device
+    with torch.no_grad():
+        caches = [dict() for _ in model.layers]
+        model.hidden(torch.tensor([prefix + head[:-1]], device=dev), caches=caches)
+        row = [head[-1]] + [mask_id] * block
+        own = torch.ones(1, block + 1, block + 1, dtype=torch.bool, device=dev)
+        for _ in range(block):
+            h = model.hidden(torch.tensor([row], device=dev), caches=[dict(c) for c in caches], own_mask=own)
+            logits = model.logits_at(h[0, :block]).float()
+            logits[:, mask_id] = float("-inf")
+            conf, best = logits.softmax(-1).max(-1)
+            masked = [j for j in range(block) if row[j + 1] == mask_id]
+            if not masked:
+                break
+            j = max(masked, key=lambda j: float(conf[j]))
+            row[j + 1] = int(best[j])
+    out = row[1:]
+    return out[:out.index(eot)] if eot in out else out
+
+
+def masked_evaluate(model, tok: Tok, val: list, block: int, torch) -> dict:
+    """Held-out bound on the block NLL (t = 0.1, 0.3, ..., 0.9; fixed masks) and greedy EM/F1."""
+    mask_id = tok.t.token_to_id(MASK_TOKEN)
+    gen = torch.Generator().manual_seed(0)
+    ts = [0.1, 0.3, 0.5, 0.7, 0.9]
+    nll, ems, f1s = [], [], []
+    with torch.no_grad():
+        for e in val:
+            vals = masked_nll(model, torch, e["prefix"], [(e["head"], e["block"])], block, mask_id, ts, gen)
+            nll.append(sum(float(v) for v in vals) / len(vals) / block)  # per block position
+            pred = tok.dec(masked_decode(model, torch, e["prefix"], e["head"], block, mask_id, tok.ids["eot"])).strip()
+            em, f1 = em_f1(pred, e["answers"])
+            ems.append(em)
+            f1s.append(f1)
+    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
+    return {"val_nll": mean(nll), "val_em": mean(ems), "val_f1": mean(f1s), "fim_nll": None, "n_qa": len(val), "n_fim": 0}
+
+
 # --------------------------------------------------------------------------- training
 
 
-def run_dir(models: str) -> str:
-    return os.path.join(models, "train", "infill")
+def run_dir(models: str, objective: str = "infill") -> str:
+    return os.path.join(models, "train", objective)
 
 
 def evaluate(model, tok: Tok, qa: list, fim: list, torch) -> dict:
@@ -454,6 +628,23 @@ def evaluate(model, tok: Tok, qa: list, fim: list, torch) -> dict:
     mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
     return {"val_nll": mean(nll), "val_em": mean(ems), "val_f1": mean(f1s), "fim_nll": mean(fnll),
             "n_qa": len(qa), "n_fim": len(fim)}
+
+
+def eval_line(ev: dict) -> str:
+    line = f"val NLL {ev['val_nll']:.3f}, EM {ev['val_em']:.3f}, F1 {ev['val_f1']:.3f}"
+    return line + (f", FIM NLL {ev['fim_nll']:.3f}" if ev.get("fim_nll") is not None else "")
+
+
+def read_npz_adapter(path: str, scale: float, torch) -> dict:
+    """The LoRA matrices of a committed adapter (npz written by `export`), as float32 tensors."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise TrainError(f"{path} not found (--init: a committed adapter, or `base`)")
+    z = np.load(path)
+    if abs(float(z["scale"]) - scale) > 1e-6:
+        raise TrainError(f"{path} has LoRA scale {float(z['scale'])}, this run {scale}: use the same --rank/--alpha")
+    return {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k != "scale"}
 
 
 def atomic_save(obj, path: str, torch) -> None:
@@ -505,7 +696,9 @@ def write_svg(curve: list, path: str) -> None:
 def config_of(args) -> dict:
     return {"seed": args.seed, "rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer,
             "lr": args.lr, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-            "fim_share": args.fim_share, "group": args.group, "template": TEMPLATE, "sentinels": SENTINELS, "chunker": CHUNKER}
+            "fim_share": args.fim_share, "group": args.group, "template": TEMPLATE, "sentinels": SENTINELS, "chunker": CHUNKER,
+            **({"objective": "masked", "block": args.block, "draws": args.draws, "mask_token": MASK_TOKEN,
+                "init": args.init} if args.objective == "masked" else {})}
 
 
 def cmd_train(args) -> int:
@@ -513,7 +706,8 @@ def cmd_train(args) -> int:
     from lm_torch import LoraConfig, load_base
 
     models = models_dir(args.models)
-    rd = run_dir(models)
+    rd = run_dir(models, args.objective)
+    masked = args.objective == "masked"
     os.makedirs(rd, exist_ok=True)
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
@@ -540,21 +734,39 @@ def cmd_train(args) -> int:
         raise TrainError(f"{gguf} not found: run `python3 onnx/setup.py` first")
     model = load_base(gguf)
     model.add_lora(LoraConfig(rank=args.rank, alpha=args.alpha, first_layer=args.first_layer), seed=args.seed)
+    mask_id = tok.t.token_to_id(MASK_TOKEN)
+    if masked:
+        model.add_mask_embedding(mask_id)
+        if args.init != "base" and state is None:
+            init = read_npz_adapter(args.init, args.alpha / args.rank, torch)
+            model.load_adapter_state({**init, "mask_embedding_delta": model.mask_delta.detach().clone()})
+            log(f"LoRA initialised from {args.init}")
     model.to(device)
     params = model.trainable()
     n_params = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
     log("building examples")
-    groups = build_groups(tok, models, "train", args.seed, args.fim_share, args.group)
-    val_qa, val_fim = val_sets(tok, models, args.val)
+    if masked:
+        groups, too_long = build_masked_groups(tok, models, "train", args.seed, args.group, args.block)
+        val_qa, val_fim = masked_val_set(tok, models, args.val, args.block), []
+        log(f"{too_long:,} questions left out: their answer + EOT is longer than the block ({args.block} tokens)")
+    else:
+        groups = build_groups(tok, models, "train", args.seed, args.fim_share, args.group)
+        val_qa, val_fim = val_sets(tok, models, args.val)
     n_examples = sum(len(g["tails"]) for g in groups)
-    shared = sum(len(g["prefix"]) + sum(len(t) for t, _ in g["tails"]) for g in groups)
+    shared = sum(len(g["prefix"]) + sum(len(t) + (args.block * args.draws if masked else 0) for t, _ in g["tails"])
+                 for g in groups)
     log(f"{n_examples:,} training examples ({sum(g['kind'] == 'fim' for g in groups):,} FIM) in {len(groups):,} "
         f"groups sharing their context; mean {sum(g['tokens'] for g in groups) / n_examples:.0f} tokens per "
         f"example, {shared / n_examples:.0f} computed per example; val {len(val_qa)} QA + "
         f"{len(val_fim)} FIM; LoRA rank {args.rank} on layers {args.first_layer}..{model.hp['layers'] - 1}: "
         f"{n_params:,} parameters")
+
+    def run_eval():
+        if masked:
+            return masked_evaluate(model, tok, val_qa, args.block, torch)
+        return evaluate(model, tok, val_qa, val_fim, torch)
 
     step, pos, curve, seen_tokens, seen = 0, 0, [], 0, 0
     if state is not None:
@@ -569,10 +781,9 @@ def cmd_train(args) -> int:
         log("evaluating the base model (step 0)")
         t = time.time()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            ev = evaluate(model, tok, val_qa, val_fim, torch)
+            ev = run_eval()
         curve.append({"step": 0, "examples": 0, "train_loss": None, **ev, "seconds": 0.0})
-        log(f"step 0: val NLL {ev['val_nll']:.3f}, EM {ev['val_em']:.3f}, F1 {ev['val_f1']:.3f}, "
-            f"FIM NLL {ev['fim_nll']:.3f} ({time.time() - t:.0f} s)")
+        log(f"step 0: {eval_line(ev)} ({time.time() - t:.0f} s)")
 
     def lr_at(s):
         if s < args.warmup:
@@ -590,6 +801,7 @@ def cmd_train(args) -> int:
         write_svg(curve, os.path.join(rd, "curve.svg"))
 
     deadline = time.time() + args.hours * 3600 if args.hours else None
+    gen = torch.Generator().manual_seed(args.seed + 1 + step)  # masking noise (a resume continues from a new seed)
     # the loss EMA survives a resume, so the progress line does not restart from one batch
     t_start, last_ckpt, ema = time.time(), time.time(), (state or {}).get("ema")
     tokens_run, equiv_run, t_run, seen_run0 = 0, 0, 0.0, seen
@@ -610,11 +822,17 @@ def cmd_train(args) -> int:
         loss_sum, n_tok, n_equiv = 0.0, 0, 0
         for g in step_groups:
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                nlls = model.shared_prefix_nll(g["prefix"], g["tails"], frozen_below=args.first_layer)
-            # the loss: per example the summed NLL of its middle, averaged over the step's examples
-            (sum(n.sum() for n in nlls) / n_ex).backward()
-            loss_sum += sum(float(n.detach().mean()) for n in nlls)
-            n_tok += len(g["prefix"]) + sum(len(t) for t, _ in g["tails"])
+                if masked:  # per example: the bound (1/t) * masked CE, averaged over --draws noise levels
+                    vals = masked_nll(model, torch, g["prefix"], g["tails"], args.block, mask_id, None, gen,
+                                      frozen_below=args.first_layer, draws=args.draws)
+                    total = sum(vals) / args.draws
+                    loss_sum += float(total.detach()) / args.block
+                else:  # per example: the summed NLL of its middle
+                    nlls = model.shared_prefix_nll(g["prefix"], g["tails"], frozen_below=args.first_layer)
+                    total = sum(n.sum() for n in nlls)
+                    loss_sum += sum(float(n.detach().mean()) for n in nlls)
+            (total / n_ex).backward()  # averaged over the step's examples
+            n_tok += len(g["prefix"]) + sum(len(t) + (args.block * args.draws if masked else 0) for t, _ in g["tails"])
             n_equiv += g["tokens"]
         seen += n_ex
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -641,13 +859,12 @@ def cmd_train(args) -> int:
             print(file=sys.stderr)
             model.eval()
             t = time.time()
-            ev = evaluate(model, tok, val_qa, val_fim, torch)
+            ev = run_eval()
             model.train()
             curve.append({"step": step, "examples": seen, "train_loss": ema, **ev, "tokens": seen_tokens,
                           "train_tokens_per_s": tps, "train_examples_per_h": (seen - seen_run0) / max(t_run, 1e-9) * 3600,
                           "seconds": time.time() - t_start})
-            log(f"step {step}: train {ema:.3f}, val NLL {ev['val_nll']:.3f}, EM {ev['val_em']:.3f}, "
-                f"F1 {ev['val_f1']:.3f}, FIM NLL {ev['fim_nll']:.3f} (eval {time.time() - t:.0f} s)")
+            log(f"step {step}: train {ema:.3f}, {eval_line(ev)} (eval {time.time() - t:.0f} s)")
             save()
             last_ckpt = time.time()
         elif time.time() - last_ckpt > args.checkpoint_minutes * 60:
@@ -670,7 +887,7 @@ def cmd_export(args) -> int:
     from lm_torch import LoraConfig, load_base
 
     models = models_dir(args.models)
-    ckpt_path = os.path.join(run_dir(models), "checkpoint.pt")
+    ckpt_path = os.path.join(run_dir(models, args.objective), "checkpoint.pt")
     if not os.path.isfile(ckpt_path):
         raise TrainError(f"{ckpt_path} not found: train first")
     state = load_checkpoint(ckpt_path, torch)
@@ -772,7 +989,7 @@ def cmd_eval(args) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 2)
     tok = Tok(models)
     model = load_base(os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    ckpt = os.path.join(run_dir(models), "checkpoint.pt")
+    ckpt = os.path.join(run_dir(models, getattr(args, "objective", "infill")), "checkpoint.pt")
     state = load_checkpoint(ckpt, torch) if os.path.isfile(ckpt) else None
     res = {}
     if args.squad_dev:
@@ -811,7 +1028,7 @@ def precheck(args, models: str) -> None:
     for path, fix in need:
         if not os.path.isfile(path):
             raise TrainError(f"{path} not found: {fix}")
-    ckpt = os.path.join(run_dir(models), "checkpoint.pt")
+    ckpt = os.path.join(run_dir(models, getattr(args, "objective", "infill")), "checkpoint.pt")
     if args.cmd == "export" and not os.path.isfile(ckpt):
         raise TrainError(f"{ckpt} not found: train first (`python3 onnx/train_infill.py train`)")
     if os.path.isfile(ckpt) and not (args.cmd == "train" and args.restart):
@@ -827,6 +1044,12 @@ def precheck(args, models: str) -> None:
                              "(or `train --restart`), or restore a copy")
 
 
+def add_objective(p) -> None:
+    p.add_argument("--objective", choices=["infill", "masked"], default="infill",
+                   help="infill: the FIM answer model (causal); masked: the block-diffusion answer denoiser. "
+                        "Each has its own run directory <models>/train/<objective>/")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -839,6 +1062,14 @@ def main(argv=None) -> int:
                    help="context chunks: the source's paragraphs (default; what the shipped adapter was trained "
                         "on) or `metarag chunk " + " ".join(CHUNKER) + "` over each document")
     t = sub.add_parser("train", help="train (resumes from the checkpoint)")
+    add_objective(t)
+    t.add_argument("--block", type=int, default=20,
+                   help="masked objective: answer slot length in tokens (answer + EOT, padded with EOT; 20 covers "
+                        "98%% of the training answers)")
+    t.add_argument("--draws", type=int, default=2, help="masked objective: noise levels per example and step")
+    t.add_argument("--init", default=os.path.join(ADAPTER_DIR, ADAPTER_NAME + ".npz"),
+                   help="masked objective: start the LoRA from this committed adapter (default: the infill "
+                        "model), or `base`")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--rank", type=int, default=16)
     t.add_argument("--alpha", type=float, default=32.0)
