@@ -119,4 +119,31 @@ pub trait MaskedDenoiser: Vocabulary {
     /// Logits for every position of every row (rows of equal length), row-major
     /// `rows × len × vocab`.
     fn denoise(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>>;
+
+    /// Logits of the answer slots only, for the rows `prefix + slots[i] + suffix` (slots of
+    /// equal length): row-major `slots × slot_len × vocab`. The default runs
+    /// [`MaskedDenoiser::denoise`] on the whole rows and keeps the slot positions; a denoiser
+    /// that reads the prompt once (a block-diffusion model over a cached prefix) overrides it.
+    fn denoise_slots(&self, prefix: &[u32], slots: &[Vec<u32>], suffix: &[u32]) -> Result<Vec<f32>> {
+        let (n, len) = (slots.len(), slots.first().map_or(0, Vec::len));
+        if n == 0 || len == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Vec<u32>> = slots.iter().map(|s| [prefix, s, suffix].concat()).collect();
+        let width = rows[0].len();
+        let logits = self.denoise(&rows)?;
+        let vocab = logits.len() / (n * width);
+        if vocab == 0 || logits.len() != n * width * vocab || rows.iter().any(|r| r.len() != width) {
+            return Err(crate::Error::Model(format!(
+                "denoiser returned {} logits for {n} rows of {width} tokens (slots of equal length needed)",
+                logits.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(n * len * vocab);
+        for r in 0..n {
+            let from = (r * width + prefix.len()) * vocab;
+            out.extend_from_slice(&logits[from..from + len * vocab]);
+        }
+        Ok(out)
+    }
 }

@@ -263,17 +263,19 @@ pub fn decode_candidates<M: MaskedDenoiser + ?Sized>(
     let mut finished: Vec<(Row, Vec<u32>)> = Vec::with_capacity(active.len());
     let (mut forwards, mut row_forwards) = (0, 0);
     let mut scratch = Vec::new();
+    let slot = plan.length;
     while !active.is_empty() {
-        let logits = model.denoise(&ids)?;
+        let slots: Vec<Vec<u32>> = ids.iter().map(|r| r[start..start + slot].to_vec()).collect();
+        let logits = model.denoise_slots(prefix, &slots, suffix)?;
         forwards += 1;
         row_forwards += ids.len();
-        let expected = ids.len() * width * vocab;
+        let expected = ids.len() * slot * vocab;
         if logits.len() != expected {
             return Err(Error::Logits { got: logits.len(), expected });
         }
         for (r, (row, row_ids)) in active.iter_mut().zip(ids.iter_mut()).enumerate() {
-            let row_logits = &logits[r * width * vocab..(r + 1) * width * vocab];
-            let slot_logits = |i: usize| &row_logits[(start + i) * vocab..(start + i + 1) * vocab];
+            let row_logits = &logits[r * slot * vocab..(r + 1) * slot * vocab];
+            let slot_logits = |i: usize| &row_logits[i * vocab..(i + 1) * vocab];
             row.step(cfg, &plan, mask, &slot_logits, &mut row_ids[start..start + plan.length], &mut scratch);
         }
         // Rows without masks leave the batch; the others keep their order.
@@ -880,12 +882,47 @@ mod tests {
         }
     }
 
+    /// Whole rows right, slot logits one too many (a denoiser with its own slot path).
+    struct BrokenSlots(crate::testing::WordVocab);
+
+    impl Vocabulary for BrokenSlots {
+        fn encode(&self, text: &str) -> metarag_core::Result<Vec<u32>> {
+            self.0.encode(text)
+        }
+        fn decode(&self, ids: &[u32]) -> metarag_core::Result<String> {
+            self.0.decode(ids)
+        }
+        fn vocab_size(&self) -> usize {
+            V
+        }
+        fn token_id(&self, token: &str) -> Option<u32> {
+            self.0.token_id(token)
+        }
+    }
+
+    impl MaskedDenoiser for BrokenSlots {
+        fn mask_id(&self) -> u32 {
+            MASK
+        }
+        fn denoise(&self, rows: &[Vec<u32>]) -> metarag_core::Result<Vec<f32>> {
+            Ok(vec![0.0; rows.len() * rows[0].len() * V])
+        }
+        fn denoise_slots(&self, _: &[u32], slots: &[Vec<u32>], _: &[u32]) -> metarag_core::Result<Vec<f32>> {
+            Ok(vec![0.0; slots.len() * slots[0].len() * V + 1])
+        }
+    }
+
     #[test]
     fn wrong_size_logits_are_an_error() {
+        // whole rows (the default slot path checks them)
         let model = Broken(crate::testing::WordVocab::new(&WORDS));
         let err = decode(&model, &[2], &[], &[END], 2, &MaskedConfig::default().with_length(4)).unwrap_err();
+        assert!(err.to_string().contains("logits for 2 rows of 5 tokens"), "{err}");
+        // slot logits
+        let model = BrokenSlots(crate::testing::WordVocab::new(&WORDS));
+        let err = decode(&model, &[2], &[], &[END], 2, &MaskedConfig::default().with_length(4)).unwrap_err();
         match err {
-            Error::Logits { got, expected } => assert_eq!((got, expected), (2 * 5 * V + 1, 2 * 5 * V)),
+            Error::Logits { got, expected } => assert_eq!((got, expected), (2 * 4 * V + 1, 2 * 4 * V)),
             other => panic!("expected a logits error, got {other:?}"),
         }
     }

@@ -142,6 +142,40 @@ impl CausalLm {
         })
     }
 
+    /// Logits for whole rows of tokens read after `prefix` by the shared-prefix graph (rows of
+    /// equal length; positions continue the prompt's; nothing of the rows is kept): row-major
+    /// `rows × len × vocab`. With a block-diffusion denoiser as that graph
+    /// ([`crate::BlockDenoiser`]) a row's tokens see each other whole.
+    pub fn prefix_rows(&self, prefix: &LmPrefix, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let d = self.decoder()?.ok_or_else(|| {
+            Error::Input(format!("{}: no shared-prefix graph beside the model", self.model.display()))
+        })?;
+        let (n, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+        if n == 0 || t == 0 {
+            return Ok(Vec::new());
+        }
+        if rows.iter().any(|r| r.len() != t) {
+            let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+            return Err(Error::Input(format!("rows must be of equal length, got {lens:?}")));
+        }
+        let start = prefix.cache.next_position;
+        self.check_fits(start as usize + t)?;
+        let ids: Vec<i64> = rows.iter().flatten().map(|&x| i64::from(x)).collect();
+        let positions: Vec<i64> = (0..n).flat_map(|_| (0..t as i64).map(move |j| start + j)).collect();
+        let mut session = self.lock_decoder(d)?;
+        let (logits, _) =
+            self.forward(&mut session, n, ids, None, positions, Some(&prefix.cache.values), None, 0, |lg, _| {
+                lg.to_vec()
+            })?;
+        Ok(logits)
+    }
+
+    /// Uses `path` as the shared-prefix graph (instead of a `decoder.onnx` beside the model).
+    pub(crate) fn with_prefix_graph(mut self, path: std::path::PathBuf) -> Self {
+        self.decoder_path = Some(path);
+        self
+    }
+
     fn check_fits(&self, len: usize) -> Result<()> {
         if len > self.config().max_position {
             return Err(Error::Input(format!(

@@ -37,6 +37,6 @@ pub use error::{Error, Result};
 pub use generate::{LmBatch, LmPrefix};
 pub use lm::{CausalLm, DECODER_FILE, FIM_FILE, INFILL_DIR, KvCache, LmConfig, SMOLLM2_DIR};
 pub use margin::{JudgeConfig, LmMarginJudge};
-pub use masked::{MaskedLm, SYNTHETIC_DENOISER_DIR};
+pub use masked::{BlockDenoiser, DENOISER_FILE, MASKED_DIR, MASKED_FILE, MaskedLm, SYNTHETIC_DENOISER_DIR};
 pub use runtime::{RuntimeOptions, models_dir};
 pub use tokens::TokenizerFile;

@@ -118,7 +118,7 @@ impl KvCache {
 /// # Ok::<(), metarag_onnx::Error>(())
 /// ```
 pub struct CausalLm {
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     tokenizer_path: PathBuf,
     /// One session by default; [`CausalLm::with_sessions`] makes more, so that documents
     /// scored on several threads run side by side instead of queueing on one.

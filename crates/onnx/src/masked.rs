@@ -4,19 +4,26 @@
 //! tokenizer. It implements [`metarag_core::model::MaskedDenoiser`], the model side of
 //! `metarag_generate::masked`.
 //!
-//! The default graph is the SYNTHETIC denoiser that `onnx/setup.py` builds with
+//! [`BlockDenoiser`] is the trained masked-diffusion answer model ([`MASKED_DIR`]): a causal
+//! prompt read once into a KV cache, then an answer block that sees itself whole.
+//!
+//! The default graph of [`MaskedLm`] is the SYNTHETIC denoiser that `onnx/setup.py` builds with
 //! `onnx/synthetic_denoiser.py` (fixed weights over the SmolLM2 vocabulary, predicting one
 //! known sentence in the answer slot): no trained masked-diffusion model is published in the
 //! registries, and this one exercises the decoder end to end through ONNX Runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use metarag_core::model::CausalModel;
 
 use ort::session::Session;
 use ort::value::Tensor;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use crate::generate::LmPrefix;
+use crate::lm::{CausalLm, LmConfig};
 use crate::runtime::{RuntimeOptions, check_names};
 use crate::{Error, Result};
 
@@ -239,5 +246,163 @@ impl metarag_core::model::MaskedDenoiser for MaskedLm {
     }
     fn denoise(&self, rows: &[Vec<u32>]) -> metarag_core::Result<Vec<f32>> {
         Ok(self.forward(rows)?)
+    }
+}
+
+/// Where the trained masked-diffusion answer model lives inside the models directory:
+/// `model.onnx` (the causal graph that reads the prompt), `denoiser.onnx` (the block graph),
+/// `tokenizer.json` and [`MASKED_FILE`].
+pub const MASKED_DIR: &str = "smollm2-135m-masked";
+/// The block graph of [`MASKED_DIR`]: the shared-prefix contract of `decoder.onnx`
+/// (`input_ids`, `position_ids`, `prefix.{i}.key/value`, `past_key_values.*` -> `logits`,
+/// `present.*`) with the rows' own tokens seeing each other whole.
+pub const DENOISER_FILE: &str = "denoiser.onnx";
+/// The masked model's settings (`mask_id`, `block`, `start_id`), written by `onnx/setup.py`.
+pub const MASKED_FILE: &str = "masked.json";
+
+/// The part of `masked.json` that decoding needs.
+#[derive(Debug, Clone, Deserialize)]
+struct MaskedJson {
+    mask_id: u32,
+    /// The answer block length the model was trained with.
+    block: usize,
+    /// A token the training prompts started with (the FIM prefix sentinel), if any.
+    start_id: Option<u32>,
+}
+
+/// The trained block-diffusion answer denoiser: the prompt (`start_id` + the template's
+/// prefix) is read causally once and cached; each step runs only the answer block, preceded by
+/// the prompt's last token, over that cache. Logits keep the autoregressive alignment (the
+/// block's input position `j` predicts slot token `j`); [`MaskedDenoiser::denoise_slots`]
+/// returns them per slot position, so every sampler of `metarag_generate::masked` runs on it.
+///
+/// ```no_run
+/// use metarag_core::model::{MaskedDenoiser, Vocabulary};
+/// use metarag_onnx::{BlockDenoiser, RuntimeOptions};
+/// let lm = BlockDenoiser::load(&RuntimeOptions::default())?;
+/// let prompt = lm.encode("Context:\n[1] Paris is the capital of France.\n\nQuestion: What is the capital of France?\nAnswer:")?;
+/// let slot = vec![lm.mask_id(); lm.block()];
+/// let logits = lm.denoise_slots(&prompt, &[slot], &[])?;
+/// assert_eq!(logits.len(), lm.block() * lm.vocab_size());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BlockDenoiser {
+    lm: CausalLm,
+    info: MaskedJson,
+    /// The last prompt read (its tokens and cache): the steps of one question share it.
+    prompt: Mutex<Option<(Vec<u32>, Arc<LmPrefix>)>>,
+}
+
+impl std::fmt::Debug for BlockDenoiser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockDenoiser").field("lm", &self.lm).field("info", &self.info).finish()
+    }
+}
+
+impl BlockDenoiser {
+    /// Loads the trained masked answer model ([`MASKED_DIR`]) from the models directory.
+    pub fn load(opts: &RuntimeOptions) -> Result<Self> {
+        let info_path = opts.model_file(&format!("{MASKED_DIR}/{MASKED_FILE}"))?;
+        let denoiser = opts.model_file(&format!("{MASKED_DIR}/{DENOISER_FILE}"))?;
+        let bad = |detail: String| Error::Contract { model: info_path.clone(), contract: "masked.json", detail };
+        let text = std::fs::read_to_string(&info_path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let info: MaskedJson = serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        // The prompt is read in windows of 256 tokens with nothing sliding out.
+        let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
+        let lm = CausalLm::load_dir(opts, MASKED_DIR, cfg)?.with_prefix_graph(denoiser);
+        let vocab = lm.tokenizer().get_vocab_size(true);
+        for (what, id) in [("mask_id", Some(info.mask_id)), ("start_id", info.start_id)] {
+            if let Some(id) = id.filter(|&id| id as usize >= vocab) {
+                return Err(bad(format!("{what} {id} is outside the vocabulary of {vocab}")));
+            }
+        }
+        if info.block == 0 {
+            return Err(bad("block is 0".into()));
+        }
+        Ok(BlockDenoiser { lm, info, prompt: Mutex::new(None) })
+    }
+
+    /// The answer block length the model was trained with (the default slot length).
+    pub fn block(&self) -> usize {
+        self.info.block
+    }
+
+    /// The causal model that reads the prompt.
+    pub fn lm(&self) -> &CausalLm {
+        &self.lm
+    }
+
+    /// The cache of `prompt`, computed once per prompt.
+    fn prompt_cache(&self, prompt: &[u32]) -> Result<Arc<LmPrefix>> {
+        let mut last = self.prompt.lock().map_err(|_| Error::Input("prompt cache lock poisoned".into()))?;
+        if let Some((ids, cache)) = last.as_ref()
+            && ids == prompt
+        {
+            return Ok(Arc::clone(cache));
+        }
+        let cache = Arc::new(self.lm.prefill(prompt).map_err(|e| Error::Input(e.to_string()))?);
+        *last = Some((prompt.to_vec(), Arc::clone(&cache)));
+        Ok(cache)
+    }
+}
+
+impl metarag_core::model::Vocabulary for BlockDenoiser {
+    fn encode(&self, text: &str) -> metarag_core::Result<Vec<u32>> {
+        Ok(self.lm.encode(text)?)
+    }
+    fn decode(&self, ids: &[u32]) -> metarag_core::Result<String> {
+        metarag_core::model::Vocabulary::decode(&self.lm, ids)
+    }
+    fn vocab_size(&self) -> usize {
+        metarag_core::model::Vocabulary::vocab_size(&self.lm)
+    }
+    fn token_id(&self, token: &str) -> Option<u32> {
+        metarag_core::model::Vocabulary::token_id(&self.lm, token)
+    }
+}
+
+impl metarag_core::model::MaskedDenoiser for BlockDenoiser {
+    fn mask_id(&self) -> u32 {
+        self.info.mask_id
+    }
+
+    /// Whole rows have no prompt/block boundary for this model: use
+    /// [`MaskedDenoiser::denoise_slots`].
+    fn denoise(&self, _rows: &[Vec<u32>]) -> metarag_core::Result<Vec<f32>> {
+        Err(Error::Input(
+            "the block denoiser reads a prompt, then an answer block: call denoise_slots(prefix, slots, suffix)".into(),
+        )
+        .into())
+    }
+
+    fn denoise_slots(&self, prefix: &[u32], slots: &[Vec<u32>], suffix: &[u32]) -> metarag_core::Result<Vec<f32>> {
+        if !suffix.is_empty() {
+            return Err(Error::Input(format!(
+                "the block denoiser was trained without a closing after the answer; got {} suffix tokens (use a \
+                 template with an empty suffix)",
+                suffix.len()
+            ))
+            .into());
+        }
+        let (n, len) = (slots.len(), slots.first().map_or(0, Vec::len));
+        if n == 0 || len == 0 {
+            return Ok(Vec::new());
+        }
+        let prompt: Vec<u32> = self.info.start_id.into_iter().chain(prefix.iter().copied()).collect();
+        let Some((&last, head)) = prompt.split_last().filter(|(_, head)| !head.is_empty()) else {
+            return Err(Error::Input("the block denoiser needs a prompt of at least 2 tokens".into()).into());
+        };
+        let cache = self.prompt_cache(head)?;
+        let rows: Vec<Vec<u32>> =
+            slots.iter().map(|s| std::iter::once(last).chain(s.iter().copied()).collect()).collect();
+        let logits = self.lm.prefix_rows(&cache, &rows)?;
+        let width = len + 1;
+        let vocab = logits.len() / (n * width);
+        // input position j (the prompt's last token, then slot tokens) predicts slot token j
+        let mut out = Vec::with_capacity(n * len * vocab);
+        for r in 0..n {
+            out.extend_from_slice(&logits[r * width * vocab..(r * width + len) * vocab]);
+        }
+        Ok(out)
     }
 }
