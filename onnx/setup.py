@@ -381,11 +381,29 @@ def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bo
                 "(changed converter or package versions?); after review, re-pin with --update-lock")
 
 
-ADAPTER_FILES = ("model.onnx", DECODER_NAME, "tokenizer.json", "fim.json")
+# What each kind of committed adapter becomes: its files, the extra graph, the small JSON file
+# written from its lock entry (file name, key), and the fixture check.
+ADAPTER_KINDS = {
+    # the FIM answer infiller (causal): decoder.onnx for batched sampling, fim.json with the sentinels
+    "infill": {"files": ("model.onnx", DECODER_NAME, "tokenizer.json", "fim.json"),
+               "graph": ["--decoder-name", DECODER_NAME], "info": ("fim.json", "fim"), "verify": "--infill-fixture"},
+    # the block-diffusion answer denoiser: model.onnx reads the prompt, denoiser.onnx the answer block
+    "masked": {"files": ("model.onnx", "denoiser.onnx", "tokenizer.json", "masked.json"),
+               "graph": ["--denoiser-name", "denoiser.onnx"], "info": ("masked.json", "masked"),
+               "verify": "--masked-fixture"},
+}
 
 
-def fim_bytes(ad: dict) -> bytes:
-    return (json.dumps(ad["fim"], sort_keys=True) + "\n").encode()
+def adapter_kind(ad: dict) -> dict:
+    kind = ad.get("kind", "infill")
+    if kind not in ADAPTER_KINDS:
+        raise SetupError(f"adapter {ad.get('name')}: unknown kind {kind!r} in {LOCK_PATH}")
+    return ADAPTER_KINDS[kind]
+
+
+def info_bytes(ad: dict) -> bytes:
+    """fim.json (infill) or masked.json (masked) from the adapter's lock entry."""
+    return (json.dumps(ad[adapter_kind(ad)["info"][1]], sort_keys=True) + "\n").encode()
 
 
 def ensure_adapters(models: str, lock: dict, hashes: Hashes, py: str, force: bool, update_lock: bool,
@@ -401,7 +419,8 @@ def ensure_adapters(models: str, lock: dict, hashes: Hashes, py: str, force: boo
         got = sha256_file(src)
         if got != ad["sha256"]:
             raise SetupError(f"adapter {src}: sha256 {got} does not match the pinned {ad['sha256']} in {LOCK_PATH}")
-        rels = [os.path.join(ad["out"], f) for f in ADAPTER_FILES]
+        kind = adapter_kind(ad)
+        rels = [os.path.join(ad["out"], f) for f in kind["files"]]
         pinned = [arts.get(r) for r in rels]
         if not force and all(pinned) and all(hashes.matches(r, p) for r, p in zip(rels, pinned)):
             continue
@@ -419,11 +438,11 @@ def ensure_adapters(models: str, lock: dict, hashes: Hashes, py: str, force: boo
         log(f"merging the adapter {ad['file']} into the base weights ({ad['out']}; under a minute)")
         t0 = time.monotonic()
         run([py, CONVERTER, "--gguf", os.path.join(models, conv["gguf"]), "--out-dir", work, "--variant", variant,
-             "--decoder-name", DECODER_NAME, "--adapter", src], f"merge of {ad['file']} (onnx/convert_smollm2.py)")
-        with open(os.path.join(work, "fim.json"), "wb") as f:
-            f.write(fim_bytes(ad))
+             *kind["graph"], "--adapter", src], f"merge of {ad['file']} (onnx/convert_smollm2.py)")
+        with open(os.path.join(work, kind["info"][0]), "wb") as f:
+            f.write(info_bytes(ad))
         log(f"merged in {time.monotonic() - t0:.0f} s; checking it against {ad['fixture']} (onnx/verify.py)")
-        run([py, VERIFIER, "--model-dir", work, "--infill-fixture", fixture],
+        run([py, VERIFIER, "--model-dir", work, kind["verify"], fixture],
             f"verification of the merged model in {work}")
         os.makedirs(final, exist_ok=True)
         for name in sorted(os.listdir(work)):
@@ -561,13 +580,12 @@ def adapter_entry(ad: dict, base: dict, entry) -> dict:
     out = dict(base)
     out["source"] = {**base["source"], "adapter": "onnx/" + ad["file"], "adapter_sha256": ad["sha256"],
                      "card": "onnx/adapters/README.md"}
-    out["files"] = {
-        "model": entry(os.path.join(ad["out"], "model.onnx")),
-        "decoder": entry(os.path.join(ad["out"], DECODER_NAME)),
-        "tokenizer": entry(os.path.join(ad["out"], "tokenizer.json")),
-        "fim": entry(os.path.join(ad["out"], "fim.json")),
-    }
-    out["fim"] = ad["fim"]
+    kind = adapter_kind(ad)
+    names = {"model.onnx": "model", DECODER_NAME: "decoder", "denoiser.onnx": "denoiser",
+             "tokenizer.json": "tokenizer", "fim.json": "fim", "masked.json": "masked"}
+    out["files"] = {names[f]: entry(os.path.join(ad["out"], f)) for f in kind["files"]}
+    key = kind["info"][1]
+    out[key] = ad[key]
     out["note"] = ad.get("note", "")
     return out
 
@@ -624,7 +642,7 @@ def update_lock_file(models: str, lock: dict, hashes: Hashes, variant: str) -> N
     lock["convert"].setdefault("variants", {})[variant] = pin(model_rel(lock))
     lock["convert"]["variants"] = dict(sorted(lock["convert"]["variants"].items()))
     for ad in lock.get("adapters", []):
-        ad.setdefault("variants", {})[variant] = {f: pin(os.path.join(ad["out"], f)) for f in ADAPTER_FILES}
+        ad.setdefault("variants", {})[variant] = {f: pin(os.path.join(ad["out"], f)) for f in adapter_kind(ad)["files"]}
     write_json_atomic(LOCK_PATH, lock)
     log(f"updated the pinned sha256 of {len(rels) + 1} files (graph variant {variant}) in {LOCK_PATH}")
 
