@@ -394,6 +394,10 @@ ADAPTER_KINDS = {
 }
 
 
+# In an adapter-merged model's directory: the sha256 of the adapter its files were merged from.
+ADAPTER_STAMP = ".adapter-sha256"
+
+
 def adapter_kind(ad: dict) -> dict:
     kind = ad.get("kind", "infill")
     if kind not in ADAPTER_KINDS:
@@ -422,7 +426,11 @@ def ensure_adapters(models: str, lock: dict, hashes: Hashes, py: str, force: boo
         kind = adapter_kind(ad)
         rels = [os.path.join(ad["out"], f) for f in kind["files"]]
         pinned = [arts.get(r) for r in rels]
-        if not force and all(pinned) and all(hashes.matches(r, p) for r, p in zip(rels, pinned)):
+        # the merged files must come from THIS adapter (pins alone cannot tell while re-pinning)
+        stamp = os.path.join(models, ad["out"], ADAPTER_STAMP)
+        merged_from = open(stamp).read().strip() if os.path.isfile(stamp) else None
+        if (not force and merged_from == ad["sha256"] and all(pinned)
+                and all(hashes.matches(r, p) for r, p in zip(rels, pinned))):
             continue
         fixture = os.path.join(REPO, ad["fixture"])
         try:
@@ -444,9 +452,13 @@ def ensure_adapters(models: str, lock: dict, hashes: Hashes, py: str, force: boo
         log(f"merged in {time.monotonic() - t0:.0f} s; checking it against {ad['fixture']} (onnx/verify.py)")
         run([py, VERIFIER, "--model-dir", work, kind["verify"], fixture],
             f"verification of the merged model in {work}")
+        with open(os.path.join(work, ADAPTER_STAMP), "w") as f:
+            f.write(ad["sha256"] + "\n")
         os.makedirs(final, exist_ok=True)
-        for name in sorted(os.listdir(work)):
-            os.replace(os.path.join(work, name), os.path.join(final, name))
+        for name in sorted(os.listdir(work)):  # the stamp last: it vouches for the files before it
+            if name != ADAPTER_STAMP:
+                os.replace(os.path.join(work, name), os.path.join(final, name))
+        os.replace(os.path.join(work, ADAPTER_STAMP), os.path.join(final, ADAPTER_STAMP))
         os.rmdir(work)
         if update_lock:
             continue
