@@ -380,6 +380,19 @@ def fim_example(tok: Tok, text: str, rng: random.Random, side: int = 120):
     return ids + tok.enc(mid) + [tok.ids["eot"]], start, {}
 
 
+def questions_by_chunk(questions: list, docs: dict, split: str, rng: random.Random) -> tuple[list, list]:
+    """The split's questions in a seeded shuffle, and the lists of those whose answers lie in
+    the same chunk (in order of first appearance)."""
+    qs = [q for q in questions if q["split"] == split and q["doc"] in docs]
+    rng.shuffle(qs)
+    by_chunk: dict = {}
+    for q in qs:
+        g = gold_chunk(q, docs)
+        if g is not None:
+            by_chunk.setdefault((q["doc"], g), []).append(q)
+    return qs, list(by_chunk.values())
+
+
 def build_groups(tok: Tok, models: str, split: str, seed: int, fim_share: float, group: int):
     """The training examples in groups that share one forward pass of their context: up to
     `group` questions whose answers lie in the same chunk (in the order of a seeded shuffle of
@@ -388,16 +401,10 @@ def build_groups(tok: Tok, models: str, split: str, seed: int, fim_share: float,
     each been fed whole}."""
     texts, docs, questions = load_corpus(models)
     rng = random.Random(seed)
-    qs = [q for q in questions if q["split"] == split and q["doc"] in docs]
-    rng.shuffle(qs)
-    by_chunk: dict = {}
-    for q in qs:
-        g = gold_chunk(q, docs)
-        if g is not None:
-            by_chunk.setdefault((q["doc"], g), []).append(q)
+    qs, chunks = questions_by_chunk(questions, docs, split, rng)
     train_docs = sorted({q["doc"] for q in qs})
     out = []
-    for members in by_chunk.values():
+    for members in chunks:
         for i in range(0, len(members), group):
             part = members[i:i + group]
             g = qa_group(tok, part, texts, docs, rng)
@@ -476,15 +483,9 @@ def build_masked_groups(tok: Tok, models: str, split: str, seed: int, group: int
     block ids)], "tokens"}; and how many questions had answers longer than the block."""
     texts, docs, questions = load_corpus(models)
     rng = random.Random(seed)
-    qs = [q for q in questions if q["split"] == split and q["doc"] in docs]
-    rng.shuffle(qs)
-    by_chunk: dict = {}
-    for q in qs:
-        g = gold_chunk(q, docs)
-        if g is not None:
-            by_chunk.setdefault((q["doc"], g), []).append(q)
+    _, chunks = questions_by_chunk(questions, docs, split, rng)
     out, too_long = [], 0
-    for members in by_chunk.values():
+    for members in chunks:
         for i in range(0, len(members), group):
             part = members[i:i + group]
             ctx = pick_context(part[0], texts, docs, rng)
