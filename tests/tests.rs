@@ -9,6 +9,7 @@ mod generate;
 mod index;
 mod infill;
 mod masked;
+mod masked_model;
 mod models;
 mod store_contract;
 

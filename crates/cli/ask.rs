@@ -12,7 +12,7 @@ use metarag_generate::qa::{Answer, AskConfig, ask_causal, ask_masked};
 use metarag_generate::sample::{Mirostat, SamplerConfig};
 use metarag_generate::template::{ContextChunk, Template};
 use metarag_index::{Mode, Query, SearchHit};
-use metarag_onnx::{CausalLm, LmConfig, MaskedLm, RuntimeOptions};
+use metarag_onnx::{BlockDenoiser, CausalLm, LmConfig, RuntimeOptions};
 use serde::Serialize;
 
 use crate::search::ModeArg;
@@ -22,7 +22,8 @@ use crate::search::ModeArg;
 pub enum DecoderArg {
     /// SmolLM2 (causal): the prompt is computed once and N candidates are decoded as one batch.
     Causal,
-    /// A masked-diffusion denoiser (the slot is --length mask tokens, unmasked in parallel).
+    /// The project's masked-diffusion answer model (a block of --length mask tokens after the
+    /// prompt, unmasked in parallel over the prompt's cached keys and values).
     Masked,
 }
 
@@ -83,9 +84,10 @@ pub struct GenerateArgs {
     /// Model of the causal decoder: the trained answer infiller (default) or the base model.
     #[arg(long, value_enum, default_value_t = GeneratorArg::Infill)]
     pub generator: GeneratorArg,
-    /// Sampling temperature (0 = greedy: all candidates equal).
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f64,
+    /// Sampling temperature (0 = greedy: all candidates equal). Default 0.7; 1 for the masked
+    /// decoder's first-hitting schedule, which is exact only at temperature 1.
+    #[arg(long)]
+    pub temperature: Option<f64>,
     /// Top-k filter (0 = off).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
@@ -108,10 +110,12 @@ pub struct GenerateArgs {
     /// Most prompt tokens; retrieved chunks are added by relevance until it is reached.
     #[arg(long, default_value_t = 768)]
     pub max_prompt: usize,
-    /// Answer slot length in mask tokens (masked decoder).
-    #[arg(long, default_value_t = 16)]
-    pub length: usize,
-    /// Denoising steps (masked decoder; default: --length).
+    /// Answer slot length in mask tokens (masked decoder; default: the block the model was
+    /// trained with, 20 tokens; at most that).
+    #[arg(long)]
+    pub length: Option<usize>,
+    /// Denoising steps (masked decoder; default: --length, one token per step; fewer steps
+    /// commit several tokens per step).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Semi-autoregressive block length (masked decoder; default: --length, one block).
@@ -139,7 +143,8 @@ impl GenerateArgs {
                 let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
                 toml::from_str::<Template>(&text).with_context(|| format!("{}: invalid template", path.display()))?
             }
-            None if self.decoder == DecoderArg::Causal && self.generator == GeneratorArg::Infill => Template::infill(),
+            // The masked model was trained on the infiller's template.
+            None if self.decoder == DecoderArg::Masked || self.generator == GeneratorArg::Infill => Template::infill(),
             None => Template::default(),
         };
         template.max_prompt = self.max_prompt;
@@ -153,24 +158,27 @@ impl GenerateArgs {
         cfg.causal.max_tokens = self.max_tokens;
         cfg.causal.seed = self.seed;
         cfg.causal.contrast = self.contrast;
-        cfg.causal.sampler = SamplerConfig {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            mirostat: self.mirostat,
+        let schedule = match self.schedule {
+            ScheduleArg::Confidence => Schedule::LowConfidence,
+            ScheduleArg::Threshold => Schedule::Threshold { threshold: self.threshold },
+            ScheduleArg::FirstHitting => Schedule::FirstHitting,
         };
+        let masked = self.decoder == DecoderArg::Masked;
+        let temperature =
+            self.temperature.unwrap_or(if masked && schedule == Schedule::FirstHitting { 1.0 } else { 0.7 });
+        cfg.causal.sampler =
+            SamplerConfig { temperature, top_k: self.top_k, top_p: self.top_p, mirostat: self.mirostat };
         cfg.masked = MaskedConfig {
-            length: self.length,
+            length: self.length.unwrap_or(16),
             steps: self.steps,
             block_length: self.block,
-            schedule: match self.schedule {
-                ScheduleArg::Confidence => Schedule::LowConfidence,
-                ScheduleArg::Threshold => Schedule::Threshold { threshold: self.threshold },
-                ScheduleArg::FirstHitting => Schedule::FirstHitting,
-            },
-            temperature: self.temperature,
+            schedule,
+            temperature,
             seed: self.seed,
         };
+        if masked && self.length.is_some() {
+            cfg.masked.check().context("masked decoder settings")?;
+        }
         Ok(cfg)
     }
 }
@@ -197,10 +205,14 @@ the model write anything. The base model's candidates are rescored with the temp
 the infiller's end with its end-of-text token. Candidates are aggregated: rpc (perplexity
 consistency with Weibull reasoning pruning), vote (self-consistency) or ppl (lowest perplexity).
 
---decoder masked runs a masked-diffusion denoiser over ONNX Runtime. No trained masked-diffusion
-model is published in the registries this project can reach: the one set up is a SYNTHETIC graph
-with fixed weights that always writes the same sentence; it proves the decoding path, it does
-not answer questions.")]
+--decoder masked answers with the project's masked-diffusion model instead: the same base with a
+LoRA adapter trained by `onnx/train_infill.py train --objective masked` to denoise a block of
+20 answer positions (model card in onnx/adapters/README.md). The prompt is read once; each step
+runs only the block over the prompt's cache, for all --samples candidates as one batch, and
+commits some of its masked positions: --schedule confidence (LLaDA: --length / --steps per
+step), threshold (Fast-dLLM: every position above --threshold, so confident answers take few
+steps) or first-hitting (one position per step, exact at temperature 1). Extractive infilling
+keeps the unmasked tokens a span of the chunks where the committed neighbours allow it.")]
 pub struct AskArgs {
     /// Index directory (made by `metarag ingest`).
     #[arg(long, value_name = "DIR")]
@@ -250,8 +262,8 @@ pub fn context(hits: &[SearchHit]) -> Vec<ContextChunk> {
 pub enum Generator {
     /// SmolLM2.
     Causal(Box<CausalLm>),
-    /// A masked denoiser.
-    Masked(Box<MaskedLm>),
+    /// The masked-diffusion answer model.
+    Masked(Box<BlockDenoiser>),
 }
 
 impl Generator {
@@ -269,10 +281,29 @@ impl Generator {
                 };
                 Generator::Causal(Box::new(lm))
             }
-            DecoderArg::Masked => {
-                Generator::Masked(Box::new(MaskedLm::load(opts).context("loading the masked denoiser")?))
-            }
+            DecoderArg::Masked => Generator::Masked(Box::new(
+                BlockDenoiser::load(opts)
+                    .context("loading the masked-diffusion answer model (python3 onnx/setup.py builds it)")?,
+            )),
         })
+    }
+
+    /// The library configuration for `args`, with what the loaded model decides: the masked
+    /// slot is the model's block unless --length says otherwise, and never longer.
+    pub fn config(&self, args: &GenerateArgs, infill: InfillArg, method: Method) -> anyhow::Result<AskConfig> {
+        let mut cfg = args.config(infill, method)?;
+        if let Generator::Masked(m) = self {
+            cfg.masked.length = args.length.unwrap_or(m.block());
+            if cfg.masked.length > m.block() {
+                anyhow::bail!(
+                    "--length {} is longer than the {}-token block the masked model was trained with",
+                    cfg.masked.length,
+                    m.block()
+                );
+            }
+            cfg.masked.check().context("masked decoder settings")?;
+        }
+        Ok(cfg)
     }
 
     /// Answers one question from `chunks`.
@@ -299,8 +330,10 @@ pub fn run(args: &AskArgs) -> anyhow::Result<ExitCode> {
     let index = crate::search::open_for(&args.index, mode, &opts)?;
     let hits = index.search(&Query::new(question.clone()).k(args.k).mode(mode))?;
     let chunks = context(&hits);
+    // Settings are checked before the models load; the loaded model settles the rest.
+    args.generate.config(args.infill, args.aggregate)?;
     let generator = Generator::load(args.generate.decoder, args.generate.generator, &opts)?;
-    let cfg = args.generate.config(args.infill, args.aggregate)?;
+    let cfg = generator.config(&args.generate, args.infill, args.aggregate)?;
     let answer = generator.ask(&question, &chunks, &cfg)?;
     if args.json {
         let retrieved = chunks.iter().map(|c| c.id.as_str()).collect();
@@ -335,6 +368,9 @@ fn print_answer(a: &Answer, chunks: &[ContextChunk]) -> std::io::Result<()> {
         a.stats.generated_tokens,
         a.stats.tokens_per_forward
     )?;
+    if let Some(c) = a.stats.committed_per_step {
+        outln!("denoising: {} steps, {c:.2} tokens committed per candidate per step", a.stats.forwards)?;
+    }
     if let Some(n) = &a.note {
         outln!("note: {n}")?;
     }

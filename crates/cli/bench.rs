@@ -18,7 +18,7 @@ use metarag_onnx::{Embedder, RuntimeOptions};
 use serde::Serialize;
 
 /// Arguments of `metarag bench`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(after_long_help = "\
 EXAMPLES:
   metarag bench --dataset squad-dev --limit 200 --out runs/squad # all 5 chunkers x 3 modes
@@ -112,6 +112,10 @@ pub struct BenchArgs {
     /// ceiling, with retrieval taken out.
     #[arg(long, value_enum, default_value_t = AnswerContext::Retrieved)]
     answer_context: AnswerContext,
+    /// Masked decoder: answer the same questions again with each of these --steps values and
+    /// plot exact match against them (accuracy_vs_steps.svg), e.g. 2,5,10,20.
+    #[arg(long, value_delimiter = ',', value_name = "STEPS")]
+    steps_sweep: Vec<usize>,
     #[command(flatten)]
     decoding: crate::ask::GenerateArgs,
 }
@@ -353,15 +357,45 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let answers = if args.generate {
         let first = runs.first().context("--generate needs at least one chunker")?;
-        Some(log.run("answer", || answer_questions(args, &data, &qvecs, &first.index, &opts))?)
+        Some(log.run("answer", || answer_questions(args, &data, &qvecs, &first.index, &opts, "answers.jsonl"))?)
     } else {
         None
     };
-    let plots = draw_plots(&args.out, &runs, &lengths, curve.as_ref(), answers.as_ref(), &log.stages);
+    // The same questions again at each --steps-sweep step count (masked decoder).
+    let mut steps_curve = Vec::new();
+    if let (Some(main), false) = (&answers, args.steps_sweep.is_empty()) {
+        if args.decoding.decoder != crate::ask::DecoderArg::Masked {
+            bail!("--steps-sweep needs --decoder masked");
+        }
+        let first = runs.first().context("--generate needs at least one chunker")?;
+        for &steps in &args.steps_sweep {
+            let report = if args.decoding.steps == Some(steps) {
+                None
+            } else {
+                let mut sweep = args.clone();
+                sweep.decoding.steps = Some(steps);
+                let name = format!("answers-steps-{steps}.jsonl");
+                Some(log.run(format!("answer steps={steps}"), || {
+                    answer_questions(&sweep, &data, &qvecs, &first.index, &opts, &name)
+                })?)
+            };
+            let r = report.as_ref().unwrap_or(main);
+            steps_curve.extend(r.runs.iter().map(|run| StepsPoint {
+                steps,
+                infill: run.infill.clone(),
+                method: run.method,
+                em: run.metrics.em,
+                f1: run.metrics.f1,
+                committed_per_step: r.committed_per_step.iter().find(|(m, _)| *m == run.infill).map(|(_, c)| *c),
+                decode_seconds: r.decode_seconds.iter().find(|(m, _)| *m == run.infill).map(|(_, s)| *s),
+            }));
+        }
+    }
+    let plots = draw_plots(&args.out, &runs, &lengths, curve.as_ref(), answers.as_ref(), &steps_curve, &log.stages);
     let report = serde_json::json!({
         "dataset": dir, "questions": data.questions.len(), "documents": files.len(),
         "question_embedding_seconds": embed_seconds, "rrf_k": args.rrf_k, "rrf_weights": args.weights,
-        "runs": runs, "answers": answers, "stages": log.stages, "ppl_curve": curve,
+        "runs": runs, "answers": answers, "steps_curve": steps_curve, "stages": log.stages, "ppl_curve": curve,
         "plots": plots.iter().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>(),
     });
     let json_path = args.out.join("report.json");
@@ -369,6 +403,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut md = markdown(&runs, data.questions.len(), &dir);
     if let Some(a) = &answers {
         md.push_str(&answers_markdown(a));
+    }
+    if !steps_curve.is_empty() {
+        md.push_str(&steps_markdown(&steps_curve));
     }
     md.push_str(&stages_markdown(&log.stages, &plots));
     metarag_index::manifest::write_atomic(&args.out.join("report.md"), md.as_bytes())?;
@@ -427,6 +464,38 @@ struct AnswerRun {
     metrics: metarag_eval::AnswerMetrics,
 }
 
+/// One point of the accuracy-vs-steps curve (`--steps-sweep`).
+#[derive(Debug, Serialize)]
+struct StepsPoint {
+    steps: usize,
+    infill: String,
+    method: metarag_generate::aggregate::Method,
+    em: f64,
+    f1: f64,
+    committed_per_step: Option<f64>,
+    decode_seconds: Option<f64>,
+}
+
+fn steps_markdown(points: &[StepsPoint]) -> String {
+    let mut s = String::from(
+        "\n# Accuracy vs denoising steps (masked decoder, same questions)\n\n| steps | infill | aggregation | EM | F1 | tokens committed per step | decode s |\n|---:|---|---|---:|---:|---:|---:|\n",
+    );
+    for p in points {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.1} |",
+            p.steps,
+            p.infill,
+            p.method,
+            p.em,
+            p.f1,
+            p.committed_per_step.unwrap_or(f64::NAN),
+            p.decode_seconds.unwrap_or(f64::NAN)
+        );
+    }
+    s
+}
+
 /// Where the answers' context comes from (`--answer-context`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -439,6 +508,15 @@ enum AnswerContext {
 
 #[derive(Debug, Serialize)]
 struct AnswerReport {
+    /// "causal" or "masked".
+    decoder: String,
+    /// --steps of the masked decoder (None: one token per step).
+    steps: Option<usize>,
+    /// Mean model calls per question, per infill mode (decodes cached before this was kept are
+    /// left out).
+    forwards_per_question: Vec<(String, f64)>,
+    /// Masked decoder: mean slot tokens committed per candidate per step, per infill mode.
+    committed_per_step: Vec<(String, f64)>,
     questions: usize,
     samples: usize,
     seed: u64,
@@ -485,6 +563,7 @@ fn answer_questions(
     qvecs: &[Vec<f32>],
     index_dir: &Path,
     opts: &RuntimeOptions,
+    log_name: &str,
 ) -> anyhow::Result<AnswerReport> {
     use metarag_eval::{AnswerMetrics, AnswerRecord};
     use std::io::Write as _;
@@ -507,13 +586,14 @@ fn answer_questions(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let log_path = args.out.join("answers.jsonl");
+    let log_path = args.out.join(log_name);
     let mut log = std::io::BufWriter::new(
         std::fs::File::create(&log_path).with_context(|| format!("{}: cannot create", log_path.display()))?,
     );
     let mut records: Vec<Vec<Vec<AnswerRecord>>> =
         vec![vec![Vec::with_capacity(n); args.aggregate.len()]; args.infill.len()];
     let mut decode_seconds = vec![0.0; args.infill.len()];
+    let (mut forwards, mut committed) = (vec![Vec::new(); args.infill.len()], vec![Vec::new(); args.infill.len()]);
     let sizes: Vec<usize> = {
         let n = args.decoding.samples.max(1);
         let mut v: Vec<usize> = std::iter::successors(Some(1usize), |&k| Some(k * 2)).take_while(|&k| k < n).collect();
@@ -562,7 +642,7 @@ fn answer_questions(
                             opts,
                         )?),
                     };
-                    let cfg = args.decoding.config(infill, args.aggregate[0])?;
+                    let cfg = generator.config(&args.decoding, infill, args.aggregate[0])?;
                     let answer =
                         generator.ask(&q.question, &chunks, &cfg).with_context(|| format!("question {}", q.id))?;
                     cache.put(CachedAnswer {
@@ -571,11 +651,19 @@ fn answer_questions(
                         context,
                         decode_seconds: answer.stats.decode_seconds,
                         candidates: answer.candidates,
+                        forwards: Some(answer.stats.forwards),
+                        committed_per_step: answer.stats.committed_per_step,
                         cached: false,
                     })?
                 }
             };
             decode_seconds[i] += answer.decode_seconds;
+            if let Some(f) = answer.forwards {
+                forwards[i].push(f as f64);
+            }
+            if let Some(c) = answer.committed_per_step {
+                committed[i].push(c);
+            }
             let mut winners = Vec::new();
             // The first 1, 2, 4 … candidates, built once for every method; the full set is
             // the answer itself (not aggregated again).
@@ -642,7 +730,15 @@ fn answer_questions(
             runs.push(AnswerRun { infill: infill_name(*infill), method, metrics });
         }
     }
+    let mean = |v: &Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let per_mode = |v: &[Vec<f64>]| -> Vec<(String, f64)> {
+        args.infill.iter().zip(v).filter_map(|(&m, x)| mean(x).map(|x| (infill_name(m), x))).collect()
+    };
     Ok(AnswerReport {
+        decoder: format!("{:?}", args.decoding.decoder).to_lowercase(),
+        steps: args.decoding.steps,
+        forwards_per_question: per_mode(&forwards),
+        committed_per_step: per_mode(&committed),
         questions: n,
         samples: args.decoding.samples,
         seed: args.decoding.seed,
@@ -718,6 +814,12 @@ struct CachedAnswer {
     context: Vec<String>,
     decode_seconds: f64,
     candidates: Vec<metarag_generate::qa::CandidateReport>,
+    /// Model calls of the decode (absent in caches written before it was kept).
+    #[serde(default)]
+    forwards: Option<usize>,
+    /// Masked decoder: slot tokens committed per candidate per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    committed_per_step: Option<f64>,
     /// True when read back from the cache (not stored).
     #[serde(skip)]
     cached: bool,
@@ -890,12 +992,19 @@ fn draw_plots(
     lengths: &[(String, Vec<f64>)],
     curve: Option<&PplCurve>,
     answers: Option<&AnswerReport>,
+    steps_curve: &[StepsPoint],
     stages: &[StageTime],
 ) -> Vec<PathBuf> {
     use crate::plots;
     // Plots of an earlier run in OUT would not match this report.
-    for stale in ["chunk_lengths.svg", "ppl_curve.svg", "recall_at_k.svg", "accuracy_vs_samples.svg", "stage_times.svg"]
-    {
+    for stale in [
+        "chunk_lengths.svg",
+        "ppl_curve.svg",
+        "recall_at_k.svg",
+        "accuracy_vs_samples.svg",
+        "accuracy_vs_steps.svg",
+        "stage_times.svg",
+    ] {
         let _ = std::fs::remove_file(out.join(stale));
     }
     let mut written = Vec::new();
@@ -955,6 +1064,31 @@ fn draw_plots(
                 &out.join("accuracy_vs_samples.svg"),
                 "Exact match vs number of samples (first N of the same candidates)",
                 "samples N",
+                "exact match",
+                &series,
+                None,
+                &[],
+            ),
+            &mut written,
+        );
+    }
+    if !steps_curve.is_empty() {
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for p in steps_curve {
+            let name = format!("{} {}", p.infill, p.method);
+            match series.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, pts)) => pts.push((p.steps as f64, p.em)),
+                None => series.push((name, vec![(p.steps as f64, p.em)])),
+            }
+        }
+        for (_, pts) in &mut series {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        plots::keep(
+            plots::lines(
+                &out.join("accuracy_vs_steps.svg"),
+                "Exact match vs denoising steps (masked decoder)",
+                "steps",
                 "exact match",
                 &series,
                 None,

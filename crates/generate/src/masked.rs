@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use metarag_core::model::MaskedDenoiser;
 
+use crate::constrain::SpanIndex;
 use crate::sample::{categorical, row_rng, uniform};
 use crate::{Candidate, Error, Finish, Result};
 
@@ -244,6 +245,61 @@ pub fn decode_candidates<M: MaskedDenoiser + ?Sized>(
     indices: &[usize],
     cfg: &MaskedConfig,
 ) -> Result<MaskedOutput> {
+    run(model, prefix, suffix, stop, indices, None, cfg)
+}
+
+/// As [`decode`], extractive where possible: a position may only take a token that keeps the
+/// committed tokens around it a span of the context (`spans`, over the prompt's chunks), or a
+/// `stop` token. The left neighbours decide first: the answer's committed run that ends just
+/// before the position (the longest suffix of it that is a span), then the run that starts just
+/// after it filters further. When nothing fits (the runs cannot be joined inside any chunk) the
+/// right run is ignored, and when even the left one leaves nothing the position is free; after a
+/// committed stop token nothing is constrained (it is cut off). The log-probability of a chosen
+/// token is still under the model's full softmax (what RPC scores).
+///
+/// ```
+/// use metarag_generate::constrain::SpanIndex;
+/// use metarag_generate::masked::{MaskedConfig, decode_extractive};
+/// use metarag_generate::testing::{ScriptedDenoiser, peaked};
+///
+/// let words = ["<mask>", "<end>", "Q:", "the", "cat", "sat", "dog"];
+/// // The model prefers "the dog sat", but the context only says "the cat sat".
+/// let model = ScriptedDenoiser::new(&words, "<mask>", |row: &[u32]| {
+///     let answer = [3, 6, 5, 1];
+///     (0..row.len()).flat_map(|t| {
+///         let mut l = peaked(7, answer[t.saturating_sub(1).min(3)], 5.0);
+///         l[4] += 3.0; // "cat" is the runner-up everywhere
+///         l
+///     }).collect()
+/// });
+/// let spans = SpanIndex::new(&[vec![3, 4, 5]]);
+/// let cfg = MaskedConfig::default().with_length(4);
+/// let out = decode_extractive(&model, &[2], &[], &[1], 1, &spans, &cfg)?;
+/// assert_eq!(out.candidates[0].text, "the cat sat");
+/// # Ok::<(), metarag_generate::Error>(())
+/// ```
+pub fn decode_extractive<M: MaskedDenoiser + ?Sized>(
+    model: &M,
+    prefix: &[u32],
+    suffix: &[u32],
+    stop: &[u32],
+    samples: usize,
+    spans: &SpanIndex,
+    cfg: &MaskedConfig,
+) -> Result<MaskedOutput> {
+    let indices: Vec<usize> = (0..samples).collect();
+    run(model, prefix, suffix, stop, &indices, Some(spans), cfg)
+}
+
+fn run<M: MaskedDenoiser + ?Sized>(
+    model: &M,
+    prefix: &[u32],
+    suffix: &[u32],
+    stop: &[u32],
+    indices: &[usize],
+    spans: Option<&SpanIndex>,
+    cfg: &MaskedConfig,
+) -> Result<MaskedOutput> {
     let plan = cfg.plan()?;
     let vocab = model.vocab_size();
     if vocab < 2 {
@@ -276,7 +332,16 @@ pub fn decode_candidates<M: MaskedDenoiser + ?Sized>(
         for (r, (row, row_ids)) in active.iter_mut().zip(ids.iter_mut()).enumerate() {
             let row_logits = &logits[r * slot * vocab..(r + 1) * slot * vocab];
             let slot_logits = |i: usize| &row_logits[i * vocab..(i + 1) * vocab];
-            row.step(cfg, &plan, mask, &slot_logits, &mut row_ids[start..start + plan.length], &mut scratch);
+            let constraint = spans.map(|index| Constraint { index, stop });
+            row.step(
+                cfg,
+                &plan,
+                mask,
+                &slot_logits,
+                &mut row_ids[start..start + plan.length],
+                constraint,
+                &mut scratch,
+            );
         }
         // Rows without masks leave the batch; the others keep their order.
         let mut keep_rows = Vec::with_capacity(active.len());
@@ -372,6 +437,7 @@ impl Row {
 
     /// One model call's worth of unmasking: `logits(i)` are slot position `i`'s logits and
     /// `slot` the row's slot tokens.
+    #[allow(clippy::too_many_arguments)]
     fn step<'a>(
         &mut self,
         cfg: &MaskedConfig,
@@ -379,6 +445,7 @@ impl Row {
         mask: u32,
         logits: &dyn Fn(usize) -> &'a [f32],
         slot: &mut [u32],
+        constraint: Option<Constraint<'_>>,
         scratch: &mut Vec<f64>,
     ) {
         let lo = self.block * plan.block;
@@ -391,12 +458,18 @@ impl Row {
             Schedule::FirstHitting => {
                 let u = uniform(&mut self.rng);
                 let pos = open[((u * open.len() as f64) as usize).min(open.len() - 1)];
-                let p = pick(pos, logits(pos), mask, t, &mut self.rng, scratch);
+                let allowed = constraint.and_then(|c| c.allowed(pos, slot, &self.masked));
+                let p = pick(pos, logits(pos), mask, allowed.as_deref(), t, &mut self.rng, scratch);
                 self.commit(p, slot);
             }
             Schedule::LowConfidence | Schedule::Threshold { .. } => {
-                let mut picks: Vec<Pick> =
-                    open.iter().map(|&pos| pick(pos, logits(pos), mask, t, &mut self.rng, scratch)).collect();
+                let mut picks: Vec<Pick> = open
+                    .iter()
+                    .map(|&pos| {
+                        let allowed = constraint.and_then(|c| c.allowed(pos, slot, &self.masked));
+                        pick(pos, logits(pos), mask, allowed.as_deref(), t, &mut self.rng, scratch)
+                    })
+                    .collect();
                 // Most confident first; ties to the leftmost position.
                 picks.sort_by(|a, b| b.logprob.total_cmp(&a.logprob).then(a.pos.cmp(&b.pos)));
                 let left = plan.steps_per_block.saturating_sub(self.step).max(1);
@@ -430,33 +503,107 @@ impl Row {
     }
 }
 
-/// The token for one position: argmax at temperature 0, else a float64 draw from
-/// `softmax(logits / t)`; never the mask token. Its log-probability is under the full,
-/// untempered softmax.
-fn pick(pos: usize, logits: &[f32], mask: u32, t: f64, rng: &mut ChaCha8Rng, weights: &mut Vec<f64>) -> Pick {
+/// The extractive rule of [`decode_extractive`] for one row.
+#[derive(Clone, Copy)]
+struct Constraint<'a> {
+    index: &'a SpanIndex,
+    stop: &'a [u32],
+}
+
+impl Constraint<'_> {
+    /// The tokens slot position `pos` may take (sorted, stop tokens included), or `None` when it
+    /// is free.
+    fn allowed(&self, pos: usize, slot: &[u32], masked: &[bool]) -> Option<Vec<u32>> {
+        let is_stop = |i: usize| !masked[i] && self.stop.contains(&slot[i]);
+        if (0..pos).any(is_stop) {
+            return None; // past the answer's end
+        }
+        let mut lo = pos;
+        while lo > 0 && !masked[lo - 1] {
+            lo -= 1;
+        }
+        let mut hi = pos + 1;
+        while hi < slot.len() && !masked[hi] && !is_stop(hi) {
+            hi += 1;
+        }
+        // The longest suffix of the left run that occurs in a chunk.
+        let (left, state) = (lo..=pos)
+            .find_map(|from| self.index.walk(&slot[from..pos]).map(|s| (&slot[from..pos], s)))
+            .unwrap_or((&slot[pos..pos], self.index.root()));
+        let next = self.index.allowed(state);
+        if next.is_empty() && !left.is_empty() {
+            return Some(self.stop.to_vec()); // the left run ends its chunk: so does the answer
+        }
+        let right = &slot[pos + 1..hi];
+        let mut joined: Vec<u32> = if right.is_empty() {
+            next.clone()
+        } else {
+            let mut span = Vec::with_capacity(left.len() + 1 + right.len());
+            next.iter()
+                .copied()
+                .filter(|&t| {
+                    span.clear();
+                    span.extend_from_slice(left);
+                    span.push(t);
+                    span.extend_from_slice(right);
+                    self.index.contains(&span)
+                })
+                .collect()
+        };
+        if joined.is_empty() {
+            joined = next;
+        }
+        if joined.is_empty() {
+            return None;
+        }
+        joined.extend_from_slice(self.stop);
+        joined.sort_unstable();
+        joined.dedup();
+        Some(joined)
+    }
+}
+
+/// The token for one position (among `allowed`, when given): argmax at temperature 0, else a
+/// float64 draw from `softmax(logits / t)`; never the mask token. Its log-probability is under
+/// the full, untempered softmax.
+fn pick(
+    pos: usize,
+    logits: &[f32],
+    mask: u32,
+    allowed: Option<&[u32]>,
+    t: f64,
+    rng: &mut ChaCha8Rng,
+    weights: &mut Vec<f64>,
+) -> Pick {
     let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
     let lse = max + logits.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln();
+    let ok = |i: usize| i as u32 != mask && allowed.is_none_or(|a| a.binary_search(&(i as u32)).is_ok());
     // Greedy choice, ties to the lowest id.
-    let mut best = if mask == 0 { 1 } else { 0 };
+    let mut best = None::<usize>;
     for (i, &x) in logits.iter().enumerate() {
-        if i as u32 != mask && x > logits[best] {
-            best = i;
+        if ok(i) && best.is_none_or(|b| x > logits[b]) {
+            best = Some(i);
         }
     }
-    let token = if t > 0.0 {
-        let u = uniform(rng);
-        let top = f64::from(logits[best]);
-        weights.clear();
-        weights.extend(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| if i as u32 == mask { 0.0 } else { ((f64::from(x) - top) / t).exp() }),
-        );
-        categorical(weights, u).unwrap_or(best)
-    } else {
-        best
+    // Nothing allowed is in the vocabulary (ids from another tokenizer): decode freely.
+    let Some(best) = best.or_else(|| {
+        (0..logits.len()).filter(|&i| i as u32 != mask).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+    }) else {
+        return Pick { pos, token: mask, logprob: f64::NEG_INFINITY };
     };
+    let free = !ok(best);
+    let token =
+        if t > 0.0 {
+            let u = uniform(rng);
+            let top = f64::from(logits[best]);
+            weights.clear();
+            weights.extend(logits.iter().enumerate().map(|(i, &x)| {
+                if (free && i as u32 != mask) || ok(i) { ((f64::from(x) - top) / t).exp() } else { 0.0 }
+            }));
+            categorical(weights, u).unwrap_or(best)
+        } else {
+            best
+        };
     Pick { pos, token: token as u32, logprob: f64::from(logits[token]) - lse }
 }
 
@@ -910,6 +1057,46 @@ mod tests {
         fn denoise_slots(&self, _: &[u32], slots: &[Vec<u32>], _: &[u32]) -> metarag_core::Result<Vec<f32>> {
             Ok(vec![0.0; slots.len() * slots[0].len() * V + 1])
         }
+    }
+
+    #[test]
+    fn extractive_left_to_right_writes_only_spans() {
+        // One-token blocks: every position is decided with its whole left run committed, so a
+        // sampled answer is always a span of the context ("mat" ends the chunk: then a stop).
+        let spans = SpanIndex::new(&[vec![3, 4, 5, 6, 7, 8, 9], vec![10, 3, 8]]);
+        let cfg = MaskedConfig::default().with_length(6).with_block_length(1).with_temperature(1.0);
+        for seed in 0..20 {
+            let out =
+                decode_extractive(&mixing_model(), &[2], &[], &[END], 4, &spans, &cfg.clone().with_seed(seed)).unwrap();
+            for c in &out.candidates {
+                assert!(spans.contains(&c.tokens), "seed {seed}: {:?} is not a span", c.tokens);
+                assert!(c.logprobs.iter().all(|l| l.is_finite() && *l <= 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn extractive_joins_committed_runs_when_it_can() {
+        // The model commits "the" (slot 0) and "mat" (slot 2) first, and prefers "cat" in
+        // between; only "warm" joins them ("the warm mat" is the only span).
+        let spans = SpanIndex::new(&[vec![6, 3, 8, 9, 10]]);
+        let model = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {
+            let plan = [(3, 9.0), (4, 2.0), (9, 8.0), (END, 7.0)];
+            (0..row.len())
+                .flat_map(|t| {
+                    let (w, m) = plan[t.saturating_sub(1).min(3)];
+                    let mut l = peaked(V, w, m);
+                    l[8] += 1.0;
+                    l
+                })
+                .collect()
+        });
+        let cfg = MaskedConfig::default().with_length(4);
+        let out = decode_extractive(&model, &[2], &[], &[END], 1, &spans, &cfg).unwrap();
+        assert_eq!(out.candidates[0].tokens, vec![3, 8, 9]);
+        // Unconstrained, the same model writes "the cat mat".
+        let free = decode(&model, &[2], &[], &[END], 1, &cfg).unwrap();
+        assert_eq!(free.candidates[0].tokens, vec![3, 4, 9]);
     }
 
     #[test]

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Method, Path, aggregate};
 use crate::causal::{CausalConfig, decode as decode_causal};
-use crate::constrain::Extractive;
-use crate::masked::{MaskedConfig, decode as decode_masked};
+use crate::constrain::{Extractive, SpanIndex};
+use crate::masked::{MaskedConfig, decode as decode_masked, decode_extractive};
 use crate::template::{ContextChunk, Prompt, Template};
 use crate::{Candidate, Result};
 
@@ -41,7 +41,8 @@ pub struct AskConfig {
     pub causal: CausalConfig,
     /// Masked decoding options.
     pub masked: MaskedConfig,
-    /// Constrain causal decoding to spans of the context.
+    /// Constrain decoding to spans of the context (causal: always; masked: where the committed
+    /// tokens allow, see [`decode_extractive`]).
     pub extractive: bool,
     /// How candidates are combined.
     pub aggregate: Method,
@@ -82,6 +83,10 @@ pub struct CandidateReport {
     pub candidate: Candidate,
     /// `exp(mean log-probability)`, the path score RPC uses.
     pub p: f64,
+    /// The answer's log-probability: the sum of its tokens' (for the masked decoder, each
+    /// token's at the step it was unmasked).
+    #[serde(default)]
+    pub logprob: f64,
     /// The answer group it joined (index into the aggregation's groups).
     pub group: usize,
     /// Pruned by RPC's reasoning pruning.
@@ -100,6 +105,11 @@ pub struct Stats {
     /// Answer tokens per model call, all candidates together (prompt and rescoring calls
     /// included; a masked decoder commits several positions per call).
     pub tokens_per_forward: f64,
+    /// Masked decoder: slot tokens committed per candidate per model call (denoising step),
+    /// the parallelism of the sampler (1 for one-token-per-step decoding); absent for the
+    /// causal decoder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_per_step: Option<f64>,
     /// Seconds spent decoding (prompt included).
     pub decode_seconds: f64,
     /// Seconds spent aggregating.
@@ -152,6 +162,7 @@ pub fn ask_causal<M: CausalModel + ?Sized>(
         forwards: out.forwards,
         generated_tokens: out.generated_tokens,
         tokens_per_forward: out.generated_tokens as f64 / out.forwards.max(1) as f64,
+        committed_per_step: None,
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
@@ -160,7 +171,8 @@ pub fn ask_causal<M: CausalModel + ?Sized>(
 
 /// Answers `question` from `chunks` with a masked-diffusion denoiser (the slot is
 /// `cfg.masked.length` mask tokens right after the template's answer opening; the primer
-/// "The answer is:" is dropped).
+/// "The answer is:" is dropped). With `cfg.extractive`, unmasking keeps the answer a span of
+/// the chunks where it can ([`decode_extractive`]).
 pub fn ask_masked<D: MaskedDenoiser + ?Sized>(
     model: &D,
     question: &str,
@@ -171,20 +183,27 @@ pub fn ask_masked<D: MaskedDenoiser + ?Sized>(
     let prompt = template.build(model, question, chunks)?;
     let started = Instant::now();
     let stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| model.token_id(t)).collect();
-    let out = decode_masked(model, &prompt.prefix, &prompt.suffix, &stop, cfg.causal.samples, &cfg.masked)?;
+    let out = if cfg.extractive {
+        let tokens: Vec<Vec<u32>> = prompt.chunks.iter().map(|c| c.tokens.clone()).collect();
+        let spans = SpanIndex::new(&tokens);
+        decode_extractive(model, &prompt.prefix, &prompt.suffix, &stop, cfg.causal.samples, &spans, &cfg.masked)?
+    } else {
+        decode_masked(model, &prompt.prefix, &prompt.suffix, &stop, cfg.causal.samples, &cfg.masked)?
+    };
     let generated: usize = out.candidates.iter().map(|c| c.tokens.len()).sum();
     let stats = Stats {
         prompt_tokens: prompt.prefix.len() + prompt.suffix.len(),
         forwards: out.forwards,
         generated_tokens: generated,
         tokens_per_forward: generated as f64 / out.forwards.max(1) as f64,
+        committed_per_step: Some(out.tokens_per_forward),
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
     let note = Some(
         "masked decoder: p is exp(mean log-probability of each token at the step it was unmasked), not an exact sequence probability".to_string(),
     );
-    Ok(finish(&prompt, chunks, out.candidates, cfg.aggregate, "masked", false, stats, note))
+    Ok(finish(&prompt, chunks, out.candidates, cfg.aggregate, "masked", cfg.extractive, stats, note))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -229,7 +248,10 @@ fn finish(
         .into_iter()
         .zip(ps)
         .zip(&agg.verdicts)
-        .map(|((candidate, p), v)| CandidateReport { candidate, p, group: v.group, pruned: v.pruned })
+        .map(|((candidate, p), v)| {
+            let logprob = candidate.logprobs.iter().map(|&l| f64::from(l)).sum();
+            CandidateReport { candidate, p, logprob, group: v.group, pruned: v.pruned }
+        })
         .collect();
     Answer {
         text,

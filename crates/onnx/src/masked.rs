@@ -388,6 +388,20 @@ impl metarag_core::model::MaskedDenoiser for BlockDenoiser {
         if n == 0 || len == 0 {
             return Ok(Vec::new());
         }
+        if len > self.info.block {
+            return Err(Error::Input(format!(
+                "an answer slot of {len} tokens is longer than the {}-token block the masked model was trained with",
+                self.info.block
+            ))
+            .into());
+        }
+        if let Some(r) = slots.iter().position(|s| s.len() != len) {
+            return Err(Error::Input(format!(
+                "slot rows differ in length: row 0 has {len}, row {r} has {}",
+                slots[r].len()
+            ))
+            .into());
+        }
         let prompt: Vec<u32> = self.info.start_id.into_iter().chain(prefix.iter().copied()).collect();
         let Some((&last, head)) = prompt.split_last().filter(|(_, head)| !head.is_empty()) else {
             return Err(Error::Input("the block denoiser needs a prompt of at least 2 tokens".into()).into());
