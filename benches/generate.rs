@@ -117,8 +117,12 @@ fn bench_model(lm: &CausalLm, template: &Template, threads: usize) {
         let batched_decode = results.last().map_or(1.0, |r| r.3);
         let out = &results.last().expect("modes").4;
         let ps: Vec<f64> = out.candidates.iter().map(|c| c.inverse_perplexity()).collect();
-        let paths: Vec<Path<'_>> =
-            out.candidates.iter().zip(&ps).map(|(c, &p)| Path { answer: &c.text, completion: &c.text, p }).collect();
+        let paths: Vec<Path<'_>> = out
+            .candidates
+            .iter()
+            .zip(&ps)
+            .map(|(c, &p)| Path { answer: &c.text, completion: &c.text, p, logprob: c.logprob() })
+            .collect();
         for method in [Method::Rpc, Method::Vote] {
             let reps = 1000;
             let t = Instant::now();

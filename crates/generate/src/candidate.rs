@@ -56,6 +56,15 @@ impl Candidate {
         self.logprobs.iter().chain(&self.suffix_logprobs).map(|&x| f64::from(x)).sum::<f64>() / n as f64
     }
 
+    /// Log-probability of the whole path: its tokens and the rescored closing tokens (`-inf`
+    /// for an empty candidate).
+    pub fn logprob(&self) -> f64 {
+        if self.logprobs.is_empty() && self.suffix_logprobs.is_empty() {
+            return f64::NEG_INFINITY;
+        }
+        self.logprobs.iter().chain(&self.suffix_logprobs).map(|&x| f64::from(x)).sum()
+    }
+
     /// `exp(mean log-probability)`: the inverse perplexity of the path, in `[0, 1]` (RPC's
     /// `p_i`).
     pub fn inverse_perplexity(&self) -> f64 {

@@ -83,8 +83,8 @@ pub struct CandidateReport {
     pub candidate: Candidate,
     /// `exp(mean log-probability)`, the path score RPC uses.
     pub p: f64,
-    /// The answer's log-probability: the sum of its tokens' (for the masked decoder, each
-    /// token's at the step it was unmasked).
+    /// The path's log-probability: the sum over its tokens and rescored closing (for the
+    /// masked decoder, each token's at the step it was unmasked); 0 for an empty path.
     #[serde(default)]
     pub logprob: f64,
     /// The answer group it joined (index into the aggregation's groups).
@@ -220,8 +220,11 @@ fn finish(
     let started = Instant::now();
     let ps: Vec<f64> =
         candidates.iter().map(|c| if c.text.is_empty() { 0.0 } else { c.inverse_perplexity() }).collect();
-    let paths: Vec<Path<'_>> =
-        candidates.iter().zip(&ps).map(|(c, &p)| Path { answer: &c.text, completion: &c.text, p }).collect();
+    let paths: Vec<Path<'_>> = candidates
+        .iter()
+        .zip(&ps)
+        .map(|(c, &p)| Path { answer: &c.text, completion: &c.text, p, logprob: path_logprob(c) })
+        .collect();
     let agg = aggregate(&paths, method);
     stats.aggregate_seconds = started.elapsed().as_secs_f64();
     let winner = agg.answer();
@@ -249,7 +252,7 @@ fn finish(
         .zip(ps)
         .zip(&agg.verdicts)
         .map(|((candidate, p), v)| {
-            let logprob = candidate.logprobs.iter().map(|&l| f64::from(l)).sum();
+            let logprob = candidate.logprobs.iter().chain(&candidate.suffix_logprobs).map(|&l| f64::from(l)).sum();
             CandidateReport { candidate, p, logprob, group: v.group, pruned: v.pruned }
         })
         .collect();
@@ -267,11 +270,24 @@ fn finish(
     }
 }
 
+/// The whole path's log-probability RPC weighs a candidate by (`-inf` for an empty answer,
+/// which has no probability mass to give).
+fn path_logprob(c: &Candidate) -> f64 {
+    if c.text.is_empty() { f64::NEG_INFINITY } else { c.logprob() }
+}
+
 /// Aggregates already decoded candidates with another method (the candidates of one decode
 /// can be compared under RPC, vote and lowest perplexity): the answer text and confidence.
 pub fn reaggregate(candidates: &[CandidateReport], method: Method) -> (String, f64) {
-    let paths: Vec<Path<'_>> =
-        candidates.iter().map(|c| Path { answer: &c.candidate.text, completion: &c.candidate.text, p: c.p }).collect();
+    let paths: Vec<Path<'_>> = candidates
+        .iter()
+        .map(|c| Path {
+            answer: &c.candidate.text,
+            completion: &c.candidate.text,
+            p: c.p,
+            logprob: path_logprob(&c.candidate),
+        })
+        .collect();
     let agg = aggregate(&paths, method);
     match agg.answer() {
         Some(g) => (candidates[g.representative].candidate.text.clone(), agg.confidence()),
