@@ -570,8 +570,12 @@ def masked_nll(model, torch, prefix: list, rows: list, block: int, mask_id: int,
 
 
 def masked_decode(model, torch, prefix: list, head: list, block: int, mask_id: int, eot: int) -> list:
-    """Greedy low-confidence unmasking, one position per step (the reference sampler): the
-    prompt's cache is computed once; returns the answer's tokens (up to the first EOT)."""
+    """Greedy low-confidence unmasking, one position per step, with the answer's end written in
+    order as metarag's decoder does (`MaskedConfig::ordered_end`): EOT only at the leftmost
+    masked position, and the answer ends there. (Without that rule the EOT padding, the most
+    confident positions, is committed first from the right and truncates answers: at step 103
+    of the shipped run, 40 held-out questions, EM 0.15 against 0.30.) The prompt's cache is
+    computed once; returns the answer's tokens (up to the EOT)."""
     dev = model.embed.device
     with torch.no_grad():
         caches = [dict() for _ in model.layers]
@@ -579,16 +583,21 @@ def masked_decode(model, torch, prefix: list, head: list, block: int, mask_id: i
         row = [head[-1]] + [mask_id] * block
         own = torch.ones(1, block + 1, block + 1, dtype=torch.bool, device=dev)
         for _ in range(block):
-            h = model.hidden(torch.tensor([row], device=dev), caches=[dict(c) for c in caches], own_mask=own)
-            logits = model.logits_at(h[0, :block]).float()
-            logits[:, mask_id] = float("-inf")
-            conf, best = logits.softmax(-1).max(-1)
             masked = [j for j in range(block) if row[j + 1] == mask_id]
             if not masked:
                 break
-            j = max(masked, key=lambda j: float(conf[j]))
+            h = model.hidden(torch.tensor([row], device=dev), caches=[dict(c) for c in caches], own_mask=own)
+            logits = model.logits_at(h[0, :block]).float()
+            logits[:, mask_id] = float("-inf")
+            probs = logits.softmax(-1)
+            logits[[j for j in masked[1:]], eot] = float("-inf")  # the end only at the leftmost mask
+            best = logits.argmax(-1)
+            conf = probs.gather(1, best[:, None])[:, 0]
+            j = max(masked, key=lambda j: (float(conf[j]), -j))
             row[j + 1] = int(best[j])
-    out = row[1:]
+            if j == masked[0] and row[j + 1] == eot:
+                break
+    out = [t for t in row[1:] if t != mask_id]
     return out[:out.index(eot)] if eot in out else out
 
 

@@ -52,7 +52,7 @@ fn block_denoiser_matches_the_training_framework() {
         // The denoiser prepends the start token itself and feeds the prompt's last token.
         assert_eq!(Some(prompt[0]), m.token_id("<issue_start>"));
         let slot = row[1..].to_vec();
-        let logits = m.denoise_slots(&prompt[1..prompt.len() - 1], std::slice::from_ref(&slot), &[]).expect("denoise");
+        let logits = m.denoise_slots(&prompt[1..], std::slice::from_ref(&slot), &[]).expect("denoise");
         assert_eq!(logits.len(), slot.len() * v);
         let worst =
             (0..slot.len()).map(|j| (nll(&logits[j * v..(j + 1) * v], target[j]) - want[j]).abs()).fold(0.0, f64::max);
@@ -62,10 +62,10 @@ fn block_denoiser_matches_the_training_framework() {
         other.iter_mut().step_by(2).for_each(|t| *t = m.mask_id());
         let all_masked = vec![m.mask_id(); slot.len()];
         let batch = m
-            .denoise_slots(&prompt[1..prompt.len() - 1], &[slot.clone(), other.clone(), all_masked.clone()], &[])
+            .denoise_slots(&prompt[1..], &[slot.clone(), other.clone(), all_masked.clone()], &[])
             .expect("batch");
         for (r, s) in [slot, other, all_masked].iter().enumerate() {
-            let alone = m.denoise_slots(&prompt[1..prompt.len() - 1], std::slice::from_ref(s), &[]).expect("alone");
+            let alone = m.denoise_slots(&prompt[1..], std::slice::from_ref(s), &[]).expect("alone");
             let n = alone.len();
             let diff = batch[r * n..(r + 1) * n].iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(diff < 1e-3, "{}: row {r} differs from its lone decode by {diff}", case["id"]);
@@ -121,6 +121,13 @@ fn every_sampler_keeps_its_invariants_on_the_trained_model() {
         ("low-confidence, 5 steps in 5 blocks", MaskedConfig::default().with_steps(5).with_block_length(4)),
         ("threshold 0.9", MaskedConfig::default().with_schedule(Schedule::Threshold { threshold: 0.9 })),
         ("first hitting", MaskedConfig::default().with_schedule(Schedule::FirstHitting).with_temperature(1.0)),
+        (
+            "ordered end, threshold (the CLI's rule)",
+            MaskedConfig::default()
+                .with_schedule(Schedule::Threshold { threshold: 0.9 })
+                .with_temperature(0.7)
+                .with_ordered_end(true),
+        ),
     ];
     for (name, cfg) in cases {
         let cfg = cfg.with_length(len).with_seed(3);
@@ -214,4 +221,12 @@ fn ask_answers_held_out_questions_with_the_masked_model() {
 
 /// Held-out questions (SQuAD-Shifts, documents never trained on) the shipped masked adapter
 /// answers exactly through the CLI: question, gold answers, the file it must cite.
-const KNOWN: [(&str, &[&str], &str); 0] = [];
+/// Screened when the adapter was exported: of the first 12 held-out questions tried on tin.txt,
+/// these were answered exactly and cited (plus the infiller's superconductor question).
+const KNOWN: [(&str, &[&str], &str); 5] = [
+    ("What is the name of  the superconductor that is below 3.72K?", &["Tin"], "tin.txt"),
+    ("What's the symbol for Tin?", &["symbol Sn", "Sn"], "tin.txt"),
+    ("What was the first alloy used on a large scale?", &["bronze"], "tin.txt"),
+    ("What was Pewter used for?", &["flatware"], "tin.txt"),
+    ("What was tin used for?", &["food packaging", "tin-plated metal was used for food packaging as tin cans"], "tin.txt"),
+];

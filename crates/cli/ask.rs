@@ -127,6 +127,10 @@ pub struct GenerateArgs {
     /// Confidence threshold of the threshold schedule.
     #[arg(long, default_value_t = 0.9)]
     pub threshold: f64,
+    /// Masked decoder: let any position take the end token, as LLaDA does (by default the
+    /// end is written only right after the answer's last token, and ends the candidate).
+    #[arg(long)]
+    pub free_end: bool,
     /// Infill template (TOML with any of: head, chunk_open, chunk_close, question_open,
     /// answer_open, suffix, max_prompt, max_chunks, min_chunk_tokens); default: the template
     /// the infiller was trained on (--generator infill), else SmolLM2's chat template primed
@@ -175,6 +179,7 @@ impl GenerateArgs {
             schedule,
             temperature,
             seed: self.seed,
+            ordered_end: !self.free_end,
         };
         if masked && self.length.is_some() {
             cfg.masked.check().context("masked decoder settings")?;
@@ -211,8 +216,10 @@ LoRA adapter trained by `onnx/train_infill.py train --objective masked` to denoi
 runs only the block over the prompt's cache, for all --samples candidates as one batch, and
 commits some of its masked positions: --schedule confidence (LLaDA: --length / --steps per
 step), threshold (Fast-dLLM: every position above --threshold, so confident answers take few
-steps) or first-hitting (one position per step, exact at temperature 1). Extractive infilling
-keeps the unmasked tokens a span of the chunks where the committed neighbours allow it.")]
+steps) or first-hitting (one position per step, exact at temperature 1). The end token is only
+written right after the answer's last token, which ends the candidate (--free-end: anywhere, as
+LLaDA does; the model's end padding then tends to eat into answers). Extractive infilling keeps
+the unmasked tokens a span of the chunks where the committed neighbours allow it.")]
 pub struct AskArgs {
     /// Index directory (made by `metarag ingest`).
     #[arg(long, value_name = "DIR")]
@@ -368,8 +375,11 @@ fn print_answer(a: &Answer, chunks: &[ContextChunk]) -> std::io::Result<()> {
         a.stats.generated_tokens,
         a.stats.tokens_per_forward
     )?;
-    if let Some(c) = a.stats.committed_per_step {
-        outln!("denoising: {} steps, {c:.2} tokens committed per candidate per step", a.stats.forwards)?;
+    if let (Some(c), Some(d)) = (a.stats.committed_per_step, a.stats.decoded_per_step) {
+        outln!(
+            "denoising: {} steps, {c:.2} slot positions resolved per candidate per step ({d:.2} decoded, the rest end padding)",
+            a.stats.forwards
+        )?;
     }
     if let Some(n) = &a.note {
         outln!("note: {n}")?;

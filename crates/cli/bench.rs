@@ -387,6 +387,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 em: run.metrics.em,
                 f1: run.metrics.f1,
                 committed_per_step: r.committed_per_step.iter().find(|(m, _)| *m == run.infill).map(|(_, c)| *c),
+                decoded_per_step: r.decoded_per_step.iter().find(|(m, _)| *m == run.infill).map(|(_, c)| *c),
                 decode_seconds: r.decode_seconds.iter().find(|(m, _)| *m == run.infill).map(|(_, s)| *s),
             }));
         }
@@ -473,23 +474,25 @@ struct StepsPoint {
     em: f64,
     f1: f64,
     committed_per_step: Option<f64>,
+    decoded_per_step: Option<f64>,
     decode_seconds: Option<f64>,
 }
 
 fn steps_markdown(points: &[StepsPoint]) -> String {
     let mut s = String::from(
-        "\n# Accuracy vs denoising steps (masked decoder, same questions)\n\n| steps | infill | aggregation | EM | F1 | tokens committed per step | decode s |\n|---:|---|---|---:|---:|---:|---:|\n",
+        "\n# Accuracy vs denoising steps (masked decoder, same questions)\n\n| steps | infill | aggregation | EM | F1 | slot tokens per step | decoded per step | decode s |\n|---:|---|---|---:|---:|---:|---:|---:|\n",
     );
     for p in points {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.1} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.1} |",
             p.steps,
             p.infill,
             p.method,
             p.em,
             p.f1,
             p.committed_per_step.unwrap_or(f64::NAN),
+            p.decoded_per_step.unwrap_or(f64::NAN),
             p.decode_seconds.unwrap_or(f64::NAN)
         );
     }
@@ -517,6 +520,8 @@ struct AnswerReport {
     forwards_per_question: Vec<(String, f64)>,
     /// Masked decoder: mean slot tokens committed per candidate per step, per infill mode.
     committed_per_step: Vec<(String, f64)>,
+    /// Masked decoder: the same without the end padding an end token implies.
+    decoded_per_step: Vec<(String, f64)>,
     questions: usize,
     samples: usize,
     seed: u64,
@@ -594,6 +599,7 @@ fn answer_questions(
         vec![vec![Vec::with_capacity(n); args.aggregate.len()]; args.infill.len()];
     let mut decode_seconds = vec![0.0; args.infill.len()];
     let (mut forwards, mut committed) = (vec![Vec::new(); args.infill.len()], vec![Vec::new(); args.infill.len()]);
+    let mut decoded = vec![Vec::new(); args.infill.len()];
     let sizes: Vec<usize> = {
         let n = args.decoding.samples.max(1);
         let mut v: Vec<usize> = std::iter::successors(Some(1usize), |&k| Some(k * 2)).take_while(|&k| k < n).collect();
@@ -653,6 +659,7 @@ fn answer_questions(
                         candidates: answer.candidates,
                         forwards: Some(answer.stats.forwards),
                         committed_per_step: answer.stats.committed_per_step,
+                        decoded_per_step: answer.stats.decoded_per_step,
                         cached: false,
                     })?
                 }
@@ -663,6 +670,9 @@ fn answer_questions(
             }
             if let Some(c) = answer.committed_per_step {
                 committed[i].push(c);
+            }
+            if let Some(d) = answer.decoded_per_step {
+                decoded[i].push(d);
             }
             let mut winners = Vec::new();
             // The first 1, 2, 4 … candidates, built once for every method; the full set is
@@ -739,6 +749,7 @@ fn answer_questions(
         steps: args.decoding.steps,
         forwards_per_question: per_mode(&forwards),
         committed_per_step: per_mode(&committed),
+        decoded_per_step: per_mode(&decoded),
         questions: n,
         samples: args.decoding.samples,
         seed: args.decoding.seed,
@@ -820,6 +831,9 @@ struct CachedAnswer {
     /// Masked decoder: slot tokens committed per candidate per step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     committed_per_step: Option<f64>,
+    /// Masked decoder: the same without the end padding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decoded_per_step: Option<f64>,
     /// True when read back from the cache (not stored).
     #[serde(skip)]
     cached: bool,
@@ -933,6 +947,17 @@ fn answers_markdown(a: &AnswerReport) -> String {
     }
     for (m, secs) in &a.decode_seconds {
         let _ = writeln!(s, "\n{m}: {secs:.1} s decoding ({:.2} s per question)", secs / a.questions.max(1) as f64);
+        let of = |v: &[(String, f64)]| v.iter().find(|(x, _)| x == m).map(|(_, y)| *y);
+        if let Some(f) = of(&a.forwards_per_question) {
+            let _ = write!(s, "; {f:.1} model calls per question");
+        }
+        if let (Some(c), Some(d)) = (of(&a.committed_per_step), of(&a.decoded_per_step)) {
+            let _ = write!(
+                s,
+                "; {} decoder: {c:.2} slot tokens resolved per candidate per step ({d:.2} decoded, the rest end padding)",
+                a.decoder
+            );
+        }
     }
     let _ = writeln!(s, "aggregation (all methods): {:.4} s in all", a.aggregate_seconds);
     if a.cached > 0 {

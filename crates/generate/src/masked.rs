@@ -94,6 +94,12 @@ pub struct MaskedConfig {
     pub temperature: f64,
     /// Seed of the candidates' random streams.
     pub seed: u64,
+    /// Write the answer's end in order: a `stop` token may only be committed at the leftmost
+    /// masked position, and a row is done once it is (the slot after it is the end padding the
+    /// stop token implies, not decoded). Without it (LLaDA's rule) a model trained with end
+    /// padding commits the padding first, from the right, with high confidence, and the
+    /// padding eats into the answer.
+    pub ordered_end: bool,
 }
 
 impl Default for MaskedConfig {
@@ -105,6 +111,7 @@ impl Default for MaskedConfig {
             schedule: Schedule::LowConfidence,
             temperature: 0.0,
             seed: 0,
+            ordered_end: false,
         }
     }
 }
@@ -147,6 +154,11 @@ impl MaskedConfig {
     /// Sets the seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+    /// Sets [`MaskedConfig::ordered_end`].
+    pub fn with_ordered_end(mut self, ordered_end: bool) -> Self {
+        self.ordered_end = ordered_end;
         self
     }
 
@@ -217,8 +229,12 @@ pub struct MaskedOutput {
     /// candidate's `length`, stop token and what follows it included) divided by
     /// `row_forwards`. `length / steps` for [`Schedule::LowConfidence`], 1 for
     /// [`Schedule::FirstHitting`], higher for [`Schedule::Threshold`] the more confident the
-    /// model is; 0 when nothing was decoded.
+    /// model is; 0 when nothing was decoded. With [`MaskedConfig::ordered_end`] the end padding
+    /// a stop token implies counts as resolved.
     pub tokens_per_forward: f64,
+    /// Slot tokens the model chose per row per model call: as `tokens_per_forward`, without
+    /// the end padding that [`MaskedConfig::ordered_end`] fills in (equal without it).
+    pub decoded_per_forward: f64,
 }
 
 /// Decodes `samples` candidates (indices `0..samples`) for the slot between `prefix` and
@@ -337,6 +353,7 @@ fn run<M: MaskedDenoiser + ?Sized>(
                 cfg,
                 &plan,
                 mask,
+                stop,
                 &slot_logits,
                 &mut row_ids[start..start + plan.length],
                 constraint,
@@ -358,6 +375,7 @@ fn run<M: MaskedDenoiser + ?Sized>(
         ids = keep_ids;
     }
     finished.sort_by_key(|(row, _)| row.order);
+    let finished_decoded: Vec<usize> = finished.iter().map(|(row, _)| plan.length - row.implied).collect();
 
     let mut candidates = Vec::with_capacity(finished.len());
     for (row, row_ids) in finished {
@@ -378,7 +396,9 @@ fn run<M: MaskedDenoiser + ?Sized>(
     }
     let committed = candidates.len() * plan.length;
     let tokens_per_forward = if row_forwards == 0 { 0.0 } else { committed as f64 / row_forwards as f64 };
-    Ok(MaskedOutput { candidates, forwards, row_forwards, tokens_per_forward })
+    let decoded: usize = finished_decoded.iter().sum();
+    let decoded_per_forward = if row_forwards == 0 { 0.0 } else { decoded as f64 / row_forwards as f64 };
+    Ok(MaskedOutput { candidates, forwards, row_forwards, tokens_per_forward, decoded_per_forward })
 }
 
 /// The decoding state of one candidate.
@@ -399,6 +419,8 @@ struct Row {
     step: usize,
     /// LowConfidence: positions to commit at each step of the current block.
     quota: Vec<usize>,
+    /// Slot positions filled as end padding, not decoded ([`MaskedConfig::ordered_end`]).
+    implied: usize,
 }
 
 /// A candidate token for a masked position.
@@ -421,6 +443,7 @@ impl Row {
             block: 0,
             step: 0,
             quota: Vec::new(),
+            implied: 0,
         };
         row.start_block(plan);
         row
@@ -443,6 +466,7 @@ impl Row {
         cfg: &MaskedConfig,
         plan: &Plan,
         mask: u32,
+        stop: &[u32],
         logits: &dyn Fn(usize) -> &'a [f32],
         slot: &mut [u32],
         constraint: Option<Constraint<'_>>,
@@ -454,12 +478,15 @@ impl Row {
             return;
         }
         let t = cfg.temperature;
+        // ordered_end: only the leftmost masked position may take a stop token.
+        let lead = self.masked.iter().position(|&m| m);
+        let deny = |pos: usize| if cfg.ordered_end && Some(pos) != lead { stop } else { &[][..] };
         match cfg.schedule {
             Schedule::FirstHitting => {
                 let u = uniform(&mut self.rng);
                 let pos = open[((u * open.len() as f64) as usize).min(open.len() - 1)];
                 let allowed = constraint.and_then(|c| c.allowed(pos, slot, &self.masked));
-                let p = pick(pos, logits(pos), mask, allowed.as_deref(), t, &mut self.rng, scratch);
+                let p = pick(pos, logits(pos), mask, allowed.as_deref(), deny(pos), t, &mut self.rng, scratch);
                 self.commit(p, slot);
             }
             Schedule::LowConfidence | Schedule::Threshold { .. } => {
@@ -467,7 +494,7 @@ impl Row {
                     .iter()
                     .map(|&pos| {
                         let allowed = constraint.and_then(|c| c.allowed(pos, slot, &self.masked));
-                        pick(pos, logits(pos), mask, allowed.as_deref(), t, &mut self.rng, scratch)
+                        pick(pos, logits(pos), mask, allowed.as_deref(), deny(pos), t, &mut self.rng, scratch)
                     })
                     .collect();
                 // Most confident first; ties to the leftmost position.
@@ -488,9 +515,29 @@ impl Row {
             }
         }
         self.step += 1;
+        if cfg.ordered_end {
+            self.end_at_stop(stop, slot);
+        }
         if !self.masked[lo..lo + plan.block].contains(&true) && self.block + 1 < plan.blocks {
             self.block += 1;
             self.start_block(plan);
+        }
+    }
+
+    /// ordered_end: once a stop token is committed with nothing masked before it, the rest of
+    /// the slot is its end padding (filled with that token, log-probability 0, not decoded).
+    fn end_at_stop(&mut self, stop: &[u32], slot: &mut [u32]) {
+        let lead = self.masked.iter().position(|&m| m).unwrap_or(slot.len());
+        if let Some(end) = (0..lead).find(|&i| stop.contains(&slot[i])) {
+            for i in end + 1..slot.len() {
+                if self.masked[i] {
+                    slot[i] = slot[end];
+                    self.logprobs[i] = 0.0;
+                    self.masked[i] = false;
+                    self.open -= 1;
+                    self.implied += 1;
+                }
+            }
         }
     }
 
@@ -563,7 +610,7 @@ impl Constraint<'_> {
     }
 }
 
-/// The token for one position (among `allowed`, when given): argmax at temperature 0, else a
+/// The token for one position (among `allowed`, when given, never one of `deny`): argmax at temperature 0, else a
 /// float64 draw from `softmax(logits / t)`; never the mask token. Its log-probability is under
 /// the full, untempered softmax.
 fn pick(
@@ -571,13 +618,16 @@ fn pick(
     logits: &[f32],
     mask: u32,
     allowed: Option<&[u32]>,
+    deny: &[u32],
     t: f64,
     rng: &mut ChaCha8Rng,
     weights: &mut Vec<f64>,
 ) -> Pick {
     let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
     let lse = max + logits.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln();
-    let ok = |i: usize| i as u32 != mask && allowed.is_none_or(|a| a.binary_search(&(i as u32)).is_ok());
+    let ok = |i: usize| {
+        i as u32 != mask && !deny.contains(&(i as u32)) && allowed.is_none_or(|a| a.binary_search(&(i as u32)).is_ok())
+    };
     // Greedy choice, ties to the lowest id.
     let mut best = None::<usize>;
     for (i, &x) in logits.iter().enumerate() {
@@ -1097,6 +1147,44 @@ mod tests {
         // Unconstrained, the same model writes "the cat mat".
         let free = decode(&model, &[2], &[], &[END], 1, &cfg).unwrap();
         assert_eq!(free.candidates[0].tokens, vec![3, 4, 9]);
+    }
+
+    #[test]
+    fn ordered_end_writes_the_end_after_the_answer() {
+        // Slot position i peaks on "the cat <end> <end> …" with the padding most confident:
+        // LLaDA's rule commits the padding from the right first and it eats the answer when
+        // the model is unsure how long it is; with ordered_end a stop token is taken only at
+        // the leftmost masked position, and the row ends there.
+        let model = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {
+            (0..row.len())
+                .flat_map(|t| {
+                    let i = t.saturating_sub(1);
+                    let mut l = match i {
+                        0 => peaked(V, 3, 4.0),
+                        1 => peaked(V, 4, 3.0),
+                        _ => peaked(V, END, 9.0),
+                    };
+                    // position 1 also likes <end>, when its right neighbour is <end>
+                    if i == 1 && row.get(t + 1) == Some(&END) {
+                        l[END as usize] = 3.5;
+                    }
+                    l
+                })
+                .collect()
+        });
+        let cfg = MaskedConfig::default().with_length(6);
+        let llada = decode(&model, &[2], &[], &[END], 1, &cfg).unwrap();
+        assert_eq!(llada.candidates[0].tokens, vec![3], "the padding ate \"cat\"");
+        assert_eq!(llada.forwards, 6);
+        let ordered = decode(&model, &[2], &[], &[END], 1, &cfg.with_ordered_end(true)).unwrap();
+        assert_eq!(ordered.candidates[0].tokens, vec![3, 4]);
+        assert_eq!(ordered.candidates[0].finish, Finish::Stop);
+        // "the", "cat", then <end> at the leftmost masked position: 3 calls, the other 3
+        // positions are padding
+        assert_eq!(ordered.forwards, 3);
+        assert!((ordered.tokens_per_forward - 2.0).abs() < 1e-12);
+        assert!((ordered.decoded_per_forward - 1.0).abs() < 1e-12);
+        assert_eq!(ordered.candidates[0].logprobs.len(), 2);
     }
 
     #[test]

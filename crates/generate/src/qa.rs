@@ -110,6 +110,10 @@ pub struct Stats {
     /// causal decoder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed_per_step: Option<f64>,
+    /// Masked decoder: slot tokens the model chose per candidate per step (as
+    /// `committed_per_step`, without the end padding an end token implies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoded_per_step: Option<f64>,
     /// Seconds spent decoding (prompt included).
     pub decode_seconds: f64,
     /// Seconds spent aggregating.
@@ -163,6 +167,7 @@ pub fn ask_causal<M: CausalModel + ?Sized>(
         generated_tokens: out.generated_tokens,
         tokens_per_forward: out.generated_tokens as f64 / out.forwards.max(1) as f64,
         committed_per_step: None,
+        decoded_per_step: None,
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
@@ -197,11 +202,12 @@ pub fn ask_masked<D: MaskedDenoiser + ?Sized>(
         generated_tokens: generated,
         tokens_per_forward: generated as f64 / out.forwards.max(1) as f64,
         committed_per_step: Some(out.tokens_per_forward),
+        decoded_per_step: Some(out.decoded_per_forward),
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
     let note = Some(
-        "masked decoder: p is exp(mean log-probability of each token at the step it was unmasked), not an exact sequence probability".to_string(),
+        "masked decoder: each token's log-probability is the one it had at the step it was unmasked, so p and the path probability RPC sums are not exact sequence probabilities".to_string(),
     );
     Ok(finish(&prompt, chunks, out.candidates, cfg.aggregate, "masked", cfg.extractive, stats, note))
 }
