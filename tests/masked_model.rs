@@ -61,9 +61,8 @@ fn block_denoiser_matches_the_training_framework() {
         let mut other = slot.clone();
         other.iter_mut().step_by(2).for_each(|t| *t = m.mask_id());
         let all_masked = vec![m.mask_id(); slot.len()];
-        let batch = m
-            .denoise_slots(&prompt[1..], &[slot.clone(), other.clone(), all_masked.clone()], &[])
-            .expect("batch");
+        let batch =
+            m.denoise_slots(&prompt[1..], &[slot.clone(), other.clone(), all_masked.clone()], &[]).expect("batch");
         for (r, s) in [slot, other, all_masked].iter().enumerate() {
             let alone = m.denoise_slots(&prompt[1..], std::slice::from_ref(s), &[]).expect("alone");
             let n = alone.len();
@@ -228,5 +227,9 @@ const KNOWN: [(&str, &[&str], &str); 5] = [
     ("What's the symbol for Tin?", &["symbol Sn", "Sn"], "tin.txt"),
     ("What was the first alloy used on a large scale?", &["bronze"], "tin.txt"),
     ("What was Pewter used for?", &["flatware"], "tin.txt"),
-    ("What was tin used for?", &["food packaging", "tin-plated metal was used for food packaging as tin cans"], "tin.txt"),
+    (
+        "What was tin used for?",
+        &["food packaging", "tin-plated metal was used for food packaging as tin cans"],
+        "tin.txt",
+    ),
 ];

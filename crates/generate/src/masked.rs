@@ -613,6 +613,7 @@ impl Constraint<'_> {
 /// The token for one position (among `allowed`, when given, never one of `deny`): argmax at temperature 0, else a
 /// float64 draw from `softmax(logits / t)`; never the mask token. Its log-probability is under
 /// the full, untempered softmax.
+#[allow(clippy::too_many_arguments)]
 fn pick(
     pos: usize,
     logits: &[f32],
