@@ -946,7 +946,7 @@ fn answers_markdown(a: &AnswerReport) -> String {
         );
     }
     for (m, secs) in &a.decode_seconds {
-        let _ = writeln!(s, "\n{m}: {secs:.1} s decoding ({:.2} s per question)", secs / a.questions.max(1) as f64);
+        let _ = write!(s, "\n{m}: {secs:.1} s decoding ({:.2} s per question)", secs / a.questions.max(1) as f64);
         let of = |v: &[(String, f64)]| v.iter().find(|(x, _)| x == m).map(|(_, y)| *y);
         if let Some(f) = of(&a.forwards_per_question) {
             let _ = write!(s, "; {f:.1} model calls per question");
@@ -958,8 +958,9 @@ fn answers_markdown(a: &AnswerReport) -> String {
                 a.decoder
             );
         }
+        let _ = writeln!(s);
     }
-    let _ = writeln!(s, "aggregation (all methods): {:.4} s in all", a.aggregate_seconds);
+    let _ = writeln!(s, "\naggregation (all methods): {:.4} s in all", a.aggregate_seconds);
     if a.cached > 0 {
         let _ = writeln!(
             s,
