@@ -142,11 +142,6 @@ fn training_script_fails_clearly_on_bad_input() {
 fn ask_answers_held_out_questions_with_the_infiller() {
     // Held-out documents (never trained on): every question listed must be answered exactly
     // (SQuAD exact match against the dataset's gold answers) by `metarag ask` with its defaults.
-    let dir = std::env::temp_dir().join(format!("metarag-it-infill-known-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let index = dir.to_str().unwrap();
-    let out = crate::index::metarag(&["ingest", "tests/fixtures/infill-known", "--index", index, "-q"]);
-    assert!(out.status.success(), "ingest: {}", String::from_utf8_lossy(&out.stderr));
     // Held-out questions the shipped adapter answers through the CLI (screened when it was
     // exported: of 29 held-out questions tried on these documents, 13 were right). A
     // retrained adapter is screened again; a question that stops passing is a regression.
@@ -169,14 +164,38 @@ fn ask_answers_held_out_questions_with_the_infiller() {
         ("When did they first develop allergies to dust?", &["mid-thirties", "in my mid-thirties"], ""),
         ("How quickly did the pack arrive?", &["less then one week"], "reviews-380.txt"),
     ];
+    ask_known_answers("infill", &[], &known, |v| assert_eq!(v["decoder"], "causal"));
+}
+
+/// Ingests the held-out documents of `tests/fixtures/infill-known` and asks every `known`
+/// question (question, gold answers, the file it must cite) through `metarag ask --json` with
+/// `extra` arguments; `check` sees each JSON answer. Every question must be answered exactly
+/// (SQuAD exact match) from a cited chunk of its file.
+pub fn ask_known_answers(
+    name: &str,
+    extra: &[&str],
+    known: &[(&str, &[&str], &str)],
+    check: impl Fn(&serde_json::Value),
+) {
+    let dir = std::env::temp_dir().join(format!("metarag-it-{name}-known-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let index = dir.to_str().expect("temp dir is UTF-8");
+    let out = crate::index::metarag(&["ingest", "tests/fixtures/infill-known", "--index", index, "-q"]);
+    assert!(out.status.success(), "ingest: {}", String::from_utf8_lossy(&out.stderr));
     let mut wrong = Vec::new();
-    for (question, golds, file) in known {
-        let out = crate::index::metarag(&["ask", "--index", index, question, "--json"]);
+    for &(question, golds, file) in known {
+        let mut argv = vec!["ask", "--index", index, question, "--json"];
+        argv.extend_from_slice(extra);
+        let out = crate::index::metarag(&argv);
         assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        assert_eq!(v["decoder"], "causal");
-        let text = v["text"].as_str().unwrap();
-        let cited = v["citations"].as_array().unwrap().iter().any(|c| c["path"].as_str().unwrap().ends_with(file));
+        check(&v);
+        let text = v["text"].as_str().expect("text");
+        let cited = v["citations"]
+            .as_array()
+            .expect("citations")
+            .iter()
+            .any(|c| c["path"].as_str().expect("path").ends_with(file));
         if metarag_eval::answers::exact_match(text, golds) < 1.0 || !cited {
             wrong.push(format!("{question:?}: {text:?} (gold {golds:?}), citations {}", v["citations"]));
         }

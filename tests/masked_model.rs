@@ -195,27 +195,10 @@ fn ask_answers_held_out_questions_with_the_masked_model() {
     // (SQuAD exact match against the dataset's gold answers), from a cited chunk, by
     // `metarag ask --decoder masked` with its defaults. Screened when the adapter was exported
     // (see the list's comment); a question that stops passing is a regression.
-    let dir = std::env::temp_dir().join(format!("metarag-it-masked-known-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let index = dir.to_str().unwrap();
-    let out = crate::index::metarag(&["ingest", "tests/fixtures/infill-known", "--index", index, "-q"]);
-    assert!(out.status.success(), "ingest: {}", String::from_utf8_lossy(&out.stderr));
-    let known: &[(&str, &[&str], &str)] = &KNOWN;
-    let mut wrong = Vec::new();
-    for &(question, golds, file) in known {
-        let out = crate::index::metarag(&["ask", "--index", index, question, "--decoder", "masked", "--json"]);
-        assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    crate::infill::ask_known_answers("masked", &["--decoder", "masked"], &KNOWN, |v| {
         assert_eq!(v["decoder"], "masked");
         assert!(v["stats"]["committed_per_step"].as_f64().is_some_and(|c| c >= 1.0), "{}", v["stats"]);
-        let text = v["text"].as_str().unwrap();
-        let cited = v["citations"].as_array().unwrap().iter().any(|c| c["path"].as_str().unwrap().ends_with(file));
-        if metarag_eval::answers::exact_match(text, golds) < 1.0 || !cited {
-            wrong.push(format!("{question:?}: {text:?} (gold {golds:?}), citations {}", v["citations"]));
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), known.len(), wrong.join("\n"));
+    });
 }
 
 /// Held-out questions (SQuAD-Shifts, documents never trained on) the shipped masked adapter
