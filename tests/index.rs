@@ -129,6 +129,26 @@ fn small_corpus(dir: &Path, files: usize) -> PathBuf {
 /// Everything an index holds: manifest documents and the records of both stores.
 type Dump = (BTreeMap<String, (String, u32)>, Vec<ChunkRecord>, Vec<ChunkRecord>);
 
+/// The dense vectors of an index, by point id.
+fn dense_of(dir: &Path) -> BTreeMap<u64, Vec<f32>> {
+    let index = Index::open(dir).expect("open");
+    let ids = index.vectors().ids().expect("ids");
+    let v: BTreeMap<u64, Vec<f32>> = index.vectors().dense_vectors(&ids).expect("vectors").into_iter().collect();
+    assert_eq!(v.len(), ids.len(), "{}: a point without its vector", dir.display());
+    v
+}
+
+/// Asserts two indexes hold the same vectors for the same ids. A rerun embeds its documents in
+/// other batches than an uninterrupted ingest, which moves the last bits of a float.
+fn assert_same_vectors(got: &Path, want: &BTreeMap<u64, Vec<f32>>, what: &str) {
+    let got = dense_of(got);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{what}: other vector ids");
+    for (id, v) in &got {
+        let diff = v.iter().zip(&want[id]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{what}: point {id}'s vector differs by {diff}");
+    }
+}
+
 fn dump(dir: &Path) -> Dump {
     let index = Index::open(dir).expect("open");
     let n = index.verify().unwrap_or_else(|e| panic!("inconsistent index {}: {e}", dir.display()));
@@ -206,6 +226,142 @@ fn kill_during_ingest_then_rerun_ends_identical() {
         );
         assert_eq!(dump(&idx), want, "round {round}: the rerun index differs from an uninterrupted ingest");
     }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Runs `metarag ingest ARGS` with extra environment (crash plans), without core dumps, from
+/// `cwd` (not the checkout: an aborted process must not leave files there).
+fn ingest_env(args: &[String], env: &[(&str, String)], cwd: &Path) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg("ulimit -c 0; exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_metarag")).args(args);
+    cmd.current_dir(cwd).env("METARAG_MODELS", root().join("models"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run metarag ingest")
+}
+
+/// The crash points an uninterrupted `metarag ingest ARGS` passes, in order (from a copy of
+/// `start`, or a new index when `start` is None).
+fn crash_points(args: &dyn Fn(&Path) -> Vec<String>, start: Option<&Path>, work: &Path) -> Vec<String> {
+    let idx = work.join("count");
+    let _ = std::fs::remove_dir_all(&idx);
+    if let Some(s) = start {
+        copy_dir(s, &idx);
+    }
+    let log = work.join("points.log");
+    let _ = std::fs::remove_file(&log);
+    let out = ingest_env(&args(&idx), &[("METARAG_CRASH_LOG", s(&log).to_string())], work);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&idx);
+    text.lines().map(|l| l.split_once(' ').map_or(l, |(_, name)| name).to_string()).collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// `n` crash points spread evenly over `1..=total` (1-based), first and last included.
+fn spread(total: usize, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).map(|i| 1 + i * (total - 1) / (n - 1).max(1)).collect();
+    v.dedup();
+    v
+}
+
+/// Kills `ingest ARGS` (from copies of `start`) at each of `points`, reruns it, and asserts
+/// each rerun index equals `want` / `want_vectors`, logging a line per point.
+fn kill_and_rerun(
+    args: &dyn Fn(&Path) -> Vec<String>,
+    start: Option<&Path>,
+    names: &[String],
+    points: &[usize],
+    want: &Dump,
+    want_vectors: &BTreeMap<u64, Vec<f32>>,
+    work: &Path,
+) {
+    for &k in points {
+        let idx = work.join(format!("at-{k}"));
+        let _ = std::fs::remove_dir_all(&idx);
+        if let Some(s) = start {
+            copy_dir(s, &idx);
+        }
+        let out = ingest_env(&args(&idx), &[("METARAG_CRASH_AT", k.to_string())], work);
+        assert!(!out.status.success(), "point {k} ({}) was not reached: the run ended normally", names[k - 1]);
+        let out = ingest_env(&args(&idx), &[], work);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "rerun after point {k} ({}): {err}", names[k - 1]);
+        let what = format!("killed at point {k} of {} ({})", names.len(), names[k - 1]);
+        assert_eq!(&dump(&idx), want, "{what}: the rerun index differs from an uninterrupted ingest");
+        assert_same_vectors(&idx, want_vectors, &what);
+        eprintln!("{what}: rerun {}, index identical", if err.contains("recovered") { "recovered" } else { "clean" });
+        let _ = std::fs::remove_dir_all(&idx);
+    }
+}
+
+/// The kill-at-any-point harness: crash points on the write path (`metarag_index::crash`) are
+/// counted in an uninterrupted ingest, then the process aborts at points spread over the run
+/// (as `kill -9` would), the same command is rerun, and the index must equal the
+/// uninterrupted one: same documents, chunk ids, texts, vectors; nothing pending. The same for
+/// an ingest with `--prune` that also replaces changed files and adds a new one.
+#[test]
+fn killed_at_any_write_step_then_rerun_ends_identical() {
+    let base = tmp("crash");
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 18);
+    let args = |idx: &Path| -> Vec<String> {
+        [s(&corpus), "--index", s(idx), "--pipeline", s(&pipeline), "--batch-docs", "3", "--threads", "1", "-q"]
+            .iter()
+            .fold(vec!["ingest".to_string()], |mut v, a| {
+                v.push(a.to_string());
+                v
+            })
+    };
+    let clean = base.join("clean");
+    let out = ingest_env(&args(&clean), &[], &base);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = dump(&clean);
+    let want_vectors = dense_of(&clean);
+    let names = crash_points(&args, None, &base);
+    assert!(names.len() >= 60, "only {} crash points: {names:?}", names.len());
+    for kind in ["batch.pending", "batch.deleted", "batch.vectors", "batch.lexical", "commit.vectors", "batch.done"] {
+        assert!(names.iter().any(|n| n == kind), "no {kind} point in {names:?}");
+    }
+    let n = std::env::var("METARAG_KILL_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20usize);
+    kill_and_rerun(&args, None, &names, &spread(names.len(), n), &want, &want_vectors, &base);
+
+    // --prune, two changed files (one shorter, one longer), one new file, two deleted
+    let prune_args = |idx: &Path| {
+        let mut a = args(idx);
+        a.push("--prune".into());
+        a
+    };
+    std::fs::write(corpus.join("part-03.txt"), "A short replacement. It has two sentences.").expect("write");
+    let longer = std::fs::read_to_string(corpus.join("part-04.txt")).expect("read").repeat(3);
+    std::fs::write(corpus.join("part-04.txt"), longer).expect("write");
+    std::fs::write(corpus.join("part-99.txt"), "A new file. It arrives late.").expect("write");
+    std::fs::remove_file(corpus.join("part-07.txt")).expect("rm");
+    std::fs::remove_file(corpus.join("part-11.txt")).expect("rm");
+    let clean2 = base.join("clean-prune");
+    copy_dir(&clean, &clean2);
+    let out = ingest_env(&prune_args(&clean2), &[], &base);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want2 = dump(&clean2);
+    assert_eq!(want2.0.len(), 17, "18 - 2 deleted + 1 new");
+    let want2_vectors = dense_of(&clean2);
+    let names2 = crash_points(&prune_args, Some(&clean), &base);
+    assert!(names2.iter().any(|n| n == "recover.deleted"), "the prune passes no recovery point: {names2:?}");
+    let n2 = (n / 2).max(2);
+    kill_and_rerun(&prune_args, Some(&clean), &names2, &spread(names2.len(), n2), &want2, &want2_vectors, &base);
     let _ = std::fs::remove_dir_all(&base);
 }
 

@@ -83,6 +83,12 @@ fn contract(store: &dyn VectorStore) {
         .collect();
     assert_eq!(got, exp);
 
+    // dense_vectors returns the stored vectors (unit length, so cosine stores them as given)
+    let vecs = store.dense_vectors(&[pts[3].record.id, 12345]).unwrap();
+    assert_eq!(vecs.len(), 1);
+    assert_eq!(vecs[0].0, pts[3].record.id);
+    assert!(vecs[0].1.iter().zip(&pts[3].dense).all(|(a, b)| (a - b).abs() < 1e-5), "{:?}", vecs[0].1);
+
     // nearest neighbour order follows cosine similarity
     let hits = store.search(&VectorQuery::Dense(unit(2, 0.05)), 3, &Filter::default()).unwrap();
     assert_eq!(hits[0].record, pts[2].record);

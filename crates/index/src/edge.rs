@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use qdrant_edge::{
     Distance, EdgeConfig, EdgeShard, EdgeVectorParams, PointId, PointInsertOperations, PointOperations,
     PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal,
-    VectorPersisted, VectorStructPersisted, WithPayloadInterface, WithVector,
+    VectorPersisted, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 
 use crate::store::{ChunkRecord, DENSE, Filter, Hit, Point, VectorQuery, VectorStore};
@@ -225,6 +225,27 @@ impl VectorStore for EdgeStore {
             .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
             .map_err(|e| self.err(format!("retrieve: {e}")))?;
         Ok(recs.into_iter().filter_map(|r| crate::store::record_from_payload(num_id(&r.id)?, &r.payload?.0)).collect())
+    }
+
+    fn dense_vectors(&self, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::NumId(i)).collect();
+        let recs = self
+            .shard
+            .retrieve(&ids, Some(WithPayloadInterface::Bool(false)), Some(WithVector::Bool(true)))
+            .map_err(|e| self.err(format!("retrieve: {e}")))?;
+        let mut out = Vec::with_capacity(recs.len());
+        for r in recs {
+            let Some(id) = num_id(&r.id) else { continue };
+            let dense = r.vector.as_ref().and_then(|v| match v {
+                VectorStructInternal::Named(named) => match named.get(DENSE) {
+                    Some(VectorInternal::Dense(d)) => Some(d.clone()),
+                    _ => None,
+                },
+                _ => None,
+            });
+            out.push((id, dense.ok_or_else(|| self.err(format!("point {id} has no vector \"{DENSE}\"")))?));
+        }
+        Ok(out)
     }
 
     fn ids(&self) -> Result<Vec<u64>> {

@@ -271,6 +271,12 @@ impl Index {
             }
             existing
         } else {
+            // The config is written first, so a creation killed before its rename leaves only
+            // the temporary file: that directory is still new.
+            let leftover = dir.join(CONFIG_FILE).with_extension("tmp");
+            if leftover.is_file() && std::fs::read_dir(dir).map_err(io(dir))?.count() == 1 {
+                std::fs::remove_file(&leftover).map_err(io(&leftover))?;
+            }
             if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
                 return Err(Error::NotAnIndex {
                     path: dir.to_path_buf(),
@@ -417,10 +423,12 @@ impl Index {
         let pending = std::mem::take(&mut self.manifest.pending);
         for (doc, p) in &pending {
             self.delete_chunks(doc, p.old_chunks.max(p.new_chunks))?;
+            crate::crash::point("recover.deleted");
             self.manifest.documents.remove(doc);
         }
         self.commit_stores()?;
         self.manifest.save(&self.dir)?;
+        crate::crash::point("recover.done");
         Ok(pending.len())
     }
 
@@ -434,8 +442,10 @@ impl Index {
 
     fn commit_stores(&self) -> Result<()> {
         self.vectors.commit()?;
+        crate::crash::point("commit.vectors");
         if let Some(lex) = &self.lexical {
             lex.commit()?;
+            crate::crash::point("commit.lexical");
         }
         Ok(())
     }
@@ -452,14 +462,18 @@ impl Index {
             self.manifest.pending.insert(doc.clone(), Pending { old_chunks: old, new_chunks: entry.chunks });
         }
         self.manifest.save(&self.dir)?;
+        crate::crash::point("batch.pending");
         for (doc, _, points) in &batch {
             let p = self.manifest.pending.get(doc).copied().unwrap_or_default();
             // Old chunks past the new count would linger: delete the whole old range first.
             self.delete_chunks(doc, p.old_chunks.max(p.new_chunks))?;
+            crate::crash::point("batch.deleted");
             self.vectors.upsert(points)?;
+            crate::crash::point("batch.vectors");
             if let Some(lex) = &self.lexical {
                 let recs: Vec<ChunkRecord> = points.iter().map(|p| p.record.clone()).collect();
                 lex.add(&recs)?;
+                crate::crash::point("batch.lexical");
             }
         }
         self.commit_stores()?;
@@ -467,7 +481,9 @@ impl Index {
             self.manifest.pending.remove(&doc);
             self.manifest.documents.insert(doc, entry);
         }
-        self.manifest.save(&self.dir)
+        self.manifest.save(&self.dir)?;
+        crate::crash::point("batch.done");
+        Ok(())
     }
 
     /// Removes documents (all their chunks) from the index.

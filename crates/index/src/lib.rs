@@ -50,6 +50,7 @@
 //! # Ok::<(), metarag_index::Error>(())
 //! ```
 
+pub mod crash;
 mod edge;
 mod error;
 mod index;

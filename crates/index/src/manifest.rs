@@ -89,6 +89,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
+    crate::crash::point("manifest.written");
     std::fs::rename(&tmp, path).map_err(io(path))?;
     if let Some(parent) = path.parent()
         && let Ok(d) = std::fs::File::open(parent)

@@ -323,6 +323,29 @@ impl VectorStore for ServerStore {
         Ok(out)
     }
 
+    fn dense_vectors(&self, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(ID_BATCH) {
+            let ids: Vec<PointId> = batch.iter().map(|&id| PointId::from(id)).collect();
+            let request = GetPointsBuilder::new(self.collection_name(), ids).with_payload(false).with_vectors(true);
+            let response =
+                self.run(format_args!("vectors of {} points", batch.len()), self.client.get_points(request.build()))?;
+            for p in response.result {
+                let id = numeric_id(p.id.as_ref()).map_err(|d| self.error(d))?;
+                let dense = p
+                    .vectors
+                    .and_then(|v| v.get_vector_by_name(DENSE))
+                    .and_then(|v| match v {
+                        qdrant_client::qdrant::vector_output::Vector::Dense(d) => Some(d.data),
+                        _ => None,
+                    })
+                    .ok_or_else(|| self.error(format!("point {id} has no dense vector `{DENSE}`")))?;
+                out.push((id, dense));
+            }
+        }
+        Ok(out)
+    }
+
     fn ids(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();
         let mut offset = None;

@@ -177,6 +177,9 @@ pub trait VectorStore: Send + Sync {
     fn supports_sparse(&self) -> bool;
     /// The records of the given ids that exist (any order).
     fn get(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>>;
+    /// The dense vectors of the given ids that exist, as `(id, vector)` (any order): what a
+    /// consistency check compares.
+    fn dense_vectors(&self, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>>;
     /// Every point id in the store (ascending).
     fn ids(&self) -> Result<Vec<u64>>;
     /// Number of points.
@@ -207,6 +210,9 @@ impl<T: VectorStore + ?Sized> VectorStore for Box<T> {
     }
     fn get(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
         (**self).get(ids)
+    }
+    fn dense_vectors(&self, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
+        (**self).dense_vectors(ids)
     }
     fn ids(&self) -> Result<Vec<u64>> {
         (**self).ids()
