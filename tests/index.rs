@@ -365,6 +365,27 @@ fn killed_at_any_write_step_then_rerun_ends_identical() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Hebrew and Arabic from a PDF (painted right to left) are found by words typed in reading
+/// order, lexically and densely.
+#[test]
+fn right_to_left_pdf_is_searchable() {
+    let base = tmp("rtl");
+    let pipeline = fast_pipeline(&base);
+    let idx = base.join("idx");
+    let pdf = root().join("tests/fixtures/rtl/whales-he-ar.pdf");
+    let out = metarag(&["ingest", s(&pdf), "--index", s(&idx), "--pipeline", s(&pipeline), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (query, want) in [("הלווייתן הכחול", "היונק הגדול ביותר"), ("الحوت الأزرق", "أكبر حيوان")]
+    {
+        let out = metarag(&["search", "--index", s(&idx), query, "--mode", "bm25", "--json", "-k", "1"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let hits: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let text = hits[0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains(want), "{query:?}: top hit {text:?}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 #[test]
 fn reingest_is_idempotent_and_changes_replace_old_chunks() {
     let base = tmp("reingest");

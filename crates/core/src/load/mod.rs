@@ -32,6 +32,7 @@
 //! # Ok::<(), metarag_core::Error>(())
 //! ```
 
+pub mod bidi;
 mod html;
 mod pdf;
 mod text;

@@ -164,15 +164,103 @@ fn extract_pages(bytes: &[u8]) -> std::result::Result<Vec<std::result::Result<St
         .map(|&number| {
             // The document is only read, so it stays consistent if a page panics.
             catch_unwind(AssertUnwindSafe(|| {
-                let mut text = String::new();
-                let mut sink = pdf_extract::PlainTextOutput::new(&mut text);
-                pdf_extract::output_doc_page(&doc, &mut sink, number).map(|()| text).map_err(|e| e.to_string())
+                let mut sink = LogicalText::default();
+                pdf_extract::output_doc_page(&doc, &mut sink, number).map(|()| sink.finish()).map_err(|e| e.to_string())
             }))
             .map_err(caught)
             .and_then(|r| r)
             .map_err(|e| format!("page {number}: {e}"))
         })
         .collect())
+}
+
+/// pdf-extract's plain-text layout (a space where glyphs leave a gap, a line break where the
+/// baseline moves), except that each line is collected glyph by glyph and written in reading
+/// order ([`super::bidi::visual_to_logical`]): PDFs paint Hebrew and Arabic right to left.
+#[cfg(feature = "pdf")]
+#[derive(Default)]
+struct LogicalText {
+    out: String,
+    line: Vec<String>,
+    page_height: f64,
+    last_end: f64,
+    last_y: f64,
+    first_char: bool,
+}
+
+#[cfg(feature = "pdf")]
+impl LogicalText {
+    fn end_line(&mut self) {
+        self.out.push_str(&super::bidi::visual_to_logical(&self.line));
+        self.line.clear();
+    }
+
+    fn finish(mut self) -> String {
+        self.end_line();
+        self.out
+    }
+}
+
+#[cfg(feature = "pdf")]
+impl pdf_extract::OutputDev for LogicalText {
+    fn begin_page(
+        &mut self,
+        _page: u32,
+        media_box: &pdf_extract::MediaBox,
+        _art_box: Option<(f64, f64, f64, f64)>,
+    ) -> std::result::Result<(), pdf_extract::OutputError> {
+        self.page_height = media_box.ury - media_box.lly;
+        self.last_end = 100_000.0;
+        Ok(())
+    }
+
+    fn end_page(&mut self) -> std::result::Result<(), pdf_extract::OutputError> {
+        Ok(())
+    }
+
+    fn output_character(
+        &mut self,
+        trm: &pdf_extract::Transform,
+        width: f64,
+        _spacing: f64,
+        font_size: f64,
+        text: &str,
+    ) -> std::result::Result<(), pdf_extract::OutputError> {
+        // position in a y-down page; the font size as the side of a square of the same area
+        let (x, y) = (trm.m31, self.page_height - trm.m32);
+        let size = (font_size * (trm.m11 + trm.m21) * font_size * (trm.m12 + trm.m22)).abs().sqrt();
+        if self.first_char {
+            // as pdf-extract: a big move down is a blank line (two breaks), a move back left
+            // and down a line break, a gap to the right a space
+            let moved = (y - self.last_y).abs();
+            let breaks = usize::from(moved > size * 1.5) + usize::from(x < self.last_end && moved > size * 0.5);
+            if breaks > 0 {
+                self.end_line();
+                self.out.push_str(&"\n".repeat(breaks));
+            }
+            if x > self.last_end + size * 0.1 {
+                self.line.push(" ".into());
+            }
+        }
+        self.line.push(text.to_owned());
+        self.first_char = false;
+        self.last_y = y;
+        self.last_end = x + width * size;
+        Ok(())
+    }
+
+    fn begin_word(&mut self) -> std::result::Result<(), pdf_extract::OutputError> {
+        self.first_char = true;
+        Ok(())
+    }
+
+    fn end_word(&mut self) -> std::result::Result<(), pdf_extract::OutputError> {
+        Ok(())
+    }
+
+    fn end_line(&mut self) -> std::result::Result<(), pdf_extract::OutputError> {
+        Ok(())
+    }
 }
 
 #[cfg(feature = "pdf")]
@@ -303,6 +391,34 @@ mod tests {
             assert_eq!(at, doc.text.len());
             assert!(!doc.text.contains('\r') && !doc.text.contains("\n\n\n"));
             Ok(())
+        }
+
+        #[test]
+        fn right_to_left_lines_come_out_in_reading_order() -> Result<()> {
+            let doc = load(&fixture("rtl/whales-he-ar.pdf"))?;
+            for line in [
+                "Whales of the world, in three scripts.",
+                "הלווייתן הכחול הוא היונק הגדול ביותר שחי אי פעם.",
+                "אורכו מגיע עד 30 מטרים ומשקלו עד 200 טון.",
+                "الحوت الأزرق هو أكبر حيوان عاش على الأرض.",
+                "يصل طوله إلى 30 مترا.",
+            ] {
+                assert!(doc.text.contains(line), "{line:?} not in {:?}", doc.text);
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn left_to_right_text_is_unchanged_from_pdf_extract() {
+            let doc = pdf_extract::Document::load(example("moby-dick-loomings.pdf")).expect("load");
+            for (&n, _) in doc.get_pages().iter() {
+                let mut plain = String::new();
+                pdf_extract::output_doc_page(&doc, &mut pdf_extract::PlainTextOutput::new(&mut plain), n)
+                    .expect("plain");
+                let mut ours = LogicalText::default();
+                pdf_extract::output_doc_page(&doc, &mut ours, n).expect("ours");
+                assert_eq!(ours.finish(), plain, "page {n}");
+            }
         }
 
         #[test]
