@@ -365,6 +365,82 @@ fn killed_at_any_write_step_then_rerun_ends_identical() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Readers during writes: searches in a loop, from other processes (`metarag search`, hybrid
+/// and BM25) and from this one (the library, which also checks that both stores hold exactly
+/// the manifest's chunks), while `metarag ingest` commits one document per batch. Every search
+/// must succeed and return only chunks of committed documents, each the exact span of its file.
+#[test]
+fn searches_during_an_ingest_see_whole_committed_documents() {
+    let base = tmp("readers");
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 60);
+    let idx = base.join("idx");
+    let ingest = |paths: &str| {
+        Command::new(env!("CARGO_BIN_EXE_metarag"))
+            .args(["ingest", paths, "--index", s(&idx), "--pipeline", s(&pipeline), "--batch-docs", "1"])
+            .args(["--threads", "1", "-q"])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ingest")
+    };
+    let first = ingest(s(&corpus.join("part-00.txt"))).wait_with_output().expect("first ingest");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+
+    let check = |hits: &[serde_json::Value], committed: &BTreeMap<String, u32>, who: &str| {
+        for h in hits {
+            let (path, doc) = (h["path"].as_str().expect("path"), h["doc"].as_str().expect("doc"));
+            let chunk = h["chunk"].as_u64().expect("chunk") as u32;
+            assert!(committed.get(doc).is_some_and(|&n| chunk < n), "{who}: {doc} #{chunk} is not committed");
+            let file = std::fs::read_to_string(path).expect("read corpus file");
+            let (a, b) = (h["start"].as_u64().expect("start") as usize, h["end"].as_u64().expect("end") as usize);
+            assert_eq!(h["text"].as_str(), file.get(a..b), "{who}: {doc} #{chunk} is not its file's span");
+        }
+    };
+    let committed_now = || -> BTreeMap<String, u32> {
+        let m = metarag_index::manifest::Manifest::load(&idx).expect("manifest");
+        m.documents.iter().map(|(d, e)| (d.clone(), e.chunks)).collect()
+    };
+
+    let mut child = ingest(s(&corpus));
+    let (mut cli, mut lib, mut seen_docs) = (0, 0, Vec::new());
+    loop {
+        let running = child.try_wait().expect("try_wait").is_none();
+        let mode = if cli % 2 == 0 { "hybrid" } else { "bm25" };
+        let out = metarag(&["search", "--index", s(&idx), "the people of the United States", "--mode", mode, "--json"]);
+        assert!(out.status.success(), "search {cli} during the ingest: {}", String::from_utf8_lossy(&out.stderr));
+        let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json hits");
+        // the manifest only grows during this ingest: what the search saw is committed now
+        check(&hits, &committed_now(), &format!("cli search {cli} ({mode})"));
+        cli += 1;
+
+        let index = Index::open(&idx).expect("library open during the ingest");
+        let n = index.verify().unwrap_or_else(|e| panic!("library read {lib}: inconsistent index: {e}"));
+        let committed: BTreeMap<String, u32> =
+            index.manifest().documents.iter().map(|(d, e)| (d.clone(), e.chunks)).collect();
+        assert!(index.manifest().pending.is_empty(), "library read {lib} saw a batch in flight");
+        let hits = index.search(&Query::new("the people of the United States").k(10).mode(Mode::Bm25)).expect("search");
+        let hits: Vec<serde_json::Value> = hits.iter().map(|h| serde_json::to_value(h).expect("json")).collect();
+        check(&hits, &committed, &format!("library read {lib}"));
+        seen_docs.push((committed.len(), n));
+        drop(index);
+        lib += 1;
+        if !running {
+            break;
+        }
+    }
+    let out = child.wait_with_output().expect("ingest");
+    assert!(out.status.success(), "the ingest failed beside the readers: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "{cli} CLI searches and {lib} library reads during the ingest, all consistent; (documents, chunks) seen: {seen_docs:?}"
+    );
+    assert_eq!(committed_now().len(), 60);
+    // 60 batches take seconds; a reader that had to wait for the whole ingest sees all 60
+    assert!(seen_docs.iter().any(|&(d, _)| d > 1 && d < 60), "no reader got in between batches: {seen_docs:?}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// Hebrew and Arabic from a PDF (painted right to left) are found by words typed in reading
 /// order, lexically and densely.
 #[test]

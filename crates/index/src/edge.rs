@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use qdrant_edge::{
     Distance, EdgeConfig, EdgeShard, EdgeVectorParams, PointId, PointInsertOperations, PointOperations,
@@ -30,7 +31,8 @@ use crate::{Error, Result};
 /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub struct EdgeStore {
-    shard: EdgeShard,
+    /// The loaded shard; `None` after [`VectorStore::release`], loaded again on next use.
+    shard: RwLock<Option<EdgeShard>>,
     dir: PathBuf,
     dims: usize,
 }
@@ -57,7 +59,7 @@ impl EdgeStore {
         let mut config = EdgeConfig::default();
         config.vectors.insert(DENSE.to_string(), params);
         let shard = EdgeShard::new(dir, config).map_err(|e| vector_err(dir, format!("cannot create: {e}")))?;
-        Ok(EdgeStore { shard, dir: dir.to_path_buf(), dims })
+        Ok(EdgeStore { shard: RwLock::new(Some(shard)), dir: dir.to_path_buf(), dims })
     }
 
     /// Opens the shard in `dir`, checking that it holds `dims`-dimensional cosine vectors.
@@ -77,12 +79,28 @@ impl EdgeStore {
             }
             None => return Err(vector_err(dir, format!("no vector named \"{DENSE}\""))),
         }
-        Ok(EdgeStore { shard, dir: dir.to_path_buf(), dims })
+        Ok(EdgeStore { shard: RwLock::new(Some(shard)), dir: dir.to_path_buf(), dims })
     }
 
     /// Opens the shard in `dir`, or creates it if the directory holds none.
     pub fn open_or_create(dir: &Path, dims: usize) -> Result<Self> {
         if dir.join("edge_config.json").is_file() { Self::open(dir, dims) } else { Self::create(dir, dims) }
+    }
+
+    /// Runs `f` on the shard, loading it again (waiting for other processes) if it was released.
+    fn with<T>(&self, f: impl FnOnce(&EdgeShard) -> Result<T>) -> Result<T> {
+        {
+            let guard = self.shard.read().map_err(|_| self.err("poisoned lock"))?;
+            if let Some(shard) = guard.as_ref() {
+                return f(shard);
+            }
+        }
+        self.acquire()?;
+        let guard = self.shard.read().map_err(|_| self.err("poisoned lock"))?;
+        match guard.as_ref() {
+            Some(shard) => f(shard),
+            None => Err(self.err("released while in use")),
+        }
     }
 
     fn err(&self, what: impl std::fmt::Display) -> Error {
@@ -103,8 +121,12 @@ impl EdgeStore {
     }
 }
 
-/// How long opening a shard waits for another process to let go of it.
+/// How long opening a shard waits for another process to let go of it: a reader waits for
+/// at most one batch of a writer.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a writer taking the shard back for its next batch waits for readers.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// `qdrant-edge` locks a shard's write-ahead log: one process at a time. A second opener
 /// (a search while an ingest runs, two searches at once) waits for the lock, then gives up
@@ -120,8 +142,9 @@ fn load_waiting(dir: &Path, wait: std::time::Duration) -> Result<EdgeShard> {
                         dir,
                         format!(
                             "in use by another process (an ingest or a search) for {} s; the embedded engine \
-                             opens an index in one process at a time: retry when it is done, or serve many \
-                             readers from a Qdrant server (--qdrant-url)",
+                             opens an index in one process at a time (an ingest lets readers in between its \
+                             batches): retry when it is done, or serve many readers from a Qdrant server \
+                             (--qdrant-url)",
                             wait.as_secs()
                         ),
                     ));
@@ -164,9 +187,11 @@ impl VectorStore for EdgeStore {
             });
         }
         let op = PointOperations::UpsertPoints(PointInsertOperations::PointsList(list));
-        self.shard
-            .update(UpdateOperation::PointOperation(op))
-            .map_err(|e| self.err(format!("upsert of {} points: {e}", points.len())))
+        self.with(|shard| {
+            shard
+                .update(UpdateOperation::PointOperation(op))
+                .map_err(|e| self.err(format!("upsert of {} points: {e}", points.len())))
+        })
     }
 
     fn delete(&self, ids: &[u64]) -> Result<()> {
@@ -174,9 +199,11 @@ impl VectorStore for EdgeStore {
             return Ok(());
         }
         let op = PointOperations::DeletePoints { ids: ids.iter().map(|&i| PointId::NumId(i)).collect() };
-        self.shard
-            .update(UpdateOperation::PointOperation(op))
-            .map_err(|e| self.err(format!("delete of {} points: {e}", ids.len())))
+        self.with(|shard| {
+            shard
+                .update(UpdateOperation::PointOperation(op))
+                .map_err(|e| self.err(format!("delete of {} points: {e}", ids.len())))
+        })
     }
 
     fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
@@ -203,7 +230,7 @@ impl VectorStore for EdgeStore {
             with_vector: WithVector::Bool(false),
             with_payload: WithPayloadInterface::Bool(true),
         };
-        let points = self.shard.query(request).map_err(|e| self.err(format!("query: {e}")))?;
+        let points = self.with(|shard| shard.query(request).map_err(|e| self.err(format!("query: {e}"))))?;
         Ok(points
             .into_iter()
             .filter_map(|p| {
@@ -220,19 +247,21 @@ impl VectorStore for EdgeStore {
 
     fn get(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
         let ids: Vec<PointId> = ids.iter().map(|&i| PointId::NumId(i)).collect();
-        let recs = self
-            .shard
-            .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
-            .map_err(|e| self.err(format!("retrieve: {e}")))?;
+        let recs = self.with(|shard| {
+            shard
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
+                .map_err(|e| self.err(format!("retrieve: {e}")))
+        })?;
         Ok(recs.into_iter().filter_map(|r| crate::store::record_from_payload(num_id(&r.id)?, &r.payload?.0)).collect())
     }
 
     fn dense_vectors(&self, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
         let ids: Vec<PointId> = ids.iter().map(|&i| PointId::NumId(i)).collect();
-        let recs = self
-            .shard
-            .retrieve(&ids, Some(WithPayloadInterface::Bool(false)), Some(WithVector::Bool(true)))
-            .map_err(|e| self.err(format!("retrieve: {e}")))?;
+        let recs = self.with(|shard| {
+            shard
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(false)), Some(WithVector::Bool(true)))
+                .map_err(|e| self.err(format!("retrieve: {e}")))
+        })?;
         let mut out = Vec::with_capacity(recs.len());
         for r in recs {
             let Some(id) = num_id(&r.id) else { continue };
@@ -260,7 +289,7 @@ impl VectorStore for EdgeStore {
                 with_vector: WithVector::Bool(false),
                 order_by: None,
             };
-            let (recs, next) = self.shard.scroll(req).map_err(|e| self.err(format!("scroll: {e}")))?;
+            let (recs, next) = self.with(|shard| shard.scroll(req).map_err(|e| self.err(format!("scroll: {e}"))))?;
             out.extend(recs.iter().filter_map(|r| num_id(&r.id)));
             match next {
                 Some(n) => offset = Some(n),
@@ -274,17 +303,33 @@ impl VectorStore for EdgeStore {
 
     fn count(&self) -> Result<usize> {
         let req = qdrant_edge::CountRequest { filter: None, exact: true };
-        self.shard.count(req).map_err(|e| self.err(format!("count: {e}")))
+        self.with(|shard| shard.count(req).map_err(|e| self.err(format!("count: {e}"))))
     }
 
     fn commit(&self) -> Result<()> {
         // EdgeShard::flush panics only when its locks are held elsewhere (never here: we hold
         // no guard across calls); contain it anyway so a bug cannot take the ingest down.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush()))
-            .map_err(|_| self.err("flush failed (the engine panicked)"))
+        self.with(|shard| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))
+                .map_err(|_| self.err("flush failed (the engine panicked)"))
+        })
     }
 
     fn optimize(&self) -> Result<()> {
-        self.shard.optimize().map(|_| ()).map_err(|e| self.err(format!("optimize: {e}")))
+        self.with(|shard| shard.optimize().map(|_| ()).map_err(|e| self.err(format!("optimize: {e}"))))
+    }
+
+    fn acquire(&self) -> Result<()> {
+        let mut guard = self.shard.write().map_err(|_| self.err("poisoned lock"))?;
+        if guard.is_none() {
+            *guard = Some(load_waiting(&self.dir, WRITER_WAIT)?);
+        }
+        Ok(())
+    }
+
+    fn release(&self) {
+        if let Ok(mut guard) = self.shard.write() {
+            guard.take(); // closes the write-ahead log: its lock goes with it
+        }
     }
 }

@@ -216,8 +216,10 @@ fn open_stores(dir: &Path, cfg: &IndexConfig) -> Result<(Option<LexicalIndex>, B
     let dims = cfg.pipeline.embedder.dims;
     match &cfg.store {
         StoreConfig::Embedded => {
-            let lexical = LexicalIndex::open_or_create(&dir.join("lexical"))?;
+            // The vector store first: its lock keeps a writer out while the lexical reader and
+            // the manifest are read, so the three agree (see ARCHITECTURE.md, readers and writers).
             let vectors = EdgeStore::open_or_create(&dir.join("vectors"), dims)?;
+            let lexical = LexicalIndex::open_or_create(&dir.join("lexical"))?;
             Ok((Some(lexical), Box::new(vectors)))
         }
         StoreConfig::Server { url, collection } => {
@@ -291,6 +293,7 @@ impl Index {
         let manifest = Manifest::load(dir)?;
         let mut index = Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest };
         index.recover()?;
+        index.vectors.release(); // readers may search until the first batch is written
         Ok(index)
     }
 
@@ -347,7 +350,27 @@ impl Index {
     }
 
     /// Searches with a precomputed query vector (needed for dense and hybrid modes).
+    ///
+    /// Chunks of documents whose batch was interrupted (pending in the manifest, not yet
+    /// recovered by the next ingest) are never returned: a reader sees whole, committed
+    /// documents only.
     pub fn search_with_vector(&self, query: &Query, vector: Option<&[f32]>) -> Result<Vec<SearchHit>> {
+        let pending = &self.manifest.pending;
+        if pending.is_empty() {
+            return self.search_committed(query, vector);
+        }
+        // over-fetch by what the pending documents can hold, then drop them
+        let extra: usize = pending.values().map(|p| p.old_chunks.max(p.new_chunks) as usize).sum();
+        let mut wider = query.clone();
+        wider.k += extra;
+        wider.candidates += extra;
+        let mut hits = self.search_committed(&wider, vector)?;
+        hits.retain(|h| !pending.contains_key(&h.record.doc));
+        hits.truncate(query.k);
+        Ok(hits)
+    }
+
+    fn search_committed(&self, query: &Query, vector: Option<&[f32]>) -> Result<Vec<SearchHit>> {
         let need_vec = || Error::Query("dense and hybrid search need a query vector".into());
         let n = query.candidates.max(query.k);
         let hit = |h: Hit, b: Option<usize>, d: Option<usize>| SearchHit {
@@ -457,6 +480,14 @@ impl Index {
         if batch.is_empty() {
             return Ok(());
         }
+        self.vectors.acquire()?;
+        let written = self.write_batch_held(batch);
+        self.vectors.release();
+        written
+    }
+
+    /// [`Index::write_batch`] with the vector store held.
+    fn write_batch_held(&mut self, batch: Vec<(String, DocEntry, Vec<Point>)>) -> Result<()> {
         for (doc, entry, _) in &batch {
             let old = self.manifest.documents.get(doc).map_or(0, |d| d.chunks);
             self.manifest.pending.insert(doc.clone(), Pending { old_chunks: old, new_chunks: entry.chunks });
@@ -495,14 +526,19 @@ impl Index {
             let old = self.manifest.documents.get(doc).map_or(0, |d| d.chunks);
             self.manifest.pending.insert(doc.clone(), Pending { old_chunks: old, new_chunks: 0 });
         }
+        self.vectors.acquire()?;
         self.manifest.save(&self.dir)?;
-        self.recover()?;
-        Ok(())
+        let recovered = self.recover();
+        self.vectors.release();
+        recovered.map(|_| ())
     }
 
     /// Builds search structures after a large ingest (HNSW graph, segment merges).
     pub fn optimize(&self) -> Result<()> {
-        self.vectors.optimize()?;
+        self.vectors.acquire()?;
+        let done = self.vectors.optimize();
+        self.vectors.release();
+        done?;
         if let Some(lex) = &self.lexical {
             lex.optimize()?;
         }

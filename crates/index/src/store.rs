@@ -190,6 +190,15 @@ pub trait VectorStore: Send + Sync {
     fn optimize(&self) -> Result<()> {
         Ok(())
     }
+    /// Takes the store for a run of writes, waiting for other processes to let go of it. The
+    /// embedded engine admits one process at a time, so a writer holds it only while it writes
+    /// a batch and [`VectorStore::release`]s it between batches; readers take turns with it. A
+    /// no-op for a server. Any other call takes the store back too.
+    fn acquire(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Lets other processes open the store until the next call (see [`VectorStore::acquire`]).
+    fn release(&self) {}
 }
 
 impl<T: VectorStore + ?Sized> VectorStore for Box<T> {
@@ -225,6 +234,12 @@ impl<T: VectorStore + ?Sized> VectorStore for Box<T> {
     }
     fn optimize(&self) -> Result<()> {
         (**self).optimize()
+    }
+    fn acquire(&self) -> Result<()> {
+        (**self).acquire()
+    }
+    fn release(&self) {
+        (**self).release()
     }
 }
 
