@@ -441,6 +441,70 @@ fn searches_during_an_ingest_see_whole_committed_documents() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// `--shard 1/2` then `--shard 2/2` write what one ingest writes; `--prune` in a part only
+/// removes that part's documents.
+#[test]
+fn shards_together_equal_one_ingest() {
+    let base = tmp("shards");
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 12);
+    let run = |idx: &Path, extra: &[&str]| {
+        let mut a = vec!["ingest", s(&corpus), "--index", s(idx), "--pipeline", s(&pipeline), "-q", "--json"];
+        a.extend_from_slice(extra);
+        let out = metarag(&a);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json report")
+    };
+    let (one, two) = (base.join("one"), base.join("two"));
+    run(&one, &[]);
+    let a = run(&two, &["--shard", "1/2"]);
+    let b = run(&two, &["--shard", "2/2"]);
+    let (na, nb) = (a["report"]["ingested"].as_u64().expect("n"), b["report"]["ingested"].as_u64().expect("n"));
+    assert!(na > 0 && nb > 0 && na + nb == 12, "parts of 12 files: {na} + {nb}");
+    assert_eq!(a["report"]["other_shards"].as_u64(), Some(nb));
+    assert_eq!(dump(&two), dump(&one), "two parts differ from one ingest");
+    assert_same_vectors(&two, &dense_of(&one), "two parts");
+
+    // a file of part 1 disappears: part 2's --prune keeps it, part 1's removes it
+    let shard1 = metarag_index::ingest::Shard { part: 1, of: 2 };
+    let gone = (0..12)
+        .map(|i| corpus.join(format!("part-{i:02}.txt")))
+        .find(|p| shard1.holds(&metarag_index::document_id(p)))
+        .expect("a file of part 1");
+    std::fs::remove_file(&gone).expect("rm");
+    assert_eq!(run(&two, &["--shard", "2/2", "--prune"])["report"]["pruned"], 0);
+    assert_eq!(run(&two, &["--shard", "1/2", "--prune"])["report"]["pruned"], 1);
+    assert_eq!(dump(&two).0.len(), 11);
+    let out = metarag(&["ingest", s(&corpus), "--index", s(&two), "--shard", "3/2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("3/2") && err.contains("PART/COUNT"), "{err}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// One writer at a time: readers take turns with an ingest, a second writer is refused with a
+/// message (it would overwrite the first one's manifest).
+#[test]
+fn a_second_writer_is_refused_while_readers_are_not() {
+    let base = tmp("writers");
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 2);
+    let idx = base.join("idx");
+    let out = metarag(&["ingest", s(&corpus), "--index", s(&idx), "--pipeline", s(&pipeline), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = metarag_core::pipeline::Pipeline::from_file(&pipeline).expect("pipeline");
+    let writer = Index::create_or_open(&idx, &p, &metarag_index::StoreConfig::Embedded).expect("first writer");
+    let out = metarag(&["ingest", s(&corpus), "--index", s(&idx), "--pipeline", s(&pipeline), "-q"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another process is writing this index") && err.contains(s(&idx)), "{err}");
+    let out = metarag(&["search", "--index", s(&idx), "--mode", "bm25", "people"]);
+    assert!(out.status.success(), "a reader beside a writer: {}", String::from_utf8_lossy(&out.stderr));
+    drop(writer);
+    let out = metarag(&["ingest", s(&corpus), "--index", s(&idx), "--pipeline", s(&pipeline), "-q"]);
+    assert!(out.status.success(), "after the writer left: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// Hebrew and Arabic from a PDF (painted right to left) are found by words typed in reading
 /// order, lexically and densely.
 #[test]

@@ -28,6 +28,7 @@ EXAMPLES:
   metarag ingest 'docs/**/*.md' --index idx --prune   # a glob; drop files that are gone
   metarag ingest docs --index idx --pipeline pipelines/semantic.toml
   metarag ingest docs --index idx --qdrant-url http://localhost:6334
+  metarag ingest docs --index idx2 --qdrant-url http://qdrant:6334 --shard 2/2   # a second worker
 
 Re-running the same command is cheap: unchanged files (same bytes, same pipeline) are skipped
 and changed files replace their old chunks. An interrupted ingest (Ctrl-C, kill -9, power cut
@@ -60,6 +61,12 @@ pub struct IngestArgs {
     /// Check at the end that both stores hold exactly the chunks the manifest lists.
     #[arg(long)]
     verify: bool,
+    /// Ingest only part PART of COUNT of the documents (by a hash of their paths; --prune
+    /// only among them): run `--shard 1/2` and `--shard 2/2` in two processes or on two machines
+    /// against one --qdrant-url collection to split the work; together they write what one
+    /// ingest would.
+    #[arg(long, value_name = "PART/COUNT")]
+    shard: Option<metarag_index::ingest::Shard>,
     /// Print the ingest report (per-stage times, failures) as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -205,7 +212,14 @@ pub fn ingest_files(
     threads: usize,
     quiet: bool,
 ) -> anyhow::Result<metarag_index::IngestReport> {
-    let job = Job { store: StoreConfig::Embedded, file_timeout: 60, batch_docs: 32, prune: false, lm_sessions: None };
+    let job = Job {
+        store: StoreConfig::Embedded,
+        file_timeout: 60,
+        batch_docs: 32,
+        prune: false,
+        lm_sessions: None,
+        shard: None,
+    };
     let mut index = Index::create_or_open(index_dir, pipeline, &job.store)?;
     run_ingest(&mut index, files, pipeline, opts, threads, quiet, &job)
 }
@@ -216,6 +230,7 @@ struct Job {
     batch_docs: usize,
     prune: bool,
     lm_sessions: Option<usize>,
+    shard: Option<metarag_index::ingest::Shard>,
 }
 
 fn run_ingest(
@@ -247,7 +262,8 @@ fn run_ingest(
         embed_batch: pipeline.embedder.batch,
         tokens: models.tokenizer.as_deref().map(|t| t as &dyn metarag_core::model::TokenOffsets),
     };
-    let options = IngestOptions { batch_docs: job.batch_docs, prune: job.prune, ..IngestOptions::default() };
+    let options =
+        IngestOptions { batch_docs: job.batch_docs, prune: job.prune, shard: job.shard, ..IngestOptions::default() };
     let bar = ProgressBar::new(1);
     if quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -287,6 +303,7 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
         batch_docs: args.batch_docs,
         prune: args.prune,
         lm_sessions: args.lm_sessions,
+        shard: args.shard,
     };
     let recovered = metarag_index::manifest::Manifest::load(&args.index).map_or(0, |m| m.pending.len());
     let mut index = Index::create_or_open(&args.index, &pipeline, &job.store)?;
@@ -308,6 +325,9 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     }
     if skipped_binary > 0 {
         eprintln!("skipped {skipped_binary} binary files found in folders");
+    }
+    if let Some(s) = args.shard {
+        eprintln!("shard {}/{}: {} files of the inputs belong to other parts", s.part, s.of, report.other_shards);
     }
     eprintln!(
         "ingested {} of {} files ({} chunks), {} unchanged, {} failed, {} pruned in {:.1} s; {}: {} documents, {} chunks{}",

@@ -181,6 +181,27 @@ pub struct Index {
     vectors: Box<dyn VectorStore>,
     embedder: Option<Arc<dyn SentenceEmbedder>>,
     manifest: Manifest,
+    /// Held by a writer ([`Index::create_or_open`]) for its lifetime: one writer per index.
+    _writer: Option<std::fs::File>,
+}
+
+/// The file a writer locks (`flock`) for its lifetime.
+pub const WRITER_LOCK_FILE: &str = "writer.lock";
+
+/// Takes the index's writer lock, or says which directory another writer holds.
+fn lock_writer(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(WRITER_LOCK_FILE);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Mismatch {
+            path: dir.to_path_buf(),
+            detail: "another process is writing this index (an ingest): one writer at a time; retry when it is \
+                     done (readers may search meanwhile)"
+                .into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+    }
 }
 
 impl std::fmt::Debug for Index {
@@ -237,7 +258,7 @@ impl Index {
         let config = read_config(dir)?;
         let (lexical, vectors) = open_stores(dir, &config)?;
         let manifest = Manifest::load(dir)?;
-        Ok(Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest })
+        Ok(Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest, _writer: None })
     }
 
     /// Opens the index in `dir` for writing with `pipeline` and `store`, creating it if the
@@ -248,6 +269,8 @@ impl Index {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let cfg_path = dir.join(CONFIG_FILE);
+        // an existing index: locked before anything is written; a new one once it has its config
+        let early = if cfg_path.is_file() { Some(lock_writer(dir)?) } else { None };
         let config = if cfg_path.is_file() {
             let mut existing = read_config(dir)?;
             let (a, b) = (&existing.pipeline.embedder, &pipeline.embedder);
@@ -289,9 +312,15 @@ impl Index {
             write_config(dir, &c)?;
             c
         };
+        // The in-memory manifest is the truth while writing: a second writer would overwrite it.
+        let writer = match early {
+            Some(w) => w,
+            None => lock_writer(dir)?,
+        };
         let (lexical, vectors) = open_stores(dir, &config)?;
         let manifest = Manifest::load(dir)?;
-        let mut index = Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest };
+        let mut index =
+            Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest, _writer: Some(writer) };
         index.recover()?;
         index.vectors.release(); // readers may search until the first batch is written
         Ok(index)

@@ -63,6 +63,55 @@ pub struct IngestOptions {
     pub commit_interval: Duration,
     /// Build search structures (HNSW) at the end.
     pub optimize: bool,
+    /// Only this part of the documents (and `prune` only among them): how several ingest
+    /// processes, each with its own part, scale out over one Qdrant collection.
+    pub shard: Option<Shard>,
+}
+
+/// Part `part` (1-based) of `of`: the documents whose id hashes to it ([`Shard::holds`]). The
+/// parts of one `of` split any set of documents into disjoint pieces that cover it.
+///
+/// ```
+/// use metarag_index::ingest::Shard;
+/// let s: Shard = "2/3".parse()?;
+/// assert_eq!((s.part, s.of), (2, 3));
+/// let docs = ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"];
+/// let parts: Vec<usize> = (1..=3).map(|p| docs.iter().filter(|d| Shard { part: p, of: 3 }.holds(d)).count()).collect();
+/// assert_eq!(parts.iter().sum::<usize>(), docs.len());
+/// assert!("0/2".parse::<Shard>().is_err() && "3/2".parse::<Shard>().is_err());
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, 1..=`of`.
+    pub part: u32,
+    /// Number of parts.
+    pub of: u32,
+}
+
+impl Shard {
+    /// Whether document `doc` (a [`document_id`]) belongs to this part: SHA-256 of the id, its
+    /// first 8 bytes as a little-endian number, modulo `of`, plus one.
+    pub fn holds(&self, doc: &str) -> bool {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(doc.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&h[..8]);
+        u64::from_le_bytes(first) % u64::from(self.of.max(1)) + 1 == u64::from(self.part)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("{s:?}: expected PART/COUNT with 1 <= PART <= COUNT, e.g. 1/2");
+        let (a, b) = s.split_once('/').ok_or_else(bad)?;
+        let (part, of) = (a.trim().parse::<u32>().map_err(|_| bad())?, b.trim().parse::<u32>().map_err(|_| bad())?);
+        if part == 0 || part > of {
+            return Err(bad());
+        }
+        Ok(Shard { part, of })
+    }
 }
 
 impl Default for IngestOptions {
@@ -73,6 +122,7 @@ impl Default for IngestOptions {
             commit_interval: Duration::from_secs(10),
             prune: false,
             optimize: true,
+            shard: None,
         }
     }
 }
@@ -159,6 +209,8 @@ pub struct IngestReport {
     pub failed: Vec<(PathBuf, String)>,
     /// Documents removed by `prune`.
     pub pruned: usize,
+    /// Files left to other parts (`shard`).
+    pub other_shards: usize,
     /// Chunks written.
     pub chunks: u64,
     /// Documents recovered from an interrupted ingest (their chunks were deleted and written again).
@@ -218,7 +270,11 @@ pub fn ingest(
     observer: &dyn IngestObserver,
 ) -> Result<IngestReport> {
     let t0 = Instant::now();
-    let mut report = IngestReport { files: files.len(), ..IngestReport::default() };
+    let mine = |doc: &str| options.shard.is_none_or(|s| s.holds(doc));
+    let all = files.len();
+    let files: Vec<PathBuf> = files.iter().filter(|f| mine(&document_id(f))).cloned().collect();
+    let files = &files[..];
+    let mut report = IngestReport { files: files.len(), other_shards: all - files.len(), ..IngestReport::default() };
     let fingerprint = index.config().pipeline_fingerprint();
     let sizes: Vec<u64> = files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).collect();
     observer.start(files.len(), sizes.iter().sum());
@@ -226,7 +282,8 @@ pub fn ingest(
     // Prune first: a file that is gone should not linger even if the run is interrupted.
     if options.prune {
         let present: HashSet<String> = files.iter().map(|f| document_id(f)).collect();
-        let gone: Vec<String> = index.manifest().documents.keys().filter(|d| !present.contains(*d)).cloned().collect();
+        let gone: Vec<String> =
+            index.manifest().documents.keys().filter(|d| !present.contains(*d) && mine(d)).cloned().collect();
         report.pruned = gone.len();
         index.remove_documents(&gone)?;
     }
