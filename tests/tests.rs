@@ -5,6 +5,7 @@
 //! models are missing.
 
 mod cli;
+mod fuzz_inputs;
 mod generate;
 mod index;
 mod infill;

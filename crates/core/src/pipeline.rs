@@ -43,7 +43,12 @@ impl Pipeline {
     /// Reads a pipeline file; errors name the file and the problem.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: invalid pipeline: {e}", path.display())))
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses pipeline TOML read from `origin` (named in errors).
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(format!("{}: invalid pipeline: {e}", origin.display())))
     }
 
     /// The pipeline as TOML (what `from_file` reads back).

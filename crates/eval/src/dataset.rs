@@ -64,6 +64,15 @@ impl Dataset {
         }
         let path = dir.join("questions.jsonl");
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        Ok(Dataset { corpus, questions: parse_questions(&path, &text)? })
+    }
+}
+
+/// Parses the lines of a `questions.jsonl` (read from `path`, named in errors; blank lines
+/// skipped): one [`Question`] per line, answer spans that do not end before they start.
+pub fn parse_questions(path: &Path, text: &str) -> Result<Vec<Question>, Error> {
+    {
+        let path = path.to_path_buf();
         let mut questions = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -83,7 +92,7 @@ impl Dataset {
             }
             questions.push(q);
         }
-        Ok(Dataset { corpus, questions })
+        Ok(questions)
     }
 }
 

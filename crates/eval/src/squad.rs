@@ -120,23 +120,58 @@ fn locate(context: &[char], text: &[char], start: usize) -> Option<usize> {
     (1..=MAX_SHIFT).flat_map(|d| [start.checked_add(d), start.checked_sub(d)]).flatten().find(|&s| at(s))
 }
 
+/// A SQuAD file in the dataset format, not yet written: what [`convert`] writes.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// `(file name, text)` of each article's document, in file order.
+    pub docs: Vec<(String, String)>,
+    /// The answerable questions, in file order; answer spans are byte ranges of their document.
+    pub questions: Vec<Question>,
+    /// Counts.
+    pub summary: Summary,
+}
+
 /// Reads the SQuAD JSON at `json` and writes `out/corpus/*.txt` and `out/questions.jsonl`
 /// (the directory is created; existing files of the same names are replaced).
 pub fn convert(json: &Path, out: &Path) -> Result<Summary, Error> {
     let io = |path: PathBuf| move |source| Error::Io { path, source };
-    let bad = |detail: String| Error::Format { path: json.to_path_buf(), line: 0, detail };
     let bytes = std::fs::read(json).map_err(io(json.to_path_buf()))?;
-    let file: File = serde_json::from_slice(&bytes).map_err(|e| Error::Format {
+    let parsed = parse(json, &bytes)?;
+    let corpus = out.join("corpus");
+    std::fs::create_dir_all(&corpus).map_err(io(corpus.clone()))?;
+    for (name, text) in &parsed.docs {
+        let path = corpus.join(name);
+        std::fs::write(&path, text.as_bytes()).map_err(io(path.clone()))?;
+    }
+    let mut lines = String::new();
+    for q in &parsed.questions {
+        let line = serde_json::to_string(q).map_err(|e| Error::Format {
+            path: json.to_path_buf(),
+            line: 0,
+            detail: e.to_string(),
+        })?;
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    let qpath = out.join("questions.jsonl");
+    let tmp = out.join("questions.jsonl.tmp");
+    std::fs::write(&tmp, lines.as_bytes()).map_err(io(tmp.clone()))?;
+    std::fs::rename(&tmp, &qpath).map_err(io(qpath))?;
+    Ok(parsed.summary)
+}
+
+/// Parses SQuAD JSON `bytes` (read from `json`, named in errors) into documents and questions.
+pub fn parse(json: &Path, bytes: &[u8]) -> Result<Parsed, Error> {
+    let bad = |detail: String| Error::Format { path: json.to_path_buf(), line: 0, detail };
+    let file: File = serde_json::from_slice(bytes).map_err(|e| Error::Format {
         path: json.to_path_buf(),
         line: e.line(),
         detail: format!(
             "not SQuAD JSON ({{\"data\": [{{\"title\", \"paragraphs\": [{{\"context\", \"qas\"}}]}}]}}): {e}"
         ),
     })?;
-    let corpus = out.join("corpus");
-    std::fs::create_dir_all(&corpus).map_err(io(corpus.clone()))?;
     let mut summary = Summary { articles: 0, questions: 0, answers: 0, unanswerable: 0, shifted: Vec::new() };
-    let mut lines = String::new();
+    let (mut docs, mut questions) = (Vec::new(), Vec::new());
     let mut ids = HashSet::new();
     let mut names = HashSet::new();
     for (i, art) in file.data.iter().enumerate() {
@@ -177,20 +212,18 @@ pub fn convert(json: &Path, out: &Path) -> Result<Summary, Error> {
                 }
                 summary.answers += answers.len();
                 summary.questions += 1;
-                let q = Question { id: qa.id.clone(), question: qa.question.clone(), doc: doc.clone(), answers };
-                lines.push_str(&serde_json::to_string(&q).map_err(|e| bad(e.to_string()))?);
-                lines.push('\n');
+                questions.push(Question {
+                    id: qa.id.clone(),
+                    question: qa.question.clone(),
+                    doc: doc.clone(),
+                    answers,
+                });
             }
         }
-        let path = corpus.join(&doc);
-        std::fs::write(&path, text.as_bytes()).map_err(io(path.clone()))?;
+        docs.push((doc, text));
         summary.articles += 1;
     }
-    let qpath = out.join("questions.jsonl");
-    let tmp = out.join("questions.jsonl.tmp");
-    std::fs::write(&tmp, lines.as_bytes()).map_err(io(tmp.clone()))?;
-    std::fs::rename(&tmp, &qpath).map_err(io(qpath))?;
-    Ok(summary)
+    Ok(Parsed { docs, questions, summary })
 }
 
 #[cfg(test)]

@@ -149,7 +149,13 @@ pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Document> {
     }
     check_size(path, meta.len(), opts)?;
     let bytes = std::fs::read(path).map_err(io)?;
-    // The file may have grown between the two calls.
+    load_bytes(path, &bytes, opts)
+}
+
+/// [`load_path`] on bytes already read from `path` (which picks the format by its extension
+/// and names the file in errors): the same checks, the same PDF containment.
+pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Document> {
+    // The file may have grown between the size check and the read.
     check_size(path, bytes.len() as u64, opts)?;
     if bytes.is_empty() {
         return Err(Error::Empty { path: path.to_path_buf(), detail: "the file has 0 bytes".into() });
@@ -158,16 +164,16 @@ pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Document> {
     let by_extension = path.extension().and_then(|e| e.to_str()).and_then(DocKind::from_extension);
     let kind = match by_extension {
         Some(kind) => kind,
-        None => sniff(path, &bytes)?,
+        None => sniff(path, bytes)?,
     };
 
     let (text, pages) = match kind {
-        DocKind::Pdf => pdf::load_pdf(path, &bytes, opts)?,
+        DocKind::Pdf => pdf::load_pdf(path, bytes, opts)?,
         DocKind::Text | DocKind::Markdown | DocKind::Html => {
-            if let Some(reason) = is_probably_binary(&bytes) {
+            if let Some(reason) = is_probably_binary(bytes) {
                 return Err(Error::Binary { path: path.to_path_buf(), detail: reason });
             }
-            let decoded = text::decode_utf8(path, &bytes)?;
+            let decoded = text::decode_utf8(path, bytes)?;
             let text =
                 if kind == DocKind::Html { html::extract(path, decoded)? } else { text::normalize_newlines(decoded) };
             if text.trim().is_empty() {

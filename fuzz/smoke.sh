@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The fuzz targets under libFuzzer, briefly: what CI runs after the tests (see README.md here).
+#
+#   fuzz/smoke.sh                 # every target: replay seeds + regressions, then fuzz 20 s each
+#   METARAG_FUZZ_SECONDS=600 fuzz/smoke.sh load_pdf   # a longer run of one target
+#
+# Installs cargo-fuzz (pinned, --locked) into <models>/tools once. cargo fuzz passes -Z flags
+# (AddressSanitizer); the machine's stable rustc accepts them with RUSTC_BOOTSTRAP=1.
+set -euo pipefail
+cd "$(dirname "$0")"
+CARGO_FUZZ_VERSION=0.13.1
+SECS=${METARAG_FUZZ_SECONDS:-20}
+TOOLS="${METARAG_MODELS:-$(cd .. && pwd)/models}/tools"
+export PATH="$TOOLS/bin:$PATH"
+if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$TOOLS"
+fi
+export RUSTC_BOOTSTRAP=1
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
+cargo fuzz build
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t" "artifacts/$t"
+    replay=("seeds/$t")
+    [ -d "regressions/$t" ] && replay+=("regressions/$t")
+    echo "== $t: replay ${replay[*]}"
+    cargo fuzz run "$t" "${replay[@]}" -- -runs=0 2>&1 | tail -n 2
+    echo "== $t: fuzz ${SECS} s"
+    # corpus/$t grows across runs (not committed); a crash is written to artifacts/$t and fails the run
+    cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$SECS" -timeout=30 -rss_limit_mb=4096 \
+        -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|stat::peak_rss_mb|ERROR|SUMMARY|panicked" || true
+done
