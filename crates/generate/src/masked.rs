@@ -223,11 +223,14 @@ pub struct MaskedOutput {
     pub candidates: Vec<Candidate>,
     /// Model calls ([`MaskedDenoiser::denoise`]), each one batch over the rows still masked.
     pub forwards: usize,
-    /// Rows fed to the model over all calls (a call over 8 rows counts 8).
+    /// Rows the model computed over all calls. Rows in the same state are computed once (the
+    /// first call over 8 all-mask rows counts 1): the compute actually spent.
     pub row_forwards: usize,
+    /// Rows advanced over all calls (a call over 8 rows counts 8, shared or not).
+    pub row_steps: usize,
     /// Slot tokens committed per row per model call: all committed slot tokens (every
     /// candidate's `length`, stop token and what follows it included) divided by
-    /// `row_forwards`. `length / steps` for [`Schedule::LowConfidence`], 1 for
+    /// `row_steps`. `length / steps` for [`Schedule::LowConfidence`], 1 for
     /// [`Schedule::FirstHitting`], higher for [`Schedule::Threshold`] the more confident the
     /// model is; 0 when nothing was decoded. With [`MaskedConfig::ordered_end`] the end padding
     /// a stop token implies counts as resolved.
@@ -333,20 +336,31 @@ fn run<M: MaskedDenoiser + ?Sized>(
         indices.iter().enumerate().map(|(order, &index)| Row::new(order, index, cfg, &plan)).collect();
     let mut ids: Vec<Vec<u32>> = vec![template; active.len()];
     let mut finished: Vec<(Row, Vec<u32>)> = Vec::with_capacity(active.len());
-    let (mut forwards, mut row_forwards) = (0, 0);
+    let (mut forwards, mut row_forwards, mut row_steps) = (0, 0, 0);
     let mut scratch = Vec::new();
     let slot = plan.length;
     while !active.is_empty() {
-        let slots: Vec<Vec<u32>> = ids.iter().map(|r| r[start..start + slot].to_vec()).collect();
-        let logits = model.denoise_slots(prefix, &slots, suffix)?;
+        // Rows in the same state get the same logits: the model sees each distinct slot once
+        // (at the first step every row is all masks). Each row still samples on its own stream.
+        let mut distinct: Vec<Vec<u32>> = Vec::with_capacity(ids.len());
+        let mut of_row = Vec::with_capacity(ids.len());
+        for r in &ids {
+            let s = &r[start..start + slot];
+            of_row.push(distinct.iter().position(|d| d == s).unwrap_or_else(|| {
+                distinct.push(s.to_vec());
+                distinct.len() - 1
+            }));
+        }
+        let logits = model.denoise_slots(prefix, &distinct, suffix)?;
         forwards += 1;
-        row_forwards += ids.len();
-        let expected = ids.len() * slot * vocab;
+        row_forwards += distinct.len();
+        row_steps += ids.len();
+        let expected = distinct.len() * slot * vocab;
         if logits.len() != expected {
             return Err(Error::Logits { got: logits.len(), expected });
         }
-        for (r, (row, row_ids)) in active.iter_mut().zip(ids.iter_mut()).enumerate() {
-            let row_logits = &logits[r * slot * vocab..(r + 1) * slot * vocab];
+        for ((row, row_ids), &d) in active.iter_mut().zip(ids.iter_mut()).zip(&of_row) {
+            let row_logits = &logits[d * slot * vocab..(d + 1) * slot * vocab];
             let slot_logits = |i: usize| &row_logits[i * vocab..(i + 1) * vocab];
             let constraint = spans.map(|index| Constraint { index, stop });
             row.step(
@@ -395,10 +409,10 @@ fn run<M: MaskedDenoiser + ?Sized>(
         });
     }
     let committed = candidates.len() * plan.length;
-    let tokens_per_forward = if row_forwards == 0 { 0.0 } else { committed as f64 / row_forwards as f64 };
+    let tokens_per_forward = if row_steps == 0 { 0.0 } else { committed as f64 / row_steps as f64 };
     let decoded: usize = finished_decoded.iter().sum();
-    let decoded_per_forward = if row_forwards == 0 { 0.0 } else { decoded as f64 / row_forwards as f64 };
-    Ok(MaskedOutput { candidates, forwards, row_forwards, tokens_per_forward, decoded_per_forward })
+    let decoded_per_forward = if row_steps == 0 { 0.0 } else { decoded as f64 / row_steps as f64 };
+    Ok(MaskedOutput { candidates, forwards, row_forwards, row_steps, tokens_per_forward, decoded_per_forward })
 }
 
 /// The decoding state of one candidate.
@@ -791,14 +805,15 @@ mod tests {
         let model = table_model(vec![2.0, 4.0, 1.0, 3.0]);
         let cfg = MaskedConfig::default().with_length(8).with_steps(4);
         let out = decode(&model, &[2], &[10], &[END], 3, &cfg).unwrap();
-        assert_eq!((out.forwards, out.row_forwards), (4, 12));
+        // a deterministic model keeps the three rows in one state: each call computes one row
+        assert_eq!((out.forwards, out.row_steps, out.row_forwards), (4, 12, 4));
         assert_eq!(out.tokens_per_forward, 2.0);
         assert_eq!(model.forwards(), 4);
         let calls = seen(&model);
-        assert_eq!(calls.len(), 12);
+        assert_eq!(calls.len(), 4);
         for (r, c) in out.candidates.iter().enumerate() {
             assert_eq!(c.index, r);
-            let mine: Vec<Vec<u32>> = calls.iter().skip(r).step_by(3).cloned().collect();
+            let mine: Vec<Vec<u32>> = calls.clone(); // every call's one row is every row's state
             for row in &mine {
                 assert_eq!(row.len(), 10);
                 assert_eq!(row[9], 10, "suffix changed");
@@ -870,11 +885,14 @@ mod tests {
         let n = 8000;
         let model = table_model(vec![1.0, 1.0, 1.0, 9.0]);
         let cfg = MaskedConfig::default().with_length(4).with_schedule(Schedule::FirstHitting).with_seed(5);
-        let out = decode(&model, &[2], &[], &[], n, &cfg).unwrap();
-        assert_eq!(out.forwards, 4);
+        // one row per decode (rows in one batch in the same state share a model row)
+        for i in 0..n {
+            let out = decode_candidates(&model, &[2], &[], &[], &[i], &cfg).unwrap();
+            assert_eq!(out.forwards, 4);
+        }
         let calls = seen(&model);
         let mut counts = [0usize; 4];
-        for row in &calls[n..2 * n] {
+        for row in calls.iter().skip(1).step_by(4) {
             let open: Vec<usize> = (0..4).filter(|&i| row[1 + i] != MASK).collect();
             assert_eq!(open.len(), 1);
             counts[open[0]] += 1;
@@ -946,7 +964,8 @@ mod tests {
             }
             // One call per step for the whole batch; finished rows leave it.
             assert_eq!(batched.forwards, max_forwards, "{schedule:?}");
-            assert_eq!(batched.row_forwards, row_forwards, "{schedule:?}");
+            assert_eq!(batched.row_steps, row_forwards, "{schedule:?}");
+            assert!(batched.row_forwards < batched.row_steps, "{schedule:?}: the first call is shared");
             let distinct: std::collections::HashSet<_> = batched.candidates.iter().map(|c| c.tokens.clone()).collect();
             assert!(distinct.len() > 1, "{schedule:?}: sampled candidates should differ");
         }
@@ -958,7 +977,7 @@ mod tests {
             .with_temperature(0.8)
             .with_seed(17);
         let out = decode(&model, &[2], &[10], &[END], 8, &cfg).unwrap();
-        assert!(out.row_forwards < 8 * out.forwards, "{} rows over {} calls", out.row_forwards, out.forwards);
+        assert!(out.row_steps < 8 * out.forwards, "{} rows over {} calls", out.row_steps, out.forwards);
     }
 
     #[test]

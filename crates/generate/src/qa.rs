@@ -114,6 +114,10 @@ pub struct Stats {
     /// `committed_per_step`, without the end padding an end token implies).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoded_per_step: Option<f64>,
+    /// Masked decoder: the share of candidate steps the model computed; candidates in the same
+    /// state share one row (all of them at the first step), so this is below 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computed_row_share: Option<f64>,
     /// Seconds spent decoding (prompt included).
     pub decode_seconds: f64,
     /// Seconds spent aggregating.
@@ -168,6 +172,7 @@ pub fn ask_causal<M: CausalModel + ?Sized>(
         tokens_per_forward: out.generated_tokens as f64 / out.forwards.max(1) as f64,
         committed_per_step: None,
         decoded_per_step: None,
+        computed_row_share: None,
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
@@ -203,6 +208,7 @@ pub fn ask_masked<D: MaskedDenoiser + ?Sized>(
         tokens_per_forward: generated as f64 / out.forwards.max(1) as f64,
         committed_per_step: Some(out.tokens_per_forward),
         decoded_per_step: Some(out.decoded_per_forward),
+        computed_row_share: Some(out.row_forwards as f64 / out.row_steps.max(1) as f64),
         decode_seconds: started.elapsed().as_secs_f64(),
         aggregate_seconds: 0.0,
     };
