@@ -97,7 +97,8 @@ pub trait CausalModel: Vocabulary {
     /// Appends `tokens[r]` to row `r` and returns the next-token logits of every row,
     /// row-major (`rows × vocab`).
     fn step(&self, batch: &mut Self::Batch, tokens: &[u32]) -> Result<Vec<f32>>;
-    /// Keeps only the rows `keep` (ascending), in that order.
+    /// Makes the batch the rows `keep` in that order: a subset, a reordering, or copies (a row
+    /// named twice is duplicated, so two candidates that shared a state can diverge).
     fn retain(&self, batch: &mut Self::Batch, keep: &[usize]) -> Result<()>;
     /// Log-probabilities of each token of each continuation after `prefix` (batched; the
     /// first token is scored by the prefix's logits).

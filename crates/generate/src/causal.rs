@@ -260,17 +260,21 @@ fn run_rows<M: CausalModel + ?Sized>(
     if first.len() != vocab {
         return Err(Error::Logits { got: first.len(), expected: vocab });
     }
-    // Logits per active row; all rows start from the prefix's.
+    // Rows with the same tokens so far have the same cache and logits: the batch holds each
+    // distinct state once (`state[i]`: row `active[i]`'s), and a state whose rows sample
+    // different tokens is copied (`retain` gathers). All rows start from the prefix's state.
     let mut active: Vec<usize> = ids.to_vec();
-    let mut logits: Vec<f32> = first.repeat(active.len());
+    let mut state: Vec<usize> = vec![0; active.len()];
+    let mut logits: Vec<f32> = first.to_vec();
     let mut batch: Option<M::Batch> = None;
     let mut forwards = 0;
     loop {
-        let mut next_tokens = Vec::with_capacity(active.len());
-        let mut keep = Vec::with_capacity(active.len());
-        for (slot, &r) in active.iter().enumerate() {
+        // (parent state, token) of each state of the next step
+        let mut next: Vec<(usize, u32)> = Vec::with_capacity(active.len());
+        let (mut keep, mut keep_state) = (Vec::with_capacity(active.len()), Vec::with_capacity(active.len()));
+        for (i, &r) in active.iter().enumerate() {
             let row = &mut rows[r];
-            let l = &logits[slot * vocab..(slot + 1) * vocab];
+            let l = &logits[state[i] * vocab..(state[i] + 1) * vocab];
             // An answer that is empty once normalised ("The", "(") may not end here.
             let has_content = !metarag_core::answer::normalize_answer(&row.text).is_empty();
             let allowed = extractive.map(|e| {
@@ -317,29 +321,36 @@ fn run_rows<M: CausalModel + ?Sized>(
                 row.finish = Some(Finish::Length);
                 continue;
             }
-            next_tokens.push(pick.token);
-            keep.push(slot);
+            let key = (state[i], pick.token);
+            let s = next.iter().position(|&k| k == key).unwrap_or_else(|| {
+                next.push(key);
+                next.len() - 1
+            });
+            keep.push(r);
+            keep_state.push(s);
         }
         if keep.is_empty() {
             return Ok(forwards);
         }
         let b = match batch.as_mut() {
             None => {
-                batch = Some(model.fork(prefix, keep.len())?);
+                // every parent is the prefix
+                batch = Some(model.fork(prefix, next.len())?);
                 batch.as_mut().ok_or_else(|| Error::Config("fork failed".into()))?
             }
             Some(b) => {
-                if keep.len() != active.len() {
-                    model.retain(b, &keep)?;
-                }
+                let parents: Vec<usize> = next.iter().map(|&(p, _)| p).collect();
+                model.retain(b, &parents)?;
                 b
             }
         };
-        active = keep.iter().map(|&s| active[s]).collect();
-        logits = model.step(b, &next_tokens)?;
+        active = keep;
+        state = keep_state;
+        let tokens: Vec<u32> = next.iter().map(|&(_, t)| t).collect();
+        logits = model.step(b, &tokens)?;
         forwards += 1;
-        if logits.len() != active.len() * vocab {
-            return Err(Error::Logits { got: logits.len(), expected: active.len() * vocab });
+        if logits.len() != next.len() * vocab {
+            return Err(Error::Logits { got: logits.len(), expected: next.len() * vocab });
         }
     }
 }
@@ -523,10 +534,34 @@ mod tests {
         let steps_batched = a.step_sizes().len();
         assert!(steps_batched <= longest, "{steps_batched} steps for a longest answer of {longest}");
         assert_eq!(together.forwards, 1 + steps_batched + 1);
-        assert!(a.step_sizes().windows(2).all(|w| w[1] <= w[0]), "finished rows leave the batch");
-        assert_eq!(a.step_sizes()[0], 8);
+        // each step computes each distinct state once: at most the 8 rows, at most the rows alone
+        let first: std::collections::HashSet<_> = together.candidates.iter().filter_map(|c| c.tokens.first()).collect();
+        assert_eq!(a.step_sizes()[0], first.len(), "one row per distinct first token");
+        assert!(a.step_sizes().iter().all(|&n| n <= 8));
         assert!(b.step_sizes().iter().all(|&n| n == 1));
-        assert_eq!(a.row_steps(), b.row_steps());
+        assert!(a.row_steps() <= b.row_steps());
+    }
+
+    #[test]
+    fn candidates_in_the_same_state_share_one_row() {
+        // A peaked script: every sample writes "c d" then ends, so 8 candidates are one row.
+        let peaked = || {
+            ScriptedLm::new(WORDS, &["<end>"], |ctx| {
+                let next = match ctx.last() {
+                    Some(7) => 8, // after "c": "d"
+                    Some(8) => 0, // after "d": "<end>"
+                    _ => 7,       // "c"
+                };
+                (0..WORDS.len() as u32).map(|v| if v == next { 30.0 } else { 0.0 }).collect()
+            })
+        };
+        let (a, b) = (peaked(), peaked());
+        let together = decode(&a, &prompt(&a), None, &CausalConfig { rescore: false, ..cfg(true) }).unwrap();
+        let alone = decode(&b, &prompt(&b), None, &CausalConfig { rescore: false, ..cfg(false) }).unwrap();
+        assert_eq!(together.candidates, alone.candidates);
+        assert!(together.candidates.iter().all(|c| c.text == "c d"), "{:?}", together.candidates);
+        assert!(a.step_sizes().iter().all(|&n| n == 1), "{:?}", a.step_sizes());
+        assert_eq!(b.row_steps(), 8 * a.row_steps());
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl CausalModel for CausalLm {
     }
 
     fn retain(&self, batch: &mut LmBatch, keep: &[usize]) -> metarag_core::Result<()> {
-        if keep.len() == batch.rows {
+        if keep.len() == batch.rows && keep.iter().enumerate().all(|(i, &k)| i == k) {
             return Ok(());
         }
         if let Some(&bad) = keep.iter().find(|&&i| i >= batch.rows) {
