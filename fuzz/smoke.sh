@@ -8,7 +8,7 @@
 # (AddressSanitizer); the machine's stable rustc accepts them with RUSTC_BOOTSTRAP=1.
 set -euo pipefail
 cd "$(dirname "$0")"
-CARGO_FUZZ_VERSION=0.13.1
+CARGO_FUZZ_VERSION=0.13.2
 SECS=${METARAG_FUZZ_SECONDS:-20}
 TOOLS="${METARAG_MODELS:-$(cd .. && pwd)/models}/tools"
 export PATH="$TOOLS/bin:$PATH"
@@ -19,14 +19,23 @@ export RUSTC_BOOTSTRAP=1
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
 cargo fuzz build
+run() { # run TARGET LOG ARGS...: cargo fuzz run, failing with the log's tail if libFuzzer does
+    local t=$1 log=$2
+    shift 2
+    if ! cargo fuzz run "$t" "$@" > "$log" 2>&1; then
+        tail -n 40 "$log"
+        echo "fuzz target $t FAILED; the input is in fuzz/artifacts/$t (log: fuzz/$log)" >&2
+        exit 1
+    fi
+}
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     replay=("seeds/$t")
     [ -d "regressions/$t" ] && replay+=("regressions/$t")
-    echo "== $t: replay ${replay[*]}"
-    cargo fuzz run "$t" "${replay[@]}" -- -runs=0 2>&1 | tail -n 2
-    echo "== $t: fuzz ${SECS} s"
-    # corpus/$t grows across runs (not committed); a crash is written to artifacts/$t and fails the run
-    cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$SECS" -timeout=30 -rss_limit_mb=4096 \
-        -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|stat::peak_rss_mb|ERROR|SUMMARY|panicked" || true
+    run "$t" "artifacts/$t/replay.log" "${replay[@]}" -- -runs=0
+    echo "== $t: replayed ${replay[*]}"
+    # corpus/$t grows across runs (not committed); a crash, hang (-timeout) or leak fails the run
+    run "$t" "artifacts/$t/fuzz.log" "corpus/$t" "seeds/$t" -- -max_total_time="$SECS" -timeout=30 \
+        -rss_limit_mb=4096 -print_final_stats=1
+    echo "== $t: fuzzed ${SECS} s: $(grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "artifacts/$t/fuzz.log" | tr -s ' ' | tr '\n' ' ')"
 done
