@@ -103,6 +103,16 @@ impl EdgeStore {
         }
     }
 
+    /// The points of `ids` that exist, with their payload and/or vectors.
+    fn retrieve(&self, ids: &[u64], payload: bool, vector: bool) -> Result<Vec<qdrant_edge::Record>> {
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::NumId(i)).collect();
+        self.with(|shard| {
+            shard
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(payload)), Some(WithVector::Bool(vector)))
+                .map_err(|e| self.err(format!("retrieve: {e}")))
+        })
+    }
+
     fn err(&self, what: impl std::fmt::Display) -> Error {
         vector_err(&self.dir, what.to_string())
     }
@@ -246,22 +256,12 @@ impl VectorStore for EdgeStore {
     }
 
     fn get(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
-        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::NumId(i)).collect();
-        let recs = self.with(|shard| {
-            shard
-                .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
-                .map_err(|e| self.err(format!("retrieve: {e}")))
-        })?;
+        let recs = self.retrieve(ids, true, false)?;
         Ok(recs.into_iter().filter_map(|r| crate::store::record_from_payload(num_id(&r.id)?, &r.payload?.0)).collect())
     }
 
     fn dense_vectors(&self, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
-        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::NumId(i)).collect();
-        let recs = self.with(|shard| {
-            shard
-                .retrieve(&ids, Some(WithPayloadInterface::Bool(false)), Some(WithVector::Bool(true)))
-                .map_err(|e| self.err(format!("retrieve: {e}")))
-        })?;
+        let recs = self.retrieve(ids, false, true)?;
         let mut out = Vec::with_capacity(recs.len());
         for r in recs {
             let Some(id) = num_id(&r.id) else { continue };
