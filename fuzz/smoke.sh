@@ -23,7 +23,10 @@ run() { # run TARGET LOG ARGS...: cargo fuzz run, failing with the log's tail if
     local t=$1 log=$2
     shift 2
     if ! cargo fuzz run "$t" "$@" > "$log" 2>&1; then
-        tail -n 40 "$log"
+        # the report (panic message or sanitizer summary), then cargo-fuzz's own tail
+        grep -m1 -A 30 -E "panicked at|ERROR: |==[0-9]+==ERROR|deadly signal|Timeout|out-of-memory" "$log" || true
+        echo "..."
+        tail -n 25 "$log"
         echo "fuzz target $t FAILED; the input is in fuzz/artifacts/$t (log: fuzz/$log)" >&2
         exit 1
     fi

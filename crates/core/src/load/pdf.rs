@@ -86,7 +86,7 @@ pub(crate) fn load_pdf(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<
 
     let (tx, rx) = mpsc::channel();
     let owned = bytes.to_vec();
-    std::thread::Builder::new()
+    let worker = std::thread::Builder::new()
         .name(PDF_THREAD_NAME.into())
         .spawn(move || {
             // The receiver is gone after a timeout; nothing is left to tell.
@@ -94,7 +94,13 @@ pub(crate) fn load_pdf(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<
         })
         .map_err(|e| pdf_err(format!("cannot start the extraction thread: {e}")))?;
 
-    let pages = match rx.recv_timeout(opts.pdf_timeout) {
+    let answer = rx.recv_timeout(opts.pdf_timeout);
+    if !matches!(answer, Err(mpsc::RecvTimeoutError::Timeout)) {
+        // It has answered (or died): wait for its exit, so that nothing of it (thread-local
+        // destructors included) outlives this call. Only a timed-out thread is left behind.
+        let _ = worker.join();
+    }
+    let pages = match answer {
         Ok(Ok(pages)) => pages,
         Ok(Err(e)) if encrypted => {
             return Err(pdf_err(format!(
