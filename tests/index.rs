@@ -828,3 +828,97 @@ fn a_closed_pipe_ends_every_printing_command_quietly() {
     assert_quiet_on_closed_pipe(&["search", "Kentucky", "--index", idx, "--mode", "bm25"]);
     assert_quiet_on_closed_pipe(&["chunk", "examples/corpus", "--method", "sentence", "-q"]);
 }
+
+/// Records and dense vectors of the collection an index writes to, by point id.
+fn collection_of(dir: &Path) -> (Vec<ChunkRecord>, BTreeMap<u64, Vec<f32>>) {
+    let index = Index::open(dir).expect("open");
+    let ids = index.vectors().ids().expect("ids");
+    let mut recs = index.vectors().get(&ids).expect("get");
+    recs.sort_by_key(|r| r.id);
+    (recs, dense_of(dir))
+}
+
+/// Against a live Qdrant server (`METARAG_QDRANT_URL`, e.g. `http://127.0.0.1:6334`; skipped
+/// without it): the example corpus ingested with the default pipeline answers the known
+/// questions in every mode, and two ingest processes running at once on the halves of a
+/// corpus (`--shard 1/2`, `--shard 2/2`, their own index directories, one collection) leave
+/// exactly the chunks and vectors of a single ingest.
+#[test]
+fn a_qdrant_server_takes_an_ingest_searches_and_two_shard_writers() {
+    let Ok(url) = std::env::var("METARAG_QDRANT_URL") else {
+        eprintln!("METARAG_QDRANT_URL not set: the live-server ingest and shards are not exercised");
+        return;
+    };
+    let base = tmp("server");
+    let pid = std::process::id();
+    let server = |coll: &str| vec!["--qdrant-url".to_string(), url.clone(), "--collection".into(), coll.into()];
+
+    let idx = base.join("examples");
+    let mut args: Vec<String> =
+        ["ingest", "examples/corpus", "--index", s(&idx), "--verify", "-q"].map(String::from).into();
+    args.extend(server(&format!("metarag_it_examples_{pid}")));
+    let out = metarag(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("ingested 4 of 4 files"), "{err}");
+    for mode in ["bm25", "dense", "hybrid"] {
+        let mut misses = Vec::new();
+        for (q, file, answer) in KNOWN {
+            let out = metarag(&["search", "--index", s(&idx), q, "--mode", mode, "-k", "5", "--json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+            if !hits.iter().any(|h| {
+                h["path"].as_str().is_some_and(|p| p.ends_with(file))
+                    && collapse(h["text"].as_str().unwrap_or("")).contains(answer)
+            }) {
+                misses.push(q);
+            }
+        }
+        assert!(misses.is_empty(), "server, {mode}: answer not in the top 5 for {misses:?}");
+    }
+
+    let pipeline = fast_pipeline(&base);
+    let corpus = small_corpus(&base, 12);
+    let ingest = |idx: &Path, coll: &str, shard: Option<&str>| {
+        let mut a: Vec<String> = ["ingest", s(&corpus), "--index", s(idx), "--pipeline", s(&pipeline), "-q", "--json"]
+            .map(String::from)
+            .into();
+        a.extend(server(coll));
+        if let Some(part) = shard {
+            a.extend(["--shard".to_string(), part.to_string()]);
+        }
+        Command::new(env!("CARGO_BIN_EXE_metarag"))
+            .args(&a)
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run metarag")
+    };
+    let finish = |child: std::process::Child| {
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json report")
+    };
+    let (one, half_a, half_b) = (base.join("one"), base.join("half-a"), base.join("half-b"));
+    finish(ingest(&one, &format!("metarag_it_one_{pid}"), None));
+    let together = format!("metarag_it_halves_{pid}");
+    let (a, b) = (ingest(&half_a, &together, Some("1/2")), ingest(&half_b, &together, Some("2/2")));
+    let (a, b) = (finish(a), finish(b));
+    let n = |r: &serde_json::Value| r["report"]["ingested"].as_u64().expect("ingested");
+    assert!(n(&a) > 0 && n(&b) > 0 && n(&a) + n(&b) == 12, "parts of 12 files: {} + {}", n(&a), n(&b));
+
+    let (want_recs, want_vecs) = collection_of(&one);
+    let (got_recs, _) = collection_of(&half_a);
+    assert_eq!(got_recs, want_recs, "two writers' collection differs from one ingest's");
+    assert_same_vectors(&half_a, &want_vecs, "two writers");
+    let docs = |d: &Path| {
+        let mut v: Vec<String> = Index::open(d).expect("open").manifest().documents.keys().cloned().collect();
+        v.sort();
+        v
+    };
+    let mut halves = docs(&half_a);
+    halves.extend(docs(&half_b));
+    halves.sort();
+    assert_eq!(halves, docs(&one), "the parts' manifests do not add up to one ingest's");
+    let _ = std::fs::remove_dir_all(&base);
+}

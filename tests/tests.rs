@@ -11,6 +11,7 @@ mod index;
 mod infill;
 mod masked;
 mod masked_model;
+mod memory;
 mod models;
 mod store_contract;
 

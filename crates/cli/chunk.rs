@@ -133,7 +133,7 @@ pub struct ChunkArgs {
     /// tokens before it. Larger is closer to "everything before it" and slower (1024: ~15%).
     #[arg(long, default_value_t = 512)]
     max_context: usize,
-    /// Give up on a PDF after this many seconds.
+    /// Give up on a PDF that makes no progress (parsing it, or one page) for this many seconds
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     file_timeout: u64,
     /// Models directory (default: $METARAG_MODELS, else models/ of the checkout).

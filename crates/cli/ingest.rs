@@ -79,7 +79,7 @@ pub struct IngestArgs {
     /// to --threads; PPL one. 1 keeps memory lowest.
     #[arg(long, value_name = "N")]
     lm_sessions: Option<usize>,
-    /// Give up on a PDF after this many seconds.
+    /// Give up on a PDF that makes no progress (parsing it, or one page) for this many seconds
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     file_timeout: u64,
     /// Most documents per committed batch.

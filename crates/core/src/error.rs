@@ -48,8 +48,8 @@ pub enum Error {
         /// What the PDF parser reported.
         detail: String,
     },
-    /// Extraction took longer than the per-file time limit.
-    #[error("{path}: gave up after {seconds} s (per-file time limit; raise it with --file-timeout)")]
+    /// Extraction made no progress (parsing, or one page) within the time limit.
+    #[error("{path}: gave up after {seconds} s without progress (time limit; raise it with --file-timeout)")]
     Timeout {
         /// The file.
         path: PathBuf,

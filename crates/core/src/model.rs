@@ -37,6 +37,51 @@ pub trait TokenOffsets: Send + Sync {
     fn token_offsets(&self, text: &str) -> Result<Vec<Range<usize>>>;
 }
 
+/// The most bytes [`token_pieces`] gives a tokenizer at once, unless told otherwise (256 KiB:
+/// tokenizing costs some 50 bytes of memory per byte of text).
+pub const TOKEN_PIECE_BYTES: usize = 256 << 10;
+
+/// Tokenizes `text` piece by piece, calling `each` with every piece's token offsets (relative
+/// to `text`, in order), so that a 200 MB document never has all its tokens in memory at once.
+/// A piece holds at most `piece_bytes` and ends after a newline (else after a space, else on a
+/// character boundary); a text no longer than `piece_bytes` is one piece, tokenized exactly
+/// as by [`TokenOffsets::token_offsets`].
+///
+/// ```
+/// use metarag_core::model::token_pieces;
+/// use metarag_core::testing::FakeTokens;
+/// let mut starts = Vec::new();
+/// token_pieces(&FakeTokens, "one two\nthree four", 10, |t| starts.extend(t.iter().map(|r| r.start)))?;
+/// assert_eq!(starts, [0, 3, 7, 8, 13]); // pieces "one two\n" and "three four"
+/// # Ok::<(), metarag_core::Error>(())
+/// ```
+pub fn token_pieces<T: TokenOffsets + ?Sized>(
+    tokens: &T,
+    text: &str,
+    piece_bytes: usize,
+    mut each: impl FnMut(&[Range<usize>]),
+) -> Result<()> {
+    let piece_bytes = piece_bytes.max(4); // room for one character
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + piece_bytes).min(text.len());
+        if end < text.len() {
+            let window = &text.as_bytes()[start..end];
+            end = match window.iter().rposition(|&b| b == b'\n').or_else(|| window.iter().rposition(|&b| b == b' ')) {
+                Some(i) => start + i + 1,
+                None => (start + 1..=end).rev().find(|&e| text.is_char_boundary(e)).unwrap_or(end),
+            };
+        }
+        let mut offsets = tokens.token_offsets(&text[start..end])?;
+        for r in &mut offsets {
+            *r = r.start + start..r.end + start;
+        }
+        each(&offsets);
+        start = end;
+    }
+    Ok(())
+}
+
 macro_rules! forward_impls {
     ($tr:ident, $($m:ident($($a:ident: $t:ty),*) -> $r:ty);*) => {
         impl<T: $tr + ?Sized> $tr for &T {

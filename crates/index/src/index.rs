@@ -504,46 +504,36 @@ impl Index {
 
     /// Writes a batch of documents: each entry's old chunks are replaced by `points`
     /// (records already carrying their point ids). The batch is recorded as pending first,
-    /// made durable in both stores, then recorded as done.
+    /// made durable in both stores, then recorded as done. [`Index::begin_batch`] does the
+    /// same in parts, for documents too large to hold all their points at once.
     pub fn write_batch(&mut self, batch: Vec<(String, DocEntry, Vec<Point>)>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.vectors.acquire()?;
-        let written = self.write_batch_held(batch);
-        self.vectors.release();
-        written
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut all_points = Vec::with_capacity(batch.len());
+        for (doc, entry, points) in batch {
+            entries.push((doc, entry));
+            all_points.push(points);
+        }
+        let mut w = self.begin_batch(entries)?;
+        for points in &all_points {
+            w.add(points)?;
+        }
+        w.commit()
     }
 
-    /// [`Index::write_batch`] with the vector store held.
-    fn write_batch_held(&mut self, batch: Vec<(String, DocEntry, Vec<Point>)>) -> Result<()> {
-        for (doc, entry, _) in &batch {
-            let old = self.manifest.documents.get(doc).map_or(0, |d| d.chunks);
-            self.manifest.pending.insert(doc.clone(), Pending { old_chunks: old, new_chunks: entry.chunks });
-        }
-        self.manifest.save(&self.dir)?;
-        crate::crash::point("batch.pending");
-        for (doc, _, points) in &batch {
-            let p = self.manifest.pending.get(doc).copied().unwrap_or_default();
-            // Old chunks past the new count would linger: delete the whole old range first.
-            self.delete_chunks(doc, p.old_chunks.max(p.new_chunks))?;
-            crate::crash::point("batch.deleted");
-            self.vectors.upsert(points)?;
-            crate::crash::point("batch.vectors");
-            if let Some(lex) = &self.lexical {
-                let recs: Vec<ChunkRecord> = points.iter().map(|p| p.record.clone()).collect();
-                lex.add(&recs)?;
-                crate::crash::point("batch.lexical");
-            }
-        }
-        self.commit_stores()?;
-        for (doc, entry, _) in batch {
-            self.manifest.pending.remove(&doc);
-            self.manifest.documents.insert(doc, entry);
-        }
-        self.manifest.save(&self.dir)?;
-        crate::crash::point("batch.done");
-        Ok(())
+    /// Starts writing a batch of documents whose points are then given in any number of
+    /// [`BatchWrite::add`] calls (each document's old chunks are deleted here). Until
+    /// [`BatchWrite::commit`], the documents are pending: searches skip them and a process
+    /// killed in between leaves them to be recovered (removed) when the index is next opened
+    /// for writing; dropping the writer without committing leaves them pending the same way.
+    /// The vector store is held (readers of an embedded store wait) until the writer ends.
+    pub fn begin_batch(&mut self, docs: Vec<(String, DocEntry)>) -> Result<BatchWrite<'_>> {
+        self.vectors.acquire()?;
+        let mut w = BatchWrite { index: self, docs, held: true };
+        w.begin()?;
+        Ok(w)
     }
 
     /// Removes documents (all their chunks) from the index.
@@ -627,6 +617,76 @@ fn fuse(lexical: Vec<Hit>, dense: Vec<Hit>, q: &Query) -> Vec<SearchHit> {
             })
         })
         .collect()
+}
+
+/// A batch of documents being written part by part (see [`Index::begin_batch`]).
+pub struct BatchWrite<'a> {
+    index: &'a mut Index,
+    docs: Vec<(String, DocEntry)>,
+    held: bool,
+}
+
+impl BatchWrite<'_> {
+    /// Records the documents as pending and deletes their old chunks.
+    fn begin(&mut self) -> Result<()> {
+        let ix = &mut *self.index;
+        for (doc, entry) in &self.docs {
+            let old = ix.manifest.documents.get(doc).map_or(0, |d| d.chunks);
+            ix.manifest.pending.insert(doc.clone(), Pending { old_chunks: old, new_chunks: entry.chunks });
+        }
+        ix.manifest.save(&ix.dir)?;
+        crate::crash::point("batch.pending");
+        for (doc, _) in &self.docs {
+            let p = ix.manifest.pending.get(doc).copied().unwrap_or_default();
+            // Old chunks past the new count would linger: delete the whole old range first.
+            ix.delete_chunks(doc, p.old_chunks.max(p.new_chunks))?;
+            crate::crash::point("batch.deleted");
+        }
+        Ok(())
+    }
+
+    /// Writes points of the batch's documents to both stores (not yet committed).
+    pub fn add(&mut self, points: &[Point]) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let ix = &*self.index;
+        ix.vectors.upsert(points)?;
+        crate::crash::point("batch.vectors");
+        if let Some(lex) = &ix.lexical {
+            let recs: Vec<ChunkRecord> = points.iter().map(|p| p.record.clone()).collect();
+            lex.add(&recs)?;
+            crate::crash::point("batch.lexical");
+        }
+        Ok(())
+    }
+
+    /// Commits both stores, then records the documents as done.
+    pub fn commit(mut self) -> Result<()> {
+        let ix = &mut *self.index;
+        ix.commit_stores()?;
+        for (doc, entry) in std::mem::take(&mut self.docs) {
+            ix.manifest.pending.remove(&doc);
+            ix.manifest.documents.insert(doc, entry);
+        }
+        let saved = ix.manifest.save(&ix.dir);
+        self.release();
+        saved?;
+        crate::crash::point("batch.done");
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.index.vectors.release();
+        }
+    }
+}
+
+impl Drop for BatchWrite<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 #[cfg(test)]

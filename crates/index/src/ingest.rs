@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use metarag_core::chunk::{ChunkSizer, Chunker, merge};
 use metarag_core::load::Loader;
-use metarag_core::model::{SentenceEmbedder, TokenOffsets};
+use metarag_core::model::{SentenceEmbedder, TOKEN_PIECE_BYTES, TokenOffsets, token_pieces};
 use metarag_core::split::SentenceSplitter;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -386,7 +386,11 @@ fn write_loop(
     }
 }
 
-/// Embeds the open batch's chunks and writes the batch (one commit).
+/// Chunks embedded and written at a time: a document's vectors are never all in memory.
+const WRITE_SLICE: usize = 512;
+
+/// Embeds the open batch's chunks and writes the batch (one commit), a slice of chunks at a
+/// time, so memory holds the batch's chunk texts but only one slice's vectors and points.
 fn write_open(
     index: &mut Index,
     open: Vec<(PathBuf, u64, Prepared)>,
@@ -394,42 +398,54 @@ fn write_open(
     observer: &dyn IngestObserver,
     w: &mut Written,
 ) -> Result<()> {
-    let te = Instant::now();
-    let texts: Vec<&str> = open.iter().flat_map(|(_, _, p)| p.records.iter().map(|r| r.text.as_str())).collect();
-    let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    let text_bytes: u64 = open.iter().flat_map(|(_, _, p)| p.records.iter().map(|r| r.text.len() as u64)).sum();
     let tokens: u64 = open.iter().map(|(_, _, p)| p.tokens).sum();
-    let mut vectors = Vec::with_capacity(texts.len());
-    for batch in texts.chunks(stages.embed_batch.max(1)) {
-        vectors.extend(stages.embedder.embed(batch)?);
-    }
-    w.embed.add(te.elapsed(), text_bytes, tokens);
+    let sparse_wanted = index.vectors().supports_sparse();
+    let entries: Vec<(String, DocEntry)> = open.iter().map(|(_, _, p)| (p.doc_id.clone(), p.entry.clone())).collect();
+    let docs = entries.len();
+    let mut outcomes = Vec::with_capacity(docs);
+    let mut n_chunks = 0;
+    let (mut embed_time, mut write_time) = (Duration::ZERO, Duration::ZERO);
 
     let tw = Instant::now();
-    let sparse_wanted = index.vectors().supports_sparse();
-    let mut vectors = vectors.into_iter();
-    let mut batch = Vec::with_capacity(open.len());
-    let mut outcomes = Vec::with_capacity(open.len());
-    let mut n_chunks = 0;
+    let mut batch = index.begin_batch(entries)?;
+    write_time += tw.elapsed();
     for (path, size, p) in open {
-        let points: Vec<Point> = p
-            .records
-            .into_iter()
-            .map(|record| {
-                let sparse = if sparse_wanted {
-                    sparse::bm25_document_vector(&crate::analyze(&record.text), SPARSE_AVG_LEN, 1.2, 0.75)
-                } else {
-                    crate::Sparse::default()
-                };
-                Point { sparse, dense: vectors.next().unwrap_or_default(), record }
-            })
-            .collect();
-        n_chunks += points.len();
         outcomes.push((path, size, FileOutcome::Ingested { chunks: p.entry.chunks, tokens: p.tokens }));
-        batch.push((p.doc_id, p.entry, points));
+        n_chunks += p.records.len();
+        let mut records = p.records.into_iter().peekable();
+        while records.peek().is_some() {
+            let slice: Vec<ChunkRecord> = records.by_ref().take(WRITE_SLICE).collect();
+            let te = Instant::now();
+            let texts: Vec<&str> = slice.iter().map(|r| r.text.as_str()).collect();
+            let mut vectors = Vec::with_capacity(texts.len());
+            for part in texts.chunks(stages.embed_batch.max(1)) {
+                vectors.extend(stages.embedder.embed(part)?);
+            }
+            embed_time += te.elapsed();
+
+            let tw = Instant::now();
+            let points: Vec<Point> = slice
+                .into_iter()
+                .zip(vectors.into_iter().chain(std::iter::repeat_with(Vec::new)))
+                .map(|(record, dense)| {
+                    let sparse = if sparse_wanted {
+                        sparse::bm25_document_vector(&crate::analyze(&record.text), SPARSE_AVG_LEN, 1.2, 0.75)
+                    } else {
+                        crate::Sparse::default()
+                    };
+                    Point { sparse, dense, record }
+                })
+                .collect();
+            batch.add(&points)?;
+            write_time += tw.elapsed();
+        }
     }
-    let docs = batch.len();
-    index.write_batch(batch)?;
-    w.write.add(tw.elapsed(), text_bytes, tokens);
+    let tw = Instant::now();
+    batch.commit()?;
+    write_time += tw.elapsed();
+    w.embed.add(embed_time, text_bytes, tokens);
+    w.write.add(write_time, text_bytes, tokens);
     observer.committed(docs, n_chunks);
     for (path, size, o) in outcomes {
         observer.file(&path, size, &o);
@@ -448,20 +464,22 @@ fn prepare(
     stats: &Mutex<Stages5>,
 ) -> std::result::Result<Option<Prepared>, String> {
     let t = Instant::now();
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    // Hashed as a stream: an unchanged 200 MB file costs no memory.
+    let cannot_read = |e: std::io::Error| format!("{}: cannot read: {e}", path.display());
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut std::fs::File::open(path).map_err(cannot_read)?, &mut hasher).map_err(cannot_read)?;
+    let hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let doc_id = document_id(path);
     if known.get(&doc_id).is_some_and(|h| *h == hash) {
         return Ok(None);
     }
-    let size = bytes.len() as u64;
-    drop(bytes);
     let doc = stages.loader.load(path).map_err(|e| e.to_string())?;
     let text_bytes = doc.text.len() as u64;
-    let tokens = match stages.tokens {
-        Some(t) => t.token_offsets(&doc.text).map_err(|e| format!("{}: {e}", path.display()))?.len() as u64,
-        None => 0,
-    };
+    let mut tokens = 0u64;
+    if let Some(t) = stages.tokens {
+        token_pieces(t, &doc.text, TOKEN_PIECE_BYTES, |piece| tokens += piece.len() as u64)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let t_load = t.elapsed();
 
     let t = Instant::now();

@@ -63,7 +63,7 @@ mod store;
 
 pub use edge::EdgeStore;
 pub use error::{Error, Result};
-pub use index::{CONFIG_FILE, Index, IndexConfig, Mode, Query, SearchHit, StoreConfig};
+pub use index::{BatchWrite, CONFIG_FILE, Index, IndexConfig, Mode, Query, SearchHit, StoreConfig};
 pub use ingest::{FileOutcome, IngestObserver, IngestOptions, IngestReport, Silent, Stages, document_id, ingest};
 pub use lexical::LexicalIndex;
 pub use server::{ServerConfig, ServerStore};

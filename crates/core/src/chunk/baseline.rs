@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use super::{Chunked, Chunker, to_chunks};
-use crate::model::TokenOffsets;
+use crate::model::{TOKEN_PIECE_BYTES, TokenOffsets, token_pieces};
 use crate::{Document, Error, Result};
 
 /// One chunk per sentence.
@@ -57,14 +57,18 @@ impl<T: TokenOffsets> Chunker for FixedChunker<T> {
         if text.is_empty() {
             return Ok(Chunked::default());
         }
-        let offsets = self.tokens.token_offsets(text)?;
-        let mut cuts: Vec<usize> = offsets
-            .iter()
-            .step_by(self.size)
-            .skip(1)
-            .map(|r| r.start)
-            .filter(|&c| c > 0 && c < text.len() && text.is_char_boundary(c))
-            .collect();
+        // Every `size`-th token start, read piece by piece: a huge text never has all its
+        // tokens in memory (the pieces are the whole text unless it is over 256 KiB).
+        let mut cuts = Vec::new();
+        let mut n = 0usize;
+        token_pieces(&self.tokens, text, TOKEN_PIECE_BYTES, |offsets| {
+            for r in offsets {
+                if n > 0 && n.is_multiple_of(self.size) && r.start < text.len() && text.is_char_boundary(r.start) {
+                    cuts.push(r.start);
+                }
+                n += 1;
+            }
+        })?;
         cuts.dedup();
         let mut spans = Vec::with_capacity(cuts.len() + 1);
         let mut start = 0;

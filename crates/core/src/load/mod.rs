@@ -72,7 +72,8 @@ impl<T: Loader + ?Sized> Loader for std::sync::Arc<T> {
 /// Limits that apply while loading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Longest time PDF text extraction may take for one file (default 60 s).
+    /// Longest time PDF text extraction may go without progress: parsing the file, or any one
+    /// page (default 60 s). A long document that keeps making progress is read whole.
     pub pdf_timeout: Duration,
     /// Largest file that is read at all, in bytes (default 512 MiB).
     pub max_file_bytes: u64,

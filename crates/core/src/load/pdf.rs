@@ -2,7 +2,9 @@
 //!
 //! The text of each page is extracted in a separate thread named [`PDF_THREAD_NAME`], under
 //! [`std::panic::catch_unwind`] (the parser panics on some malformed files) and a time limit
-//! ([`LoadOptions::pdf_timeout`]; on timeout the thread is left to finish in the background).
+//! ([`LoadOptions::pdf_timeout`] for parsing the file and for each page, so a long manual that
+//! keeps making progress is read whole; on timeout the thread is left to finish in the
+//! background).
 //! Each page is NFKC-normalised (ligatures such as `ﬁ` become `fi`), control characters are
 //! dropped, trailing spaces are trimmed and runs of blank lines collapse to one; pages are
 //! joined with a blank line and their byte ranges are recorded in [`Document::pages`]
@@ -90,35 +92,47 @@ pub(crate) fn load_pdf(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<
         .name(PDF_THREAD_NAME.into())
         .spawn(move || {
             // The receiver is gone after a timeout; nothing is left to tell.
-            let _ = tx.send(extract_pages(&owned));
+            extract_pages(&owned, &mut |step| tx.send(step).is_ok());
         })
         .map_err(|e| pdf_err(format!("cannot start the extraction thread: {e}")))?;
 
-    let answer = rx.recv_timeout(opts.pdf_timeout);
-    if !matches!(answer, Err(mpsc::RecvTimeoutError::Timeout)) {
-        // It has answered (or died): wait for its exit, so that nothing of it (thread-local
-        // destructors included) outlives this call. Only a timed-out thread is left behind.
-        let _ = worker.join();
-    }
-    let pages = match answer {
-        Ok(Ok(pages)) => pages,
-        Ok(Err(e)) if encrypted => {
+    // The limit applies to each step (parsing the file, then each page), so a 2,000-page
+    // manual that keeps making progress is read whole while a hang is still cut short.
+    let mut pages = Vec::new();
+    let mut expected = None;
+    let outcome = loop {
+        match rx.recv_timeout(opts.pdf_timeout) {
+            Ok(Step::Parsed(n)) => {
+                expected = Some(n);
+                pages.reserve(n);
+            }
+            Ok(Step::Page(page)) => pages.push(page),
+            Ok(Step::Failed(e)) => break Err(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(Error::Timeout {
+                    path: path.to_path_buf(),
+                    seconds: opts.pdf_timeout.as_secs_f64().ceil() as u64,
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
+        }
+    };
+    // It has finished (or died): wait for its exit, so that nothing of it (thread-local
+    // destructors included) outlives this call. Only a timed-out thread is left behind.
+    let _ = worker.join();
+    match outcome {
+        Err(e) if encrypted => {
             return Err(pdf_err(format!(
                 "the PDF is encrypted and needs a password (password-protected); decrypt it first, \
                  e.g. `qpdf --decrypt --password=… in.pdf out.pdf` ({e})"
             )));
         }
-        Ok(Err(e)) => return Err(pdf_err(e)),
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            return Err(Error::Timeout {
-                path: path.to_path_buf(),
-                seconds: opts.pdf_timeout.as_secs_f64().ceil() as u64,
-            });
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
+        Err(e) => return Err(pdf_err(e)),
+        Ok(()) if expected != Some(pages.len()) => {
             return Err(pdf_err("the extraction thread ended without a result".into()));
         }
-    };
+        Ok(()) => {}
+    }
 
     let first_page_error = pages.iter().find_map(|p| p.as_ref().err().cloned());
     if let Some(e) = &first_page_error
@@ -145,10 +159,21 @@ pub(crate) fn load_pdf(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<
     Ok((text, ranges))
 }
 
-/// Runs the parser: one entry per page, the page's raw text or what went wrong with it.
-/// Panics are caught per page, so one bad page does not lose the others.
+/// What the extraction thread reports, step by step.
 #[cfg(feature = "pdf")]
-fn extract_pages(bytes: &[u8]) -> std::result::Result<Vec<std::result::Result<String, String>>, String> {
+enum Step {
+    /// The file is parsed and has this many pages.
+    Parsed(usize),
+    /// The next page's raw text, or what went wrong with it.
+    Page(std::result::Result<String, String>),
+    /// The file cannot be read at all.
+    Failed(String),
+}
+
+/// Runs the parser, handing each step to `report` (which returns false when nobody listens
+/// any more). Panics are caught per page, so one bad page does not lose the others.
+#[cfg(feature = "pdf")]
+fn extract_pages(bytes: &[u8], report: &mut dyn FnMut(Step) -> bool) {
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
     let caught =
@@ -160,24 +185,36 @@ fn extract_pages(bytes: &[u8]) -> std::result::Result<Vec<std::result::Result<St
         }
         Ok::<_, String>(doc)
     })
-    .map_err(caught)??;
+    .map_err(caught)
+    .and_then(|r| r);
+    let doc = match doc {
+        Ok(doc) => doc,
+        Err(e) => {
+            report(Step::Failed(e));
+            return;
+        }
+    };
     let pages = doc.get_pages();
     if pages.is_empty() {
-        return Err("the document has no pages".into());
+        report(Step::Failed("the document has no pages".into()));
+        return;
     }
-    Ok(pages
-        .keys()
-        .map(|&number| {
-            // The document is only read, so it stays consistent if a page panics.
-            catch_unwind(AssertUnwindSafe(|| {
-                let mut sink = LogicalText::default();
-                pdf_extract::output_doc_page(&doc, &mut sink, number).map(|()| sink.finish()).map_err(|e| e.to_string())
-            }))
-            .map_err(caught)
-            .and_then(|r| r)
-            .map_err(|e| format!("page {number}: {e}"))
-        })
-        .collect())
+    if !report(Step::Parsed(pages.len())) {
+        return;
+    }
+    for &number in pages.keys() {
+        // The document is only read, so it stays consistent if a page panics.
+        let page = catch_unwind(AssertUnwindSafe(|| {
+            let mut sink = LogicalText::default();
+            pdf_extract::output_doc_page(&doc, &mut sink, number).map(|()| sink.finish()).map_err(|e| e.to_string())
+        }))
+        .map_err(caught)
+        .and_then(|r| r)
+        .map_err(|e| format!("page {number}: {e}"));
+        if !report(Step::Page(page)) {
+            return;
+        }
+    }
 }
 
 /// pdf-extract's plain-text layout (a space where glyphs leave a gap, a line break where the
