@@ -258,7 +258,7 @@ fn crash_points(args: &dyn Fn(&Path) -> Vec<String>, start: Option<&Path>, work:
     text.lines().map(|l| l.split_once(' ').map_or(l, |(_, name)| name).to_string()).collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read dir") {
         let e = e.expect("entry");

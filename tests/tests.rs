@@ -13,6 +13,7 @@ mod masked;
 mod masked_model;
 mod memory;
 mod models;
+mod serve;
 mod store_contract;
 
 use std::path::PathBuf;

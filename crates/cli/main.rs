@@ -1,4 +1,4 @@
-//! The `metarag` command line: `setup`, `chunk`, `ingest`, `search`, `ask`, `bench`.
+//! The `metarag` command line: `setup`, `chunk`, `ingest`, `search`, `ask`, `bench`, `serve`.
 
 /// `println!` that returns the write error instead of panicking: a closed pipe
 /// (`metarag search … | head -1`) then ends the command quietly (see [`main`]).
@@ -16,6 +16,7 @@ mod ingest;
 mod pipeline;
 mod plots;
 mod search;
+mod serve;
 mod setup;
 
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ enum Command {
     /// Measure retrieval (recall@k, MRR@10) of chunkers × retrieval modes on a QA dataset
     /// (SQuAD v1.1 dev by default).
     Bench(bench::BenchArgs),
+    /// Serve an index over HTTP: search, ask and chunk as JSON endpoints (axum), with an
+    /// OpenAPI document, request limits and an optional bearer token.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Search(args) => search::run(&args),
         Command::Ask(args) => ask::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -32,7 +32,11 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     dims: usize,
     batch: usize,
+    max_tokens: usize,
 }
+
+/// Most tokens (texts × the longest, estimated) in one embedding run.
+pub const TOKENS_PER_RUN: usize = 2048;
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,7 +67,7 @@ impl Embedder {
         }));
         tok.with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
             .map_err(|e| Error::Tokenizer { path: tokenizer.to_path_buf(), detail: e.to_string() })?;
-        let session = opts.session(model)?;
+        let session = opts.session_for_varying_shapes(model)?;
         check_names(&session, model, CONTRACT, &["input_ids", "attention_mask"], &["last_hidden_state"])?;
         let dims = session
             .outputs()
@@ -83,6 +87,7 @@ impl Embedder {
             tokenizer: tok,
             dims,
             batch: 32,
+            max_tokens: max_tokens.max(1),
         })
     }
 
@@ -91,11 +96,25 @@ impl Embedder {
         self.dims
     }
 
-    /// Embeds up to any number of texts, `batch` at a time.
+    /// Embeds up to any number of texts, `batch` at a time, and fewer when they are long: a
+    /// run holds at most [`TOKENS_PER_RUN`] tokens (estimated from the bytes), since its
+    /// attention buffers grow with texts × tokens² (32 texts of 256 tokens took ~1 GB).
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let estimate = |t: &str| (t.len() / 3 + 2).min(self.max_tokens);
         let mut out = Vec::with_capacity(texts.len());
-        for b in texts.chunks(self.batch) {
-            out.extend(self.embed_one_batch(b)?);
+        let mut start = 0;
+        while start < texts.len() {
+            let (mut end, mut longest) = (start, 0);
+            while end < texts.len() && end - start < self.batch {
+                let l = longest.max(estimate(texts[end]));
+                if end > start && l * (end + 1 - start) > TOKENS_PER_RUN {
+                    break;
+                }
+                longest = l;
+                end += 1;
+            }
+            out.extend(self.embed_one_batch(&texts[start..end])?);
+            start = end;
         }
         Ok(out)
     }

@@ -95,19 +95,37 @@ impl RuntimeOptions {
 
     /// Builds a CPU session for `model` with full graph optimisation.
     pub fn session(&self, model: &Path) -> Result<Session> {
+        self.build_session(model, false)
+    }
+
+    /// [`RuntimeOptions::session`] for a graph whose input shapes change from call to call
+    /// (the embedder: batches of texts of any length). ONNX Runtime's CPU arena and memory
+    /// patterns keep a buffer for every shape seen; without them, embedding the 2,415-page R
+    /// manual peaked at a fraction of the 2.1 GB it reached with them.
+    pub fn session_for_varying_shapes(&self, model: &Path) -> Result<Session> {
+        self.build_session(model, true)
+    }
+
+    fn build_session(&self, model: &Path, varying: bool) -> Result<Session> {
         let env = environment(&self.models_dir)?;
         let ort_err = |context: &'static str| {
             move |e: &dyn std::fmt::Display| Error::Ort { model: model.to_path_buf(), context, detail: e.to_string() }
         };
         let builder = Session::builder(env).map_err(|e| ort_err("session builder")(&e))?;
-        let builder = builder
+        let mut builder = builder
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| ort_err("optimisation level")(&e))?
             .with_intra_threads(self.intra_threads)
             .map_err(|e| ort_err("intra-op threads")(&e))?
             .with_inter_threads(1)
             .map_err(|e| ort_err("inter-op threads")(&e))?;
-        let mut builder = builder;
+        if varying {
+            builder = builder
+                .with_memory_pattern(false)
+                .map_err(|e| ort_err("memory pattern")(&e))?
+                .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+                .map_err(|e| ort_err("CPU arena")(&e))?;
+        }
         builder.commit_from_file(model).map_err(|e| ort_err("loading the graph")(&e))
     }
 }
