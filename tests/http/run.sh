@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP tests of `metarag serve` (tests/http/test_serve.py: pytest, then schemathesis against
-# /openapi.json) in a virtual environment of the pinned tests/http/requirements.txt, made once
+# /openapi.json) in a virtual environment of tests/http/requirements.txt (pins and sha256), made once
 # under <models>/tools/http-venv (again when the pins change).
 #
 #   tests/http/run.sh METARAG_BIN INDEX_DIR [PYTEST_ARGS...]
@@ -16,7 +16,7 @@ VENV="${METARAG_MODELS:-$(cd ../.. && pwd)/models}/tools/http-venv"
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$VENV/.metarag-requirements" 2>/dev/null)" != "$want" ]; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off -q -r requirements.txt
+    "$VENV/bin/pip" install --disable-pip-version-check --progress-bar off -q --require-hashes -r requirements.txt
     echo "$want" > "$VENV/.metarag-requirements"
 fi
 cd ../..   # paths in the index are relative to the checkout
