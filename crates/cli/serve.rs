@@ -92,6 +92,8 @@ struct App {
     index: Index,
     models: Models,
     generator: Mutex<Option<Arc<Generator>>>,
+    /// `ask`'s decoding options at their command-line defaults (a request sets a few).
+    generate: GenerateArgs,
     opts: RuntimeOptions,
     token: Option<String>,
     timeout: Duration,
@@ -295,7 +297,7 @@ async fn ask(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -
     let out = blocking(&app, move |a| {
         let hits = a.index.search(&Query::new(question.clone()).k(k).mode(Mode::Hybrid)).map_err(server_error)?;
         let chunks = context(&hits);
-        let mut args = Defaults::try_parse_from(["serve"]).map_err(server_error)?.generate;
+        let mut args = a.generate.clone();
         args.samples = samples;
         args.seed = seed;
         let generator = a.generator()?;
@@ -347,7 +349,6 @@ async fn chunk(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>)
 
 async fn health(State(app): State<Arc<App>>) -> Response {
     let m = app.index.manifest();
-    let chunks: u64 = m.documents.values().map(|d| u64::from(d.chunks)).sum();
     json_response(
         StatusCode::OK,
         &json!({
@@ -355,7 +356,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
             "version": env!("CARGO_PKG_VERSION"),
             "index": app.index.dir().display().to_string(),
             "documents": m.documents.len(),
-            "chunks": chunks,
+            "chunks": m.chunks(),
             "chunker": app.index.config().pipeline.chunker.name(),
         }),
     )
@@ -417,6 +418,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         index,
         models,
         generator: Mutex::new(None),
+        generate: Defaults::try_parse_from(["serve"]).context("the default decoding options")?.generate,
         opts,
         token,
         timeout: Duration::from_secs(args.timeout.max(1)),
