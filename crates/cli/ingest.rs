@@ -224,6 +224,66 @@ pub fn ingest_files(
     run_ingest(&mut index, files, pipeline, opts, threads, quiet, &job)
 }
 
+/// How [`ingest_inputs`] runs: `metarag ingest`'s options for an already opened index.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Threads for ONNX Runtime and documents in parallel.
+    pub threads: usize,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Remove the documents whose files are not among the inputs any more.
+    pub prune: bool,
+    /// Give up on a PDF that makes no progress for this many seconds.
+    pub file_timeout: u64,
+    /// Most documents per committed batch.
+    pub batch_docs: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: false,
+            prune: false,
+            file_timeout: 60,
+            batch_docs: 32,
+        }
+    }
+}
+
+/// What [`ingest_inputs`] did.
+#[derive(Debug, serde::Serialize)]
+pub struct Ingested {
+    /// The ingest report: files, chunks, failures (each with its path), per-stage times.
+    pub report: metarag_index::IngestReport,
+    /// Files in folders skipped because they look binary.
+    pub skipped_binary: usize,
+}
+
+/// Ingests `inputs` (files, folders, glob patterns, as `metarag ingest` takes them) into
+/// `index` with the index's own pipeline. A file that fails is reported in the report with
+/// its path and the others are ingested; an interrupted run is recovered by the next one.
+pub fn ingest_inputs(
+    index: &mut Index,
+    inputs: &[String],
+    opts: &RuntimeOptions,
+    settings: &IngestSettings,
+) -> anyhow::Result<Ingested> {
+    quiet_pdf_panics();
+    let (files, skipped_binary) = expand_inputs(inputs)?;
+    let pipeline = index.config().pipeline.clone();
+    let job = Job {
+        store: StoreConfig::Embedded,
+        file_timeout: settings.file_timeout,
+        batch_docs: settings.batch_docs,
+        prune: settings.prune,
+        lm_sessions: None,
+        shard: None,
+    };
+    let report = run_ingest(index, &files, &pipeline, opts, settings.threads, !settings.progress, &job)?;
+    Ok(Ingested { report, skipped_binary })
+}
+
 struct Job {
     store: StoreConfig,
     file_timeout: u64,

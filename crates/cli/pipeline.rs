@@ -25,8 +25,11 @@ pub fn runtime(threads: Option<usize>, models: Option<&std::path::Path>) -> (usi
 
 /// The models a pipeline needs, loaded once.
 pub struct Models {
+    /// The causal LM (PPL and margin chunking).
     pub lm: Option<Arc<CausalLm>>,
+    /// The sentence embedder (semantic chunking, ingest, dense search).
     pub embedder: Option<Arc<Embedder>>,
+    /// The SmolLM2 tokenizer (fixed chunks, token counts, merging by tokens).
     pub tokenizer: Option<Arc<TokenizerFile>>,
 }
 

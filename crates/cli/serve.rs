@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,18 +22,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, serve};
-use clap::{Args, Parser};
+use clap::Args;
 use metarag_core::Document;
-use metarag_core::chunk::merge;
-use metarag_core::split::{RuleSplitter, SentenceSplitter};
-use metarag_generate::aggregate::Method;
-use metarag_index::{Index, Mode, Query};
-use metarag_onnx::RuntimeOptions;
+use metarag_index::{Mode, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::ask::{DecoderArg, GenerateArgs, Generator, InfillArg, context};
-use crate::pipeline::Models;
+use crate::engine::{AskOptions, Engine, EngineError};
 
 /// The environment variable holding the bearer token, if requests must carry one.
 pub const TOKEN_VAR: &str = "METARAG_SERVE_TOKEN";
@@ -87,14 +82,9 @@ pub struct ServeArgs {
     models: Option<PathBuf>,
 }
 
-/// Everything requests share: the index, the pipeline's models, the answer model once asked.
+/// Everything requests share: the engine (index, models, answer model) and the limits.
 struct App {
-    index: Index,
-    models: Models,
-    generator: Mutex<Option<Arc<Generator>>>,
-    /// `ask`'s decoding options at their command-line defaults (a request sets a few).
-    generate: GenerateArgs,
-    opts: RuntimeOptions,
+    engine: Engine,
     token: Option<String>,
     timeout: Duration,
 }
@@ -149,6 +139,17 @@ async fn blocking<T: Send + 'static>(
 
 fn server_error(e: impl std::fmt::Display) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        let status = match e {
+            EngineError::Settings(_) => StatusCode::BAD_REQUEST,
+            EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(status, e.to_string())
+    }
 }
 
 fn in_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<usize, Failure> {
@@ -214,7 +215,7 @@ impl SearchRequest {
 
 async fn search(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, Failure> {
     let q = parse::<SearchRequest>(body)?.query()?;
-    let hits = blocking(&app, move |a| a.index.search(&q).map_err(server_error)).await?;
+    let hits = blocking(&app, move |a| Ok(a.engine.search(&q)?)).await?;
     Ok(json_response(StatusCode::OK, &hits))
 }
 
@@ -252,59 +253,19 @@ fn default_aggregate() -> String {
     "rpc".into()
 }
 
-/// `ask`'s decoding options at their command-line defaults.
-#[derive(Parser)]
-struct Defaults {
-    #[command(flatten)]
-    generate: GenerateArgs,
-}
-
-#[derive(Serialize)]
-struct AskResponse<'a> {
-    question: &'a str,
-    #[serde(flatten)]
-    answer: &'a metarag_generate::qa::Answer,
-    retrieved: Vec<&'a str>,
-}
-
-impl App {
-    /// The answer model, loaded by the first question.
-    fn generator(&self) -> Result<Arc<Generator>, Failure> {
-        let mut slot = self.generator.lock().map_err(|_| server_error("a poisoned lock"))?;
-        if let Some(g) = slot.as_ref() {
-            return Ok(Arc::clone(g));
-        }
-        let g = Arc::new(
-            Generator::load(DecoderArg::Causal, crate::ask::GeneratorArg::Infill, &self.opts)
-                .map_err(|e| Failure(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?,
-        );
-        *slot = Some(Arc::clone(&g));
-        Ok(g)
-    }
-}
-
 async fn ask(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, Failure> {
     let req = parse::<AskRequest>(body)?;
     let question = non_blank("question", req.question)?;
-    let k = in_range("k", req.k, 1, 20)?;
-    let samples = in_range("samples", req.samples, 1, 64)?;
-    let method: Method = req.aggregate.parse().map_err(|e| Failure::bad(format!("aggregate: {e}")))?;
-    let infill = match req.infill {
-        InfillName::Extractive => InfillArg::Extractive,
-        InfillName::Free => InfillArg::Free,
+    let options = AskOptions {
+        k: in_range("k", req.k, 1, 20)?,
+        samples: in_range("samples", req.samples, 1, 64)?,
+        aggregate: req.aggregate.parse().map_err(|e| Failure::bad(format!("aggregate: {e}")))?,
+        extractive: matches!(req.infill, InfillName::Extractive),
+        seed: req.seed,
     };
-    let seed = req.seed;
     let out = blocking(&app, move |a| {
-        let hits = a.index.search(&Query::new(question.clone()).k(k).mode(Mode::Hybrid)).map_err(server_error)?;
-        let chunks = context(&hits);
-        let mut args = a.generate.clone();
-        args.samples = samples;
-        args.seed = seed;
-        let generator = a.generator()?;
-        let cfg = generator.config(&args, infill, method).map_err(|e| Failure::bad(format!("{e:#}")))?;
-        let answer = generator.ask(&question, &chunks, &cfg).map_err(|e| server_error(format!("{e:#}")))?;
-        let retrieved = chunks.iter().map(|c| c.id.as_str()).collect();
-        serde_json::to_value(AskResponse { question: &question, answer: &answer, retrieved }).map_err(server_error)
+        let asked = a.engine.ask(&question, &options)?;
+        serde_json::to_value(asked).map_err(server_error)
     })
     .await?;
     Ok(json_response(StatusCode::OK, &out))
@@ -327,16 +288,10 @@ struct ChunkOut<'a> {
 async fn chunk(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, Failure> {
     let text = non_blank("text", parse::<ChunkRequest>(body)?.text)?;
     let out = blocking(&app, move |a| {
-        let pipeline = &a.index.config().pipeline;
         let doc = Document::from_text("request", text);
-        let sentences = RuleSplitter::default().split(&doc.text);
-        let chunker = a.models.chunker(&pipeline.chunker).map_err(server_error)?;
-        let chunked = chunker.chunk(&doc, &sentences).map_err(server_error)?;
-        let mut spans: Vec<_> = chunked.chunks.into_iter().map(|c| c.span).collect();
-        if let Some(m) = &pipeline.merge {
-            spans = merge(&doc.text, &spans, m.target, a.models.sizer(m).map_err(server_error)?.as_ref());
-        }
-        let chunks: Vec<ChunkOut> = spans
+        let chunking = a.engine.chunk(&doc)?;
+        let chunks: Vec<ChunkOut> = chunking
+            .spans
             .iter()
             .enumerate()
             .map(|(i, s)| ChunkOut { chunk: i, start: s.start, end: s.end, text: &doc.text[s.clone()] })
@@ -348,16 +303,17 @@ async fn chunk(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>)
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
-    let m = app.index.manifest();
+    let index = app.engine.index();
+    let m = index.manifest();
     json_response(
         StatusCode::OK,
         &json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
-            "index": app.index.dir().display().to_string(),
+            "index": index.dir().display().to_string(),
             "documents": m.documents.len(),
             "chunks": m.chunks(),
-            "chunker": app.index.config().pipeline.chunker.name(),
+            "chunker": index.config().pipeline.chunker.name(),
         }),
     )
 }
@@ -412,17 +368,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let (_, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
-    let index = crate::search::open_for(&args.index, Mode::Hybrid, &opts)?;
-    let models = Models::load(&index.config().pipeline, &opts, false, false, 1)?;
-    let app = Arc::new(App {
-        index,
-        models,
-        generator: Mutex::new(None),
-        generate: Defaults::try_parse_from(["serve"]).context("the default decoding options")?.generate,
-        opts,
-        token,
-        timeout: Duration::from_secs(args.timeout.max(1)),
-    });
+    let engine = Engine::open(&args.index, opts)?;
+    // The pipeline's models load now (a /chunk never waits for them); the answer model
+    // loads with the first /ask.
+    engine.models()?;
+    let app = Arc::new(App { engine, token, timeout: Duration::from_secs(args.timeout.max(1)) });
     let router = Router::new()
         .route("/search", post(search))
         .route("/ask", post(ask))

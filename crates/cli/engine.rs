@@ -1,0 +1,250 @@
+//! One opened index with everything it answers with: the query embedder, the pipeline's
+//! models (loaded when first needed) and the answer model (loaded by the first question).
+//! `metarag serve` and the Python package are thin layers over it.
+//!
+//! ```no_run
+//! use metarag::{AskOptions, Engine, RuntimeOptions};
+//!
+//! let engine = Engine::open("idx".as_ref(), RuntimeOptions::default())?;
+//! let asked = engine.ask("What does the narrator ask to be called?", &AskOptions { samples: 4, ..AskOptions::default() })?;
+//! for c in &asked.answer.citations {
+//!     println!("[{}] {}", c.number, c.id);
+//! }
+//! let chunking = engine.chunk(&metarag_core::Document::from_text("note", "One sentence. Another one.".into()))?;
+//! assert_eq!(chunking.spans.last().map(|s| s.end), Some(26));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use metarag_core::Document;
+use metarag_core::chunk::merge;
+use metarag_core::pipeline::Pipeline;
+use metarag_core::split::{RuleSplitter, SentenceSplitter};
+use metarag_generate::aggregate::Method;
+use metarag_generate::qa::Answer;
+use metarag_index::{Index, Mode, Query, SearchHit};
+use metarag_onnx::RuntimeOptions;
+use serde::Serialize;
+
+use crate::ask::{DecoderArg, GenerateArgs, Generator, GeneratorArg, InfillArg, context};
+use crate::pipeline::Models;
+
+/// What went wrong, sorted by whose fault it is (a server maps them to 400, 503 and 500).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request's settings are invalid (a bad `samples`, an unknown method, ...).
+    #[error("{0:#}")]
+    Settings(anyhow::Error),
+    /// A model could not be loaded (not set up, files missing).
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
+    /// Searching, chunking or decoding failed.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+impl EngineError {
+    fn failed(e: impl Into<anyhow::Error>) -> Self {
+        EngineError::Failed(e.into())
+    }
+}
+
+/// How to answer a question: `metarag ask`'s options that a caller usually sets; everything
+/// else is at `ask`'s defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AskOptions {
+    /// Chunks retrieved (hybrid) into the prompt.
+    pub k: usize,
+    /// Candidate answers decoded together (one batch over the shared prompt).
+    pub samples: usize,
+    /// How the candidates are aggregated.
+    pub aggregate: Method,
+    /// Only spans copied from the retrieved chunks (true) or free text.
+    pub extractive: bool,
+    /// Sampling seed: the same seed, question and index give the same answer.
+    pub seed: u64,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        AskOptions { k: 2, samples: 8, aggregate: Method::Rpc, extractive: true, seed: 0 }
+    }
+}
+
+/// An answer and the chunks it was given.
+#[derive(Debug, Serialize)]
+pub struct Asked {
+    /// The question as asked.
+    pub question: String,
+    /// The answer, its confidence, citations and candidates.
+    #[serde(flatten)]
+    pub answer: Answer,
+    /// Ids (`path#chunk`) of the retrieved chunks, best first.
+    pub retrieved: Vec<String>,
+}
+
+/// A document cut into chunks, with the sentence scores the cut was made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunking {
+    /// Byte spans of the chunks (after merging): they tile the text.
+    pub spans: Vec<Range<usize>>,
+    /// Byte spans of the sentences: they tile the text.
+    pub sentences: Vec<Range<usize>>,
+    /// One score per sentence where the method has one (PPL: mean NLL in nats; margin:
+    /// `P(split) - P(keep)`; semantic: cosine distance to the next group; NaN where
+    /// undefined); empty for the baselines.
+    pub sentence_scores: Vec<f32>,
+}
+
+impl Chunking {
+    /// The scores of the sentences inside `span`, in order (empty for methods without scores).
+    pub fn scores_in(&self, span: &Range<usize>) -> &[f32] {
+        if self.sentence_scores.is_empty() {
+            return &[];
+        }
+        let first = self.sentences.partition_point(|s| s.start < span.start);
+        let last = self.sentences.partition_point(|s| s.end <= span.end);
+        &self.sentence_scores[first..last.max(first)]
+    }
+}
+
+/// Splits `doc` into sentences, chunks it by `pipeline`'s chunker and merges by its merge step:
+/// what ingest does to every document before embedding.
+pub fn chunk_document(models: &Models, pipeline: &Pipeline, doc: &Document) -> anyhow::Result<Chunking> {
+    let sentences = RuleSplitter::default().split(&doc.text);
+    let chunker = models.chunker(&pipeline.chunker)?;
+    let chunked = chunker.chunk(doc, &sentences)?;
+    let mut spans: Vec<_> = chunked.chunks.into_iter().map(|c| c.span).collect();
+    if let Some(m) = &pipeline.merge {
+        spans = merge(&doc.text, &spans, m.target, models.sizer(m)?.as_ref());
+    }
+    Ok(Chunking { spans, sentences, sentence_scores: chunked.sentence_scores })
+}
+
+/// An index opened for search, with the models that chunk and answer with it.
+pub struct Engine {
+    index: Index,
+    opts: RuntimeOptions,
+    models: Mutex<Option<Arc<Models>>>,
+    generator: Mutex<Option<Arc<Generator>>>,
+    /// `ask`'s decoding options at their command-line defaults (a request sets a few).
+    defaults: GenerateArgs,
+}
+
+/// `ask`'s decoding options, parsed from no arguments.
+#[derive(Parser)]
+struct Defaults {
+    #[command(flatten)]
+    generate: GenerateArgs,
+}
+
+impl Engine {
+    /// Opens the index at `dir` with its query embedder; refuses a directory that is not an
+    /// index or one embedded by a model this build cannot load.
+    pub fn open(dir: &Path, opts: RuntimeOptions) -> anyhow::Result<Self> {
+        let index = crate::search::open_for(dir, Mode::Hybrid, &opts)?;
+        let defaults = Defaults::try_parse_from(["metarag"])?.generate;
+        Ok(Engine { index, opts, models: Mutex::new(None), generator: Mutex::new(None), defaults })
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The index, for writing (ingest).
+    pub fn index_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+
+    /// The runtime options models are loaded with.
+    pub fn runtime_options(&self) -> &RuntimeOptions {
+        &self.opts
+    }
+
+    /// Searches the index.
+    pub fn search(&self, query: &Query) -> Result<Vec<SearchHit>, EngineError> {
+        self.index.search(query).map_err(EngineError::failed)
+    }
+
+    /// The models of the index's pipeline, loaded by the first call.
+    pub fn models(&self) -> Result<Arc<Models>, EngineError> {
+        let mut slot = self.models.lock().map_err(|_| EngineError::failed(anyhow::anyhow!("a poisoned lock")))?;
+        if let Some(m) = slot.as_ref() {
+            return Ok(Arc::clone(m));
+        }
+        let m = Arc::new(
+            Models::load(&self.index.config().pipeline, &self.opts, false, false, 1)
+                .map_err(EngineError::Unavailable)?,
+        );
+        *slot = Some(Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// The answer model (the causal infiller), loaded by the first call.
+    fn generator(&self) -> Result<Arc<Generator>, EngineError> {
+        let mut slot = self.generator.lock().map_err(|_| EngineError::failed(anyhow::anyhow!("a poisoned lock")))?;
+        if let Some(g) = slot.as_ref() {
+            return Ok(Arc::clone(g));
+        }
+        let g = Arc::new(
+            Generator::load(DecoderArg::Causal, GeneratorArg::Infill, &self.opts).map_err(EngineError::Unavailable)?,
+        );
+        *slot = Some(Arc::clone(&g));
+        Ok(g)
+    }
+
+    /// Cuts `doc` as ingest would with this index's pipeline.
+    pub fn chunk(&self, doc: &Document) -> Result<Chunking, EngineError> {
+        let models = self.models()?;
+        chunk_document(&models, &self.index.config().pipeline, doc).map_err(EngineError::Failed)
+    }
+
+    /// Answers `question` from the `options.k` best chunks (hybrid search), citing them.
+    pub fn ask(&self, question: &str, options: &AskOptions) -> Result<Asked, EngineError> {
+        if question.trim().is_empty() {
+            return Err(EngineError::Settings(anyhow::anyhow!("the question is empty")));
+        }
+        if !(1..=20).contains(&options.k) || !(1..=64).contains(&options.samples) {
+            return Err(EngineError::Settings(anyhow::anyhow!(
+                "k must be in 1..=20 and samples in 1..=64 (got k {}, samples {})",
+                options.k,
+                options.samples
+            )));
+        }
+        let infill = if options.extractive { InfillArg::Extractive } else { InfillArg::Free };
+        let mut args = self.defaults.clone();
+        args.samples = options.samples;
+        args.seed = options.seed;
+        args.config(infill, options.aggregate).map_err(EngineError::Settings)?;
+        let hits = self.search(&Query::new(question).k(options.k).mode(Mode::Hybrid))?;
+        let chunks = context(&hits);
+        let generator = self.generator()?;
+        let cfg = generator.config(&args, infill, options.aggregate).map_err(EngineError::Settings)?;
+        let answer = generator.ask(question, &chunks, &cfg).map_err(EngineError::Failed)?;
+        Ok(Asked { question: question.to_string(), answer, retrieved: chunks.into_iter().map(|c| c.id).collect() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_in_picks_the_sentences_inside_a_span() {
+        let c = Chunking {
+            spans: vec![0..10, 10..30],
+            sentences: vec![0..4, 4..10, 10..20, 20..30],
+            sentence_scores: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        assert_eq!(c.scores_in(&(0..10)), &[1.0, 2.0]);
+        assert_eq!(c.scores_in(&(10..30)), &[3.0, 4.0]);
+        assert_eq!(c.scores_in(&(4..20)), &[2.0, 3.0]);
+        let none = Chunking { sentence_scores: vec![], ..c };
+        assert!(none.scores_in(&(0..10)).is_empty());
+    }
+}
