@@ -1,7 +1,7 @@
 //! `metarag ingest` and `metarag search` end to end with the real models: known answers in
 //! every mode, re-ingest idempotency, kill -9 and rerun, bad files among good ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -162,6 +162,35 @@ fn dump(dir: &Path) -> Dump {
     lex_recs.sort_by_key(|r| r.id);
     assert!(index.manifest().pending.is_empty());
     (docs, vec_recs, lex_recs)
+}
+
+/// One chunking path: `metarag chunk --pipeline` with the index's pipeline prints exactly the
+/// chunks ingest wrote (same numbering, spans and texts).
+#[test]
+fn chunk_with_the_index_pipeline_prints_the_indexed_chunks() {
+    let (_, _, records) = dump(example_index());
+    let indexed: BTreeSet<(String, u32, u64, u64, String)> = records
+        .into_iter()
+        .map(|r| (r.path.rsplit('/').next().unwrap_or_default().to_string(), r.chunk, r.start, r.end, r.text))
+        .collect();
+    let out = metarag(&["chunk", "examples/corpus", "--pipeline", "pipelines/default.toml", "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: BTreeSet<(String, u32, u64, u64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSONL");
+            let doc = v["doc"].as_str().expect("doc");
+            (
+                doc.rsplit('/').next().unwrap_or_default().to_string(),
+                v["chunk"].as_u64().expect("chunk") as u32,
+                v["start"].as_u64().expect("start"),
+                v["end"].as_u64().expect("end"),
+                v["text"].as_str().expect("text").to_string(),
+            )
+        })
+        .collect();
+    assert!(indexed.len() > 20, "{} chunks", indexed.len());
+    assert_eq!(printed, indexed);
 }
 
 #[test]

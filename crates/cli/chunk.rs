@@ -3,22 +3,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use metarag_core::chunk::{
-    BoundaryRule, Chars, ChunkSizer, Chunked, Chunker, FixedChunker, MarginChunker, MarginConfig, PplChunker,
-    PplConfig, SemanticChunker, SemanticConfig, SentenceChunker, TokenSizer, Words, merge,
-};
+use metarag_core::chunk::{ChunkSizer, Chunker, chunk_document};
 use metarag_core::load::{LoadOptions, load_path, quiet_pdf_panics};
-use metarag_core::split::{RuleSplitter, SentenceSplitter};
-use metarag_core::{Chunk, Document};
-use metarag_onnx::{CausalLm, Embedder, JudgeConfig, LmConfig, LmMarginJudge, RuntimeOptions, TokenizerFile};
+use metarag_core::pipeline::{ChunkerConfig, MergeConfig, MergeUnit, Pipeline, PplRule, ScorerConfig};
+use metarag_core::split::RuleSplitter;
 use rayon::prelude::*;
 use serde::Serialize;
+
+use crate::pipeline::Models;
 
 /// How to chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,6 +69,7 @@ EXAMPLES:
   metarag chunk report.pdf --merge-to 200         # then merge up to 200 words
   metarag chunk notes.md --method margin --format text
   metarag chunk a.txt --method semantic --scores  # with per-sentence scores
+  metarag chunk docs/ --pipeline pipelines/default.toml   # cut exactly as ingest cuts them
 
 Exit status: 0 when every input was chunked, 2 when some inputs failed (each is reported on
 stderr with its path; the others are still chunked), 1 on a fatal error.")]
@@ -79,6 +77,13 @@ pub struct ChunkArgs {
     /// Files or folders to chunk (folders are walked; hidden files are skipped).
     #[arg(required = true, value_name = "PATHS")]
     paths: Vec<PathBuf>,
+    /// Pipeline file (TOML, as `ingest --pipeline` takes; see pipelines/): its chunker, merge
+    /// step and scorer settings replace the method options below.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "method", "threshold", "rule", "adaptive", "overlap", "merge_to", "merge_unit", "size", "percentile",
+        "window", "max_context",
+    ])]
+    pipeline: Option<PathBuf>,
     /// Chunking method.
     #[arg(long, value_enum, default_value_t = Method::Ppl)]
     method: Method,
@@ -163,13 +168,6 @@ struct SentenceScore {
     score: Option<f32>,
 }
 
-/// The models a method needs, loaded once.
-struct Models {
-    lm: Option<Arc<CausalLm>>,
-    embedder: Option<Arc<Embedder>>,
-    tokenizer: Option<Arc<TokenizerFile>>,
-}
-
 /// Walks the inputs: files as given, folders recursively (sorted, hidden entries skipped).
 pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -201,102 +199,70 @@ pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// The models `args.method` needs; the LM gets `lm_sessions` sessions (one per document
-/// chunked at once).
-fn load_models(args: &ChunkArgs, opts: &RuntimeOptions, lm_sessions: usize) -> anyhow::Result<Models> {
-    let need_lm = matches!(args.method, Method::Ppl | Method::Margin);
-    let need_tok = args.method == Method::Fixed || (args.merge_to.is_some() && args.merge_unit == Unit::Tokens);
-    let lm = if need_lm {
-        let cfg = LmConfig { window: args.window, max_context: args.max_context, ..LmConfig::default() };
-        let lm = CausalLm::load(opts, cfg).and_then(|lm| lm.with_sessions(lm_sessions));
-        Some(Arc::new(lm.context("loading the causal LM")?))
-    } else {
-        None
-    };
-    let embedder = if args.method == Method::Semantic {
-        Some(Arc::new(Embedder::load(opts).context("loading the embedder")?))
-    } else {
-        None
-    };
-    let tokenizer =
-        if need_tok { Some(Arc::new(TokenizerFile::smollm2(opts).context("loading the tokenizer")?)) } else { None };
-    Ok(Models { lm, embedder, tokenizer })
-}
-
-/// Chunks one document with the method of `args`.
-fn chunk_document(
-    args: &ChunkArgs,
-    models: &Models,
-    doc: &Document,
-    sentences: &[std::ops::Range<usize>],
-) -> metarag_core::Result<Chunked> {
-    let missing = || metarag_core::Error::Config("model not loaded".into());
-    match args.method {
-        Method::Ppl => {
-            let lm = models.lm.as_deref().ok_or_else(missing)?;
-            let cfg = PplConfig {
-                threshold: args.threshold.unwrap_or(0.0),
-                rule: match args.rule {
-                    Rule::Either => BoundaryRule::Either,
-                    Rule::Both => BoundaryRule::Both,
-                },
-                adaptive: args.adaptive,
-                overlap: args.overlap,
-            };
-            PplChunker::new(lm, cfg).chunk(doc, sentences)
-        }
-        Method::Margin => {
-            let lm = models.lm.as_deref().ok_or_else(missing)?;
-            let judge = LmMarginJudge::new(lm, JudgeConfig::default())?;
-            let cfg = MarginConfig { threshold: args.threshold.unwrap_or(0.0), ..MarginConfig::default() };
-            MarginChunker::new(judge, cfg).chunk(doc, sentences)
-        }
-        Method::Semantic => {
-            let e = models.embedder.as_deref().ok_or_else(missing)?;
-            let cfg = SemanticConfig { percentile: args.percentile, ..SemanticConfig::default() };
-            SemanticChunker::new(e, cfg).chunk(doc, sentences)
-        }
-        Method::Sentence => SentenceChunker.chunk(doc, sentences),
-        Method::Fixed => {
-            FixedChunker::new(models.tokenizer.as_deref().ok_or_else(missing)?, args.size)?.chunk(doc, sentences)
-        }
+/// The pipeline of `args`: the --pipeline file, or one made of the method options.
+fn pipeline_of(args: &ChunkArgs) -> anyhow::Result<Pipeline> {
+    if let Some(file) = &args.pipeline {
+        return Ok(Pipeline::from_file(file)?);
     }
-}
-
-/// Loads, splits, chunks and (optionally) merges one file; returns its output lines.
-fn process(args: &ChunkArgs, models: &Models, load: &LoadOptions, path: &Path) -> Result<(Vec<String>, usize), String> {
-    let doc = load_path(path, load).map_err(|e| e.to_string())?;
-    let sentences = RuleSplitter::default().split(&doc.text);
-    let chunked = chunk_document(args, models, &doc, &sentences).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut chunks = chunked.chunks;
-    if let Some(target) = args.merge_to {
-        let sizer: Box<dyn ChunkSizer> = match args.merge_unit {
-            Unit::Words => Box::new(Words),
-            Unit::Chars => Box::new(Chars),
-            Unit::Tokens => match &models.tokenizer {
-                Some(t) => Box::new(TokenSizer(Arc::clone(t))),
-                None => return Err(format!("{}: tokenizer not loaded", path.display())),
+    let threshold = args.threshold.unwrap_or(0.0);
+    let chunker = match args.method {
+        Method::Ppl => ChunkerConfig::Ppl {
+            threshold,
+            rule: match args.rule {
+                Rule::Either => PplRule::Either,
+                Rule::Both => PplRule::Both,
             },
-        };
-        let spans: Vec<_> = chunks.iter().map(|c| c.span.clone()).collect();
-        chunks = merge(&doc.text, &spans, target, sizer.as_ref())
-            .into_iter()
-            .enumerate()
-            .map(|(index, span)| Chunk { index, span })
-            .collect();
-    }
+            adaptive: args.adaptive,
+            overlap: args.overlap,
+        },
+        Method::Margin => ChunkerConfig::Margin { threshold },
+        Method::Semantic => ChunkerConfig::Semantic { percentile: args.percentile },
+        Method::Sentence => ChunkerConfig::Sentence,
+        Method::Fixed => ChunkerConfig::Fixed { size: args.size },
+    };
+    let merge = args.merge_to.map(|target| MergeConfig {
+        target,
+        unit: match args.merge_unit {
+            Unit::Words => MergeUnit::Words,
+            Unit::Tokens => MergeUnit::Tokens,
+            Unit::Chars => MergeUnit::Chars,
+        },
+    });
+    let scorer = ScorerConfig { window: args.window, max_context: args.max_context };
+    Ok(Pipeline { chunker, merge, scorer, ..Pipeline::default() })
+}
+
+/// The stages of one run, built once.
+struct Stages<'a> {
+    chunker: Box<dyn Chunker + 'a>,
+    merge: Option<(usize, Box<dyn ChunkSizer + 'a>)>,
+}
+
+/// Loads and chunks one file; returns its output lines.
+fn process(
+    args: &ChunkArgs,
+    stages: &Stages<'_>,
+    load: &LoadOptions,
+    path: &Path,
+) -> Result<(Vec<String>, usize), String> {
+    let doc = load_path(path, load).map_err(|e| e.to_string())?;
+    let merge_to = stages.merge.as_ref().map(|(t, s)| (*t, s.as_ref()));
+    let chunking = chunk_document(&doc, &RuleSplitter::default(), stages.chunker.as_ref(), merge_to)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let chunks = &chunking.spans;
     let n = chunks.len();
     let lines = chunks
         .iter()
-        .map(|c| {
-            let text = &doc.text[c.span.clone()];
-            let sentences = (args.scores && !chunked.sentence_scores.is_empty()).then(|| {
+        .enumerate()
+        .map(|(index, span)| {
+            let text = &doc.text[span.clone()];
+            let sentences = (args.scores && !chunking.sentence_scores.is_empty()).then(|| {
                 // Sentences are sorted: jump to the chunk's first one instead of scanning all.
-                let first = sentences.partition_point(|s| s.start < c.span.start);
-                sentences[first..]
+                let first = chunking.sentences.partition_point(|s| s.start < span.start);
+                chunking.sentences[first..]
                     .iter()
-                    .zip(&chunked.sentence_scores[first..])
-                    .take_while(|(s, _)| s.end <= c.span.end)
+                    .zip(&chunking.sentence_scores[first..])
+                    .take_while(|(s, _)| s.end <= span.end)
                     .map(|(s, &score)| SentenceScore {
                         start: s.start,
                         end: s.end,
@@ -307,16 +273,15 @@ fn process(args: &ChunkArgs, models: &Models, load: &LoadOptions, path: &Path) -
             match args.format {
                 Format::Jsonl => serde_json::to_string(&Record {
                     doc: &doc.id,
-                    chunk: c.index,
-                    start: c.span.start,
-                    end: c.span.end,
+                    chunk: index,
+                    start: span.start,
+                    end: span.end,
                     text,
                     sentences,
                 })
                 .unwrap_or_default(),
                 Format::Text => {
-                    let mut s =
-                        format!("=== {} #{} [{}..{}]\n{}\n", doc.id, c.index, c.span.start, c.span.end, text.trim());
+                    let mut s = format!("=== {} #{} [{}..{}]\n{}\n", doc.id, index, span.start, span.end, text.trim());
                     if let Some(sc) = sentences {
                         let v: Vec<String> =
                             sc.iter().map(|x| x.score.map_or("-".into(), |v| format!("{v:.3}"))).collect();
@@ -334,11 +299,17 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
     let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
     let files = collect_files(&args.paths);
+    let pipeline = pipeline_of(args)?;
     // Margin judging gains from a session per document (57.5 s vs 62.5 s for two files on
     // 2 cores); PPL scoring does not (22.4 s vs 20.4 s on examples/), so it keeps one.
-    let per_doc = if args.method == Method::Margin { files.len() } else { 1 };
+    let margin = matches!(pipeline.chunker, ChunkerConfig::Margin { .. });
+    let per_doc = if margin { files.len() } else { 1 };
     let sessions = args.lm_sessions.unwrap_or(per_doc).clamp(1, threads.max(1));
-    let models = load_models(args, &opts, sessions)?;
+    let models = Models::load(&pipeline, &opts, false, false, sessions)?;
+    let stages = Stages {
+        chunker: models.chunker(&pipeline.chunker)?,
+        merge: pipeline.merge.as_ref().map(|m| Ok::<_, anyhow::Error>((m.target, models.sizer(m)?))).transpose()?,
+    };
     let load = LoadOptions { pdf_timeout: Duration::from_secs(args.file_timeout), ..LoadOptions::default() };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the thread pool")?;
 
@@ -364,7 +335,7 @@ pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
             batch
                 .par_iter()
                 .map(|p| {
-                    let r = process(args, &models, &load, p);
+                    let r = process(args, &stages, &load, p);
                     bar.inc(1);
                     r
                 })

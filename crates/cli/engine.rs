@@ -10,20 +10,19 @@
 //! for c in &asked.answer.citations {
 //!     println!("[{}] {}", c.number, c.id);
 //! }
-//! let chunking = engine.chunk(&metarag_core::Document::from_text("note", "One sentence. Another one.".into()))?;
+//! let chunking = engine.chunk(&metarag_core::Document::from_text("note", "One sentence. Another one."))?;
 //! assert_eq!(chunking.spans.last().map(|s| s.end), Some(26));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use metarag_core::Document;
-use metarag_core::chunk::merge;
+pub use metarag_core::chunk::Chunking;
 use metarag_core::pipeline::Pipeline;
-use metarag_core::split::{RuleSplitter, SentenceSplitter};
+use metarag_core::split::RuleSplitter;
 use metarag_generate::aggregate::Method;
 use metarag_generate::qa::Answer;
 use metarag_index::{Index, Mode, Query, SearchHit};
@@ -87,42 +86,13 @@ pub struct Asked {
     pub retrieved: Vec<String>,
 }
 
-/// A document cut into chunks, with the sentence scores the cut was made from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunking {
-    /// Byte spans of the chunks (after merging): they tile the text.
-    pub spans: Vec<Range<usize>>,
-    /// Byte spans of the sentences: they tile the text.
-    pub sentences: Vec<Range<usize>>,
-    /// One score per sentence where the method has one (PPL: mean NLL in nats; margin:
-    /// `P(split) - P(keep)`; semantic: cosine distance to the next group; NaN where
-    /// undefined); empty for the baselines.
-    pub sentence_scores: Vec<f32>,
-}
-
-impl Chunking {
-    /// The scores of the sentences inside `span`, in order (empty for methods without scores).
-    pub fn scores_in(&self, span: &Range<usize>) -> &[f32] {
-        if self.sentence_scores.is_empty() {
-            return &[];
-        }
-        let first = self.sentences.partition_point(|s| s.start < span.start);
-        let last = self.sentences.partition_point(|s| s.end <= span.end);
-        &self.sentence_scores[first..last.max(first)]
-    }
-}
-
-/// Splits `doc` into sentences, chunks it by `pipeline`'s chunker and merges by its merge step:
-/// what ingest does to every document before embedding.
+/// Cuts `doc` by `pipeline` with `models`: [`metarag_core::chunk::chunk_document`] with the
+/// pipeline's chunker and merge step, what ingest does to every document before embedding.
 pub fn chunk_document(models: &Models, pipeline: &Pipeline, doc: &Document) -> anyhow::Result<Chunking> {
-    let sentences = RuleSplitter::default().split(&doc.text);
     let chunker = models.chunker(&pipeline.chunker)?;
-    let chunked = chunker.chunk(doc, &sentences)?;
-    let mut spans: Vec<_> = chunked.chunks.into_iter().map(|c| c.span).collect();
-    if let Some(m) = &pipeline.merge {
-        spans = merge(&doc.text, &spans, m.target, models.sizer(m)?.as_ref());
-    }
-    Ok(Chunking { spans, sentences, sentence_scores: chunked.sentence_scores })
+    let sizer = pipeline.merge.as_ref().map(|m| models.sizer(m)).transpose()?;
+    let merge_to = pipeline.merge.as_ref().zip(sizer.as_deref()).map(|(m, s)| (m.target, s));
+    Ok(metarag_core::chunk::chunk_document(doc, &RuleSplitter::default(), chunker.as_ref(), merge_to)?)
 }
 
 /// An index opened for search, with the models that chunk and answer with it.
@@ -227,24 +197,5 @@ impl Engine {
         let cfg = generator.config(&args, infill, options.aggregate).map_err(EngineError::Settings)?;
         let answer = generator.ask(question, &chunks, &cfg).map_err(EngineError::Failed)?;
         Ok(Asked { question: question.to_string(), answer, retrieved: chunks.into_iter().map(|c| c.id).collect() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scores_in_picks_the_sentences_inside_a_span() {
-        let c = Chunking {
-            spans: vec![0..10, 10..30],
-            sentences: vec![0..4, 4..10, 10..20, 20..30],
-            sentence_scores: vec![1.0, 2.0, 3.0, 4.0],
-        };
-        assert_eq!(c.scores_in(&(0..10)), &[1.0, 2.0]);
-        assert_eq!(c.scores_in(&(10..30)), &[3.0, 4.0]);
-        assert_eq!(c.scores_in(&(4..20)), &[2.0, 3.0]);
-        let none = Chunking { sentence_scores: vec![], ..c };
-        assert!(none.scores_in(&(0..10)).is_empty());
     }
 }

@@ -84,7 +84,7 @@ impl Models {
     pub fn chunker(&self, config: &ChunkerConfig) -> anyhow::Result<Box<dyn Chunker + '_>> {
         let missing = || anyhow::anyhow!("internal: the model for the {} chunker is not loaded", config.name());
         Ok(match config {
-            ChunkerConfig::Ppl { threshold, rule, adaptive } => {
+            ChunkerConfig::Ppl { threshold, rule, adaptive, overlap } => {
                 let lm = self.lm.as_deref().ok_or_else(missing)?;
                 let rule = match rule {
                     PplRule::Either => BoundaryRule::Either,
@@ -92,7 +92,7 @@ impl Models {
                 };
                 Box::new(PplChunker::new(
                     lm,
-                    PplConfig { threshold: *threshold, rule, adaptive: *adaptive, overlap: false },
+                    PplConfig { threshold: *threshold, rule, adaptive: *adaptive, overlap: *overlap },
                 ))
             }
             ChunkerConfig::Margin { threshold } => {

@@ -72,6 +72,10 @@ pub enum ChunkerConfig {
         /// Adapt θ to the smallest recorded drop once 100 minima exist.
         #[serde(default)]
         adaptive: bool,
+        /// Repeat each boundary sentence at the start of the next chunk (the chunks then
+        /// overlap instead of tiling the text).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        overlap: bool,
     },
     /// Margin sampling with the instruction model.
     Margin {
@@ -104,7 +108,7 @@ fn default_fixed_size() -> usize {
 
 impl Default for ChunkerConfig {
     fn default() -> Self {
-        ChunkerConfig::Ppl { threshold: 0.0, rule: PplRule::Either, adaptive: false }
+        ChunkerConfig::Ppl { threshold: 0.0, rule: PplRule::Either, adaptive: false, overlap: false }
     }
 }
 

@@ -48,6 +48,14 @@ pub enum Error {
         /// The engine's message.
         detail: String,
     },
+    /// The embedder returned another number of vectors than it was given texts.
+    #[error("the embedder returned {vectors} vectors for {texts} texts")]
+    EmbedderCount {
+        /// Texts given.
+        texts: usize,
+        /// Vectors returned.
+        vectors: usize,
+    },
     /// A query could not be run as asked.
     #[error("query: {0}")]
     Query(String),

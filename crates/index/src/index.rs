@@ -58,10 +58,13 @@ pub struct IndexConfig {
 
 impl IndexConfig {
     /// Fingerprint of the chunking part of the pipeline (a document chunked under another
-    /// fingerprint is re-chunked by the next ingest).
+    /// fingerprint is re-chunked by the next ingest): a hash of its serialized form (the serde
+    /// names a pipeline file uses), so renaming a Rust type or field never re-chunks an index,
+    /// and an option left at a default that is not serialized (PPL `overlap = false`) changes
+    /// nothing.
     pub fn pipeline_fingerprint(&self) -> String {
         let p = &self.pipeline;
-        let text = format!("{:?}|{:?}|{:?}", p.chunker, p.merge, p.scorer);
+        let text = serde_json::json!({ "chunker": p.chunker, "merge": p.merge, "scorer": p.scorer }).to_string();
         let d = Sha256::digest(text.as_bytes());
         d[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -716,6 +719,25 @@ mod tests {
 
     fn entry(doc: &str, n: u32) -> DocEntry {
         DocEntry { path: doc.into(), hash: "h".into(), pipeline: "p".into(), chunks: n, bytes: 1 }
+    }
+
+    #[test]
+    fn the_fingerprint_follows_chunking_settings_only_and_is_stable() {
+        let fp = |p: &Pipeline| {
+            IndexConfig { format: FORMAT, store: StoreConfig::Embedded, pipeline: p.clone() }.pipeline_fingerprint()
+        };
+        let default = Pipeline::default();
+        // Pinned: a change here re-chunks every existing index, so it must be deliberate.
+        assert_eq!(fp(&default), "8b521f3b0e2539a2");
+        let mut batch = default.clone();
+        batch.embedder.batch = 7;
+        assert_eq!(fp(&batch), fp(&default), "embedding settings do not re-chunk");
+        let mut theta = default.clone();
+        theta.chunker = metarag_core::pipeline::ChunkerConfig::Margin { threshold: 0.0 };
+        assert_ne!(fp(&theta), fp(&default));
+        let mut window = default.clone();
+        window.scorer.window = 128;
+        assert_ne!(fp(&window), fp(&default));
     }
 
     #[test]

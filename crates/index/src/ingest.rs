@@ -7,14 +7,13 @@
 //! reported with its path and the rest goes on.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use metarag_core::chunk::{ChunkSizer, Chunker, merge};
+use metarag_core::chunk::{ChunkSizer, Chunker, chunk_document};
 use metarag_core::load::Loader;
 use metarag_core::model::{SentenceEmbedder, TOKEN_PIECE_BYTES, TokenOffsets, token_pieces};
 use metarag_core::split::SentenceSplitter;
@@ -420,14 +419,19 @@ fn write_open(
             let texts: Vec<&str> = slice.iter().map(|r| r.text.as_str()).collect();
             let mut vectors = Vec::with_capacity(texts.len());
             for part in texts.chunks(stages.embed_batch.max(1)) {
-                vectors.extend(stages.embedder.embed(part)?);
+                let got = stages.embedder.embed(part)?;
+                if got.len() != part.len() {
+                    // Never a chunk without its vector: the batch stays pending and is undone.
+                    return Err(crate::Error::EmbedderCount { texts: part.len(), vectors: got.len() });
+                }
+                vectors.extend(got);
             }
             embed_time += te.elapsed();
 
             let tw = Instant::now();
             let points: Vec<Point> = slice
                 .into_iter()
-                .zip(vectors.into_iter().chain(std::iter::repeat_with(Vec::new)))
+                .zip(vectors)
                 .map(|(record, dense)| {
                     let sparse = if sparse_wanted {
                         sparse::bm25_document_vector(&crate::analyze(&record.text), SPARSE_AVG_LEN, 1.2, 0.75)
@@ -482,17 +486,9 @@ fn prepare(
     }
     let t_load = t.elapsed();
 
-    let t = Instant::now();
-    let sentences: Vec<Range<usize>> = stages.splitter.split(&doc.text);
-    let t_split = t.elapsed();
-
-    let t = Instant::now();
-    let chunked = stages.chunker.chunk(&doc, &sentences).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut spans: Vec<Range<usize>> = chunked.chunks.into_iter().map(|c| c.span).collect();
-    if let Some((target, sizer)) = stages.merge {
-        spans = merge(&doc.text, &spans, target, sizer);
-    }
-    let t_chunk = t.elapsed();
+    let chunking = chunk_document(&doc, stages.splitter, stages.chunker, stages.merge)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (t_split, t_chunk, spans) = (chunking.split_time, chunking.chunk_time, chunking.spans);
     {
         let mut s = stats.lock().map_err(|_| "internal: poisoned stats".to_string())?;
         s.load.add(t_load, text_bytes, tokens);
@@ -524,4 +520,70 @@ fn prepare(
     let entry =
         DocEntry { path: path_str, hash, pipeline: fingerprint.to_string(), chunks: records.len() as u32, bytes: size };
     Ok(Some(Prepared { doc_id, entry, records, tokens }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use metarag_core::chunk::SentenceChunker;
+    use metarag_core::load::FileLoader;
+    use metarag_core::model::SentenceEmbedder;
+    use metarag_core::pipeline::Pipeline;
+    use metarag_core::split::RuleSplitter;
+    use metarag_core::testing::FakeEmbedder;
+
+    use super::*;
+    use crate::{Index, StoreConfig};
+
+    /// An embedder that loses the last vector of every call.
+    struct Lossy(FakeEmbedder);
+
+    impl SentenceEmbedder for Lossy {
+        fn embed(&self, texts: &[&str]) -> metarag_core::Result<Vec<Vec<f32>>> {
+            let mut v = self.0.embed(texts)?;
+            v.pop();
+            Ok(v)
+        }
+    }
+
+    #[test]
+    fn an_embedder_returning_too_few_vectors_fails_the_ingest_and_writes_no_chunk() {
+        let tmp = std::env::temp_dir().join(format!("metarag-lossy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let file = tmp.join("a.txt");
+        std::fs::write(&file, "One sentence here. Another sentence there. A third one.").unwrap();
+        let mut pipeline = Pipeline::default();
+        pipeline.embedder.dims = 8;
+        let lossy = Lossy(FakeEmbedder { dims: 8 });
+        let stages = Stages {
+            loader: &FileLoader::default(),
+            splitter: &RuleSplitter::default(),
+            chunker: &SentenceChunker,
+            merge: None,
+            embedder: &lossy,
+            embed_batch: 32,
+            tokens: None,
+        };
+        {
+            let mut index = Index::create_or_open(tmp.join("idx"), &pipeline, &StoreConfig::Embedded).unwrap();
+            let e = ingest(&mut index, std::slice::from_ref(&file), &stages, &IngestOptions::default(), &Silent).unwrap_err();
+            assert!(e.to_string().contains("returned 2 vectors for 3 texts"), "{e}");
+        }
+        // Reopened (recovering the unfinished batch): nothing half-written remains, and a
+        // working embedder then ingests the file whole.
+        let mut index = Index::create_or_open(tmp.join("idx"), &pipeline, &StoreConfig::Embedded).unwrap();
+        assert_eq!(index.verify().unwrap(), 0);
+        assert_eq!(index.vectors().count().unwrap(), 0);
+        let good = FakeEmbedder { dims: 8 };
+        let stages = Stages { embedder: &good, ..stages };
+        let report = ingest(&mut index, &[file], &stages, &IngestOptions::default(), &Silent).unwrap();
+        assert_eq!(report.chunks, 3);
+        assert_eq!(index.verify().unwrap(), 3);
+        let index = index.with_embedder(Arc::new(good));
+        assert_eq!(index.search(&crate::Query::new("third").k(1)).unwrap().len(), 1);
+        drop(index);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

@@ -9,7 +9,9 @@
 //! - [`MarginChunker`]: margin sampling with an instruction model,
 //! - [`SemanticChunker`]: embedding-similarity breakpoints (percentile threshold),
 //! - [`SentenceChunker`] and [`FixedChunker`]: baselines,
-//! - [`merge()`](fn@merge): dynamic merging of consecutive chunks up to a target size.
+//! - [`merge()`](fn@merge): dynamic merging of consecutive chunks up to a target size,
+//! - [`chunk_document`]: split → chunk → merge, the one path every caller takes (ingest,
+//!   `metarag chunk`, the server, the Python package).
 //!
 //! ```
 //! use metarag_core::chunk::{Chunker, SentenceChunker, merge, Words};
@@ -26,6 +28,7 @@
 //! ```
 
 mod baseline;
+mod document;
 mod margin;
 mod merge;
 mod ppl;
@@ -38,6 +41,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 pub use baseline::{FixedChunker, SentenceChunker};
+pub use document::{Chunking, chunk_document};
 pub use margin::{MarginChunker, MarginConfig};
 pub use merge::{Chars, ChunkSizer, TokenSizer, Words, merge};
 pub use ppl::{BoundaryRule, PplChunker, PplConfig, ppl_boundaries};
