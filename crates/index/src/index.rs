@@ -253,6 +253,17 @@ fn open_stores(dir: &Path, cfg: &IndexConfig) -> Result<(Option<LexicalIndex>, B
     }
 }
 
+/// Where a search gets its query vector.
+#[derive(Clone, Copy)]
+enum QueryVector<'a> {
+    /// None: BM25 only (dense and hybrid are an error).
+    None,
+    /// Precomputed by the caller.
+    Given(&'a [f32]),
+    /// Embedded by the index's embedder when needed (hybrid: while BM25 runs).
+    Embed,
+}
+
 impl Index {
     /// Opens an existing index for search. Dense and hybrid search need an embedder
     /// ([`Index::with_embedder`]); BM25 works without.
@@ -372,13 +383,18 @@ impl Index {
         Ok(v)
     }
 
-    /// Searches the index.
+    /// Searches the index. In hybrid mode the BM25 search runs while the query is embedded
+    /// and the dense list fetched (two rayon tasks), so a query costs the longer of the two,
+    /// not their sum.
     pub fn search(&self, query: &Query) -> Result<Vec<SearchHit>> {
-        let vector = match query.mode {
-            Mode::Bm25 => None,
-            Mode::Dense | Mode::Hybrid => Some(self.embed_query(&query.text)?),
-        };
-        self.search_with_vector(query, vector.as_deref())
+        match query.mode {
+            Mode::Bm25 => self.search_pending_aware(query, QueryVector::None),
+            Mode::Dense => {
+                let v = self.embed_query(&query.text)?;
+                self.search_pending_aware(query, QueryVector::Given(&v))
+            }
+            Mode::Hybrid => self.search_pending_aware(query, QueryVector::Embed),
+        }
     }
 
     /// Searches with a precomputed query vector (needed for dense and hybrid modes).
@@ -387,6 +403,10 @@ impl Index {
     /// recovered by the next ingest) are never returned: a reader sees whole, committed
     /// documents only.
     pub fn search_with_vector(&self, query: &Query, vector: Option<&[f32]>) -> Result<Vec<SearchHit>> {
+        self.search_pending_aware(query, vector.map_or(QueryVector::None, QueryVector::Given))
+    }
+
+    fn search_pending_aware(&self, query: &Query, vector: QueryVector<'_>) -> Result<Vec<SearchHit>> {
         let pending = &self.manifest.pending;
         if pending.is_empty() {
             return self.search_committed(query, vector);
@@ -402,8 +422,12 @@ impl Index {
         Ok(hits)
     }
 
-    fn search_committed(&self, query: &Query, vector: Option<&[f32]>) -> Result<Vec<SearchHit>> {
-        let need_vec = || Error::Query("dense and hybrid search need a query vector".into());
+    fn search_committed(&self, query: &Query, vector: QueryVector<'_>) -> Result<Vec<SearchHit>> {
+        let vector = || match vector {
+            QueryVector::Given(v) => Ok(v.to_vec()),
+            QueryVector::Embed => self.embed_query(&query.text),
+            QueryVector::None => Err(Error::Query("dense and hybrid search need a query vector".into())),
+        };
         let n = query.candidates.max(query.k);
         let hit = |h: Hit, b: Option<usize>, d: Option<usize>| SearchHit {
             score: h.score,
@@ -429,7 +453,7 @@ impl Index {
                     .collect())
             }
             (Mode::Dense, _) => {
-                let v = vector.ok_or_else(need_vec)?.to_vec();
+                let v = vector()?;
                 Ok(self
                     .vectors
                     .search(&VectorQuery::Dense(v), query.k, &query.filter)?
@@ -439,13 +463,15 @@ impl Index {
                     .collect())
             }
             (Mode::Hybrid, Some(lex)) => {
-                let v = vector.ok_or_else(need_vec)?.to_vec();
-                let lexical = lex.search(&query.text, n, &query.filter)?;
-                let dense = self.vectors.search(&VectorQuery::Dense(v), n, &query.filter)?;
-                Ok(fuse(lexical, dense, query))
+                // The two lists are independent: BM25 on one task, (embedding and) dense on another.
+                let (lexical, dense) = rayon::join(
+                    || lex.search(&query.text, n, &query.filter),
+                    || self.vectors.search(&VectorQuery::Dense(vector()?), n, &query.filter),
+                );
+                Ok(fuse(lexical?, dense?, query))
             }
             (Mode::Hybrid, None) => {
-                let v = vector.ok_or_else(need_vec)?.to_vec();
+                let v = vector()?;
                 let weights = query
                     .rrf
                     .weights

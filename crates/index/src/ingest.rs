@@ -568,7 +568,8 @@ mod tests {
         };
         {
             let mut index = Index::create_or_open(tmp.join("idx"), &pipeline, &StoreConfig::Embedded).unwrap();
-            let e = ingest(&mut index, std::slice::from_ref(&file), &stages, &IngestOptions::default(), &Silent).unwrap_err();
+            let e = ingest(&mut index, std::slice::from_ref(&file), &stages, &IngestOptions::default(), &Silent)
+                .unwrap_err();
             assert!(e.to_string().contains("returned 2 vectors for 3 texts"), "{e}");
         }
         // Reopened (recovering the unfinished batch): nothing half-written remains, and a
