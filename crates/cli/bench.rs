@@ -328,7 +328,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             let judged = log.run(format!("search {name} {}", mode_name(mode)), || {
                 let mut judged = Vec::with_capacity(data.questions.len());
                 for (q, v) in data.questions.iter().zip(&qvecs) {
-                    let query = Query::new(q.question.clone()).k(10).mode(mode).fusion(args.rrf_k, args.weights);
+                    let query = Query::new(q.question.clone()).k(10).mode(mode).fusion(args.rrf_k, args.weights.map(metarag_index::HybridWeights::from));
                     let hits = index.search_with_vector(&query, Some(v))?;
                     judged.push(judge(q, &hits));
                 }
@@ -626,7 +626,7 @@ fn answer_questions(
                 let query = Query::new(q.question.clone())
                     .k(args.context_k)
                     .mode(args.answer_retrieval)
-                    .fusion(args.rrf_k, args.weights);
+                    .fusion(args.rrf_k, args.weights.map(metarag_index::HybridWeights::from));
                 let hits = index.search_with_vector(&query, Some(v))?;
                 if judge(q, &hits).relevant.iter().any(|&r| r) {
                     has_answer += 1;

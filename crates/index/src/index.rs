@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::error::io;
 use crate::lexical::LexicalIndex;
 use crate::manifest::{DocEntry, Manifest, Pending};
-use crate::store::{ChunkRecord, Filter, Hit, Point, VectorQuery, VectorStore, point_id};
+use crate::store::{ChunkRecord, Filter, Hit, HybridWeights, Point, VectorQuery, VectorStore, point_id};
 use crate::{EdgeStore, Error, Result, ServerConfig, ServerStore, sparse};
 
 /// File name of the index configuration.
@@ -114,8 +114,10 @@ pub struct Query {
     pub filter: Filter,
     /// Candidates taken from each retriever before fusion (hybrid).
     pub candidates: usize,
-    /// Fusion parameters (k = 60; weights in the order bm25, dense).
-    pub rrf: Rrf,
+    /// The RRF rank constant (60, as in the original paper).
+    pub rrf_k: f32,
+    /// Weights of the two lists in hybrid fusion (None: 1 and 1).
+    pub weights: Option<HybridWeights>,
 }
 
 impl Query {
@@ -127,7 +129,8 @@ impl Query {
             mode: Mode::Hybrid,
             filter: Filter::default(),
             candidates: 50,
-            rrf: Rrf::default(),
+            rrf_k: Rrf::default().k,
+            weights: None,
         }
     }
     /// Sets the number of results.
@@ -155,9 +158,10 @@ impl Query {
         self.candidates = n;
         self
     }
-    /// RRF constant and optional weights (bm25, dense).
-    pub fn fusion(mut self, k: f32, weights: Option<[f32; 2]>) -> Self {
-        self.rrf = Rrf { k, weights: weights.map(|w| w.to_vec()) };
+    /// RRF constant and optional weights of the two lists.
+    pub fn fusion(mut self, k: f32, weights: Option<HybridWeights>) -> Self {
+        self.rrf_k = k;
+        self.weights = weights;
         self
     }
 }
@@ -472,17 +476,12 @@ impl Index {
             }
             (Mode::Hybrid, None) => {
                 let v = vector()?;
-                let weights = query
-                    .rrf
-                    .weights
-                    .as_ref()
-                    .map(|w| [w.get(1).copied().unwrap_or(1.0), w.first().copied().unwrap_or(1.0)]);
                 let q = VectorQuery::Hybrid {
                     dense: v,
                     sparse: self.sparse_query(&query.text),
                     prefetch: n,
-                    k: query.rrf.k.round() as usize,
-                    weights,
+                    k: query.rrf_k.round() as usize,
+                    weights: query.weights,
                 };
                 Ok(self.vectors.search(&q, query.k, &query.filter)?.into_iter().map(|h| hit(h, None, None)).collect())
             }
@@ -634,7 +633,8 @@ fn fuse(lexical: Vec<Hit>, dense: Vec<Hit>, q: &Query) -> Vec<SearchHit> {
     for h in lexical.into_iter().chain(dense) {
         records.entry(h.record.id).or_insert(h.record);
     }
-    rrf(&[lex_ids, dense_ids], &q.rrf)
+    let params = Rrf { k: q.rrf_k, weights: q.weights.map(|w| vec![w.bm25, w.dense]) };
+    rrf(&[lex_ids, dense_ids], &params)
         .into_iter()
         .take(q.k)
         .filter_map(|(id, score)| {

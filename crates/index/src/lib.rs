@@ -68,7 +68,9 @@ pub use ingest::{FileOutcome, IngestObserver, IngestOptions, IngestReport, Silen
 pub use lexical::LexicalIndex;
 pub use server::{ServerConfig, ServerStore};
 pub use sparse::{bm25_document_vector, bm25_query_vector, term_id};
-pub use store::{ChunkRecord, Filter, Hit, Point, Sparse, VectorQuery, VectorStore, path_prefixes, point_id};
+pub use store::{
+    ChunkRecord, Filter, Hit, HybridWeights, Point, Sparse, VectorQuery, VectorStore, path_prefixes, point_id,
+};
 
 /// The terms of `text` as the lexical index sees them: tantivy's `en_stem` analyzer
 /// (lower-cased, Snowball English stems, tokens over 40 bytes dropped).

@@ -524,11 +524,12 @@ fn query_request(collection: &str, query: &VectorQuery, limit: usize, f: &store:
                 }
             };
             b = b.add_prefetch(side(nearest_dense(dense), DENSE));
+            // The server weighs the prefetches in their order: dense first, then sparse.
             let weights = if sparse.indices.is_empty() {
-                weights.map(|w| vec![w[0]])
+                weights.map(|w| vec![w.dense])
             } else {
                 b = b.add_prefetch(side(nearest_sparse(sparse), SPARSE));
-                weights.map(|w| w.to_vec())
+                weights.map(|w| vec![w.dense, w.bm25])
             };
             b = b.query(rrf_query(*k, weights));
         }
@@ -633,7 +634,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::store::Filter;
+    use crate::store::{Filter, HybridWeights};
 
     fn record(id: u64, path: &str, kind: &str) -> ChunkRecord {
         ChunkRecord {
@@ -656,7 +657,7 @@ mod tests {
         }
     }
 
-    fn hybrid(weights: Option<[f32; 2]>, sparse: Sparse) -> VectorQuery {
+    fn hybrid(weights: Option<HybridWeights>, sparse: Sparse) -> VectorQuery {
         VectorQuery::Hybrid { dense: vec![1.0, 0.0, 0.0], sparse, prefetch: 40, k: 60, weights }
     }
 
@@ -953,7 +954,7 @@ mod tests {
         assert_eq!(rrf.and_then(|r| r.k), Some(61));
         assert_eq!(rrf.map(|r| r.weights.len()), Some(0));
 
-        let req = query_request("c", &hybrid(Some([0.7, 0.3]), s), 10, &Filter::default());
+        let req = query_request("c", &hybrid(Some(HybridWeights { bm25: 0.3, dense: 0.7 }), s), 10, &Filter::default());
         assert_eq!(req.filter, None);
         check_prefetch(&req.prefetch[0], DENSE, &None);
         check_prefetch(&req.prefetch[1], SPARSE, &None);
@@ -962,7 +963,8 @@ mod tests {
 
     #[test]
     fn hybrid_query_without_terms_prefetches_dense_only() {
-        let req = query_request("c", &hybrid(Some([0.7, 0.3]), Sparse::default()), 5, &Filter::default());
+        let w = HybridWeights { bm25: 0.3, dense: 0.7 };
+        let req = query_request("c", &hybrid(Some(w), Sparse::default()), 5, &Filter::default());
         assert_eq!(req.prefetch.len(), 1);
         check_prefetch(&req.prefetch[0], DENSE, &None);
         assert_eq!(rrf_of(&req).map(|r| r.weights.clone()), Some(vec![0.7]));

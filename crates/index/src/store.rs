@@ -155,9 +155,34 @@ pub enum VectorQuery {
         prefetch: usize,
         /// RRF constant.
         k: usize,
-        /// Optional weights (dense, sparse).
-        weights: Option<[f32; 2]>,
+        /// Optional weights of the two lists.
+        weights: Option<HybridWeights>,
     },
+}
+
+/// The weights of hybrid search's two ranked lists in reciprocal rank fusion, by name: every
+/// layer (CLI `--weights BM25,DENSE`, [`Query::fusion`](crate::Query::fusion), the embedded
+/// fusion, the Qdrant server's prefetch order) reads them from these fields, never from a
+/// position.
+///
+/// ```
+/// use metarag_index::HybridWeights;
+/// let w = HybridWeights::from([2.0, 0.5]); // the CLI's order: bm25, dense
+/// assert_eq!((w.bm25, w.dense), (2.0, 0.5));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HybridWeights {
+    /// Weight of the lexical (BM25) list.
+    pub bm25: f32,
+    /// Weight of the dense list.
+    pub dense: f32,
+}
+
+impl From<[f32; 2]> for HybridWeights {
+    /// `[bm25, dense]`, the order of `--weights`.
+    fn from([bm25, dense]: [f32; 2]) -> Self {
+        HybridWeights { bm25, dense }
+    }
 }
 
 /// A vector store: the contract both Qdrant adapters implement.
