@@ -64,7 +64,7 @@ impl EdgeStore {
 
     /// Opens the shard in `dir`, checking that it holds `dims`-dimensional cosine vectors.
     pub fn open(dir: &Path, dims: usize) -> Result<Self> {
-        if !dir.is_dir() {
+        if !dir.join("edge_config.json").is_file() {
             return Err(vector_err(dir, "no vector store here (was the index created?)".into()));
         }
         let shard = load_waiting(dir, LOCK_WAIT)?;

@@ -240,19 +240,26 @@ fn read_config(dir: &Path) -> Result<IndexConfig> {
     Ok(cfg)
 }
 
-fn open_stores(dir: &Path, cfg: &IndexConfig) -> Result<(Option<LexicalIndex>, Box<dyn VectorStore>)> {
+/// Opens the stores of an index; `create` (writers only) makes whatever is missing, a reader
+/// creates nothing: a missing store is an error.
+fn open_stores(dir: &Path, cfg: &IndexConfig, create: bool) -> Result<(Option<LexicalIndex>, Box<dyn VectorStore>)> {
     let dims = cfg.pipeline.embedder.dims;
     match &cfg.store {
         StoreConfig::Embedded => {
             // The vector store first: its lock keeps a writer out while the lexical reader and
             // the manifest are read, so the three agree (see ARCHITECTURE.md, readers and writers).
-            let vectors = EdgeStore::open_or_create(&dir.join("vectors"), dims)?;
-            let lexical = LexicalIndex::open_or_create(&dir.join("lexical"))?;
+            let (vectors_dir, lexical_dir) = (dir.join("vectors"), dir.join("lexical"));
+            let (vectors, lexical) = if create {
+                (EdgeStore::open_or_create(&vectors_dir, dims)?, LexicalIndex::open_or_create(&lexical_dir)?)
+            } else {
+                (EdgeStore::open(&vectors_dir, dims)?, LexicalIndex::open(&lexical_dir)?)
+            };
             Ok((Some(lexical), Box::new(vectors)))
         }
         StoreConfig::Server { url, collection } => {
             let sc = ServerConfig::new(url.clone(), collection.clone());
-            Ok((None, Box::new(ServerStore::connect(sc, dims)?)))
+            let store = if create { ServerStore::connect(sc, dims)? } else { ServerStore::connect_existing(sc, dims)? };
+            Ok((None, Box::new(store)))
         }
     }
 }
@@ -270,11 +277,12 @@ enum QueryVector<'a> {
 
 impl Index {
     /// Opens an existing index for search. Dense and hybrid search need an embedder
-    /// ([`Index::with_embedder`]); BM25 works without.
+    /// ([`Index::with_embedder`]); BM25 works without. Nothing is created or written: a
+    /// directory missing a store (or a server missing the collection) is an error.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let config = read_config(dir)?;
-        let (lexical, vectors) = open_stores(dir, &config)?;
+        let (lexical, vectors) = open_stores(dir, &config, false)?;
         let manifest = Manifest::load(dir)?;
         Ok(Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest, _writer: None })
     }
@@ -335,7 +343,7 @@ impl Index {
             Some(w) => w,
             None => lock_writer(dir)?,
         };
-        let (lexical, vectors) = open_stores(dir, &config)?;
+        let (lexical, vectors) = open_stores(dir, &config, true)?;
         let manifest = Manifest::load(dir)?;
         let mut index =
             Index { dir: dir.to_path_buf(), config, lexical, vectors, embedder: None, manifest, _writer: Some(writer) };
@@ -745,6 +753,26 @@ mod tests {
 
     fn entry(doc: &str, n: u32) -> DocEntry {
         DocEntry { path: doc.into(), hash: "h".into(), pipeline: "p".into(), chunks: n, bytes: 1 }
+    }
+
+    #[test]
+    fn open_creates_nothing_and_names_the_missing_store() {
+        let dir = std::env::temp_dir().join(format!("metarag-open-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut pipeline = Pipeline::default();
+        pipeline.embedder.dims = 3;
+        drop(Index::create_or_open(&dir, &pipeline, &StoreConfig::Embedded).unwrap());
+        assert!(Index::open(&dir).is_ok());
+        for store in ["vectors", "lexical"] {
+            let moved = dir.join(format!("{store}.away"));
+            std::fs::rename(dir.join(store), &moved).unwrap();
+            let e = Index::open(&dir).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(store), "the error names the missing {store} store: {e:?}");
+            assert!(!dir.join(store).exists(), "a reader created the {store} store");
+            std::fs::rename(&moved, dir.join(store)).unwrap();
+        }
+        assert!(Index::open(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

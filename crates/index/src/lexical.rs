@@ -86,6 +86,18 @@ impl std::fmt::Debug for LexicalIndex {
 impl LexicalIndex {
     /// Opens the index in `dir`, creating it (and the directory) if there is none.
     pub fn open_or_create(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, true)
+    }
+
+    /// Opens the existing index in `dir`; creates nothing (a missing one is an error).
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, create: bool) -> Result<Self> {
+        if !create && !dir.join("meta.json").is_file() {
+            return Err(Error::Lexical { path: dir.to_path_buf(), detail: "no lexical index here (meta.json missing)".into() });
+        }
         std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
         let (schema, fields) = schema();
         let err = |e: tantivy::TantivyError| Error::Lexical { path: dir.to_path_buf(), detail: e.to_string() };

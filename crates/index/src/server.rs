@@ -135,6 +135,16 @@ impl ServerStore {
     /// Fails with one line naming the URL when the server cannot be reached, and with expected
     /// vs got when the collection was made for another model or by another tool.
     pub fn connect(cfg: ServerConfig, dims: usize) -> Result<Self> {
+        Self::connect_with(cfg, dims, true)
+    }
+
+    /// Connects to an existing collection for searching: creates nothing on the server; a
+    /// missing collection is an error naming it.
+    pub fn connect_existing(cfg: ServerConfig, dims: usize) -> Result<Self> {
+        Self::connect_with(cfg, dims, false)
+    }
+
+    fn connect_with(cfg: ServerConfig, dims: usize, create: bool) -> Result<Self> {
         let fail = |detail: String| Error::Vector { store: cfg.describe(), detail };
         if dims == 0 {
             return Err(fail("the dense vector size must be positive, got 0".into()));
@@ -160,7 +170,7 @@ impl ServerStore {
             let (url, reason) = (&store.cfg.url, connect_reason(&e));
             return Err(store.error(format!("cannot reach {url}: {reason} ({CONNECT_HINT})")));
         }
-        store.ensure_collection()?;
+        store.ensure_collection(create)?;
         Ok(store)
     }
 
@@ -203,9 +213,12 @@ impl ServerStore {
         Error::Vector { store: self.describe(), detail }
     }
 
-    fn ensure_collection(&self) -> Result<()> {
+    fn ensure_collection(&self, create: bool) -> Result<()> {
         let name = self.collection_name();
         let exists = self.run("checking whether the collection exists", self.client.collection_exists(name))?;
+        if !exists && !create {
+            return Err(self.error(format!("the collection {name:?} does not exist (an ingest creates it)")));
+        }
         if !exists {
             let created = self.run(
                 "creating the collection",
@@ -221,6 +234,9 @@ impl ServerStore {
         let info = self.run("reading the collection's configuration", self.client.collection_info(name))?;
         let info = info.result.ok_or_else(|| self.error("the server returned no collection info".into()))?;
         check_collection(&info, self.dims).map_err(|d| self.error(d))?;
+        if !create {
+            return Ok(()); // a reader changes nothing; missing keyword indexes only cost speed
+        }
         for field in missing_indexes(&info) {
             self.run(
                 format_args!("creating the keyword index on payload field `{field}`"),
