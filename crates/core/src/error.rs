@@ -70,6 +70,21 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A chunker returned a span that is not a valid piece of the document's text (out of
+    /// bounds, not on a character boundary, or out of order): a bug in that chunker.
+    #[error("{doc}: chunk {index} has an invalid span {start}..{end} (text of {len} bytes)")]
+    BadSpan {
+        /// The document's id.
+        doc: String,
+        /// The chunk's position.
+        index: usize,
+        /// Its start.
+        start: usize,
+        /// Its end.
+        end: usize,
+        /// The text's length in bytes.
+        len: usize,
+    },
 }
 
 impl Error {

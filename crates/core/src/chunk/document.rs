@@ -47,7 +47,9 @@ impl Chunking {
 }
 
 /// Splits `doc` into sentences, chunks them and, with `merge_to` = (target, sizer), merges
-/// consecutive chunks up to the target.
+/// consecutive chunks up to the target. Every span returned is checked to be a
+/// piece of the text on character boundaries, in order (a chunker that breaks this is an
+/// [`Error::BadSpan`](crate::Error::BadSpan), never a panic when a caller slices the text).
 ///
 /// ```
 /// use metarag_core::chunk::{SentenceChunker, Words, chunk_document};
@@ -74,7 +76,27 @@ pub fn chunk_document(
     if let Some((target, sizer)) = merge_to {
         spans = merge(&doc.text, &spans, target, sizer);
     }
+    check_spans(doc, &spans)?;
     Ok(Chunking { spans, sentences, sentence_scores: chunked.sentence_scores, split_time, chunk_time: t.elapsed() })
+}
+
+/// Spans are in bounds, on character boundaries, and each starts at or after the
+/// previous one's start.
+fn check_spans(doc: &Document, spans: &[Range<usize>]) -> Result<()> {
+    let mut previous = 0;
+    for (index, s) in spans.iter().enumerate() {
+        if s.start > s.end || s.start < previous || doc.text.get(s.clone()).is_none() {
+            return Err(crate::Error::BadSpan {
+                doc: doc.id.clone(),
+                index,
+                start: s.start,
+                end: s.end,
+                len: doc.text.len(),
+            });
+        }
+        previous = s.start;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -100,5 +122,23 @@ mod tests {
             let per_chunk: usize = c.spans.iter().map(|s| c.scores_in(s).len()).sum();
             assert_eq!(per_chunk, c.sentences.len(), "every sentence's score lands in exactly one chunk");
         }
+    }
+
+    /// A chunker that cuts inside a multi-byte character.
+    struct Broken;
+
+    impl Chunker for Broken {
+        fn chunk(&self, _doc: &Document, _sentences: &[Range<usize>]) -> Result<crate::chunk::Chunked> {
+            let chunks = vec![crate::Chunk { index: 0, span: 0..1 }, crate::Chunk { index: 1, span: 1..3 }];
+            Ok(crate::chunk::Chunked { chunks, sentence_scores: vec![] })
+        }
+    }
+
+    #[test]
+    fn a_span_off_a_character_boundary_is_an_error_not_a_panic() {
+        let doc = Document::from_text("d", "é!");
+        let e = chunk_document(&doc, &RuleSplitter::default(), &Broken, None).unwrap_err();
+        assert!(matches!(e, crate::Error::BadSpan { index: 0, start: 0, end: 1, len: 3, .. }), "{e}");
+        assert!(e.to_string().contains("chunk 0 has an invalid span 0..1"), "{e}");
     }
 }
