@@ -90,6 +90,20 @@ fn sentence_scores_match_oracle() {
     }
 }
 
+/// Token ids from outside index logits rows: one outside the vocabulary is an error naming it,
+/// never a panic, on every entry point that takes ids.
+#[test]
+fn token_ids_outside_the_vocabulary_are_errors() {
+    let lm = lm();
+    let bad = 1_000_000u32;
+    let e = lm.score_tokens(&[1, 2, bad]).expect_err("score_tokens").to_string();
+    assert!(e.contains("token id 1000000 is outside the vocabulary"), "{e}");
+    assert!(lm.token_logprobs(&[&[1, 2, 3], &[1, bad]]).is_err());
+    let mut cache = None;
+    assert!(lm.next_token_logprobs(&[1, 2, 3], &mut cache, &[5, bad]).is_err());
+    assert!(lm.score_tokens(&[1, 2, 3]).is_ok(), "the model still works afterwards");
+}
+
 #[test]
 fn windowed_scoring_equals_one_shot() {
     let o = oracle();

@@ -355,14 +355,15 @@ fn run_rows<M: CausalModel + ?Sized>(
     }
 }
 
-/// `log P(any stop token)` under one logits row.
+/// `log P(any stop token)` under one logits row (a stop id outside the row has probability 0).
 fn stop_logprob(logits: &[f32], stop: &[u32]) -> f32 {
     let lp = crate::sample::log_softmax(logits);
-    let m = stop.iter().map(|&t| lp[t as usize]).fold(f64::NEG_INFINITY, f64::max);
+    let of = |t: u32| lp.get(t as usize).copied().unwrap_or(f64::NEG_INFINITY);
+    let m = stop.iter().map(|&t| of(t)).fold(f64::NEG_INFINITY, f64::max);
     if !m.is_finite() {
         return m as f32;
     }
-    (m + stop.iter().map(|&t| (lp[t as usize] - m).exp()).sum::<f64>().ln()) as f32
+    (m + stop.iter().map(|&t| (of(t) - m).exp()).sum::<f64>().ln()) as f32
 }
 
 /// Keeps the prefix of `c` with the highest log-probability including its end: the whole

@@ -260,6 +260,7 @@ impl CausalModel for CausalLm {
     }
 
     fn step(&self, batch: &mut LmBatch, tokens: &[u32]) -> metarag_core::Result<Vec<f32>> {
+        self.check_ids(tokens).map_err(metarag_core::Error::model)?;
         let n = batch.rows;
         if tokens.len() != n {
             return Err(Error::Input(format!("{} tokens for a batch of {n} rows", tokens.len())).into());
@@ -326,6 +327,9 @@ impl CausalModel for CausalLm {
         prefix: &LmPrefix,
         continuations: &[Vec<u32>],
     ) -> metarag_core::Result<Vec<Vec<f32>>> {
+        for c in continuations {
+            self.check_ids(c).map_err(metarag_core::Error::model)?;
+        }
         let first_lse = log_sum_exp(&prefix.logits);
         let first = |c: &[u32]| c.first().map(|&t| prefix.logits[t as usize] - first_lse);
         let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);

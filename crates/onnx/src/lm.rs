@@ -140,6 +140,9 @@ pub struct CausalLm {
     pub(crate) opts: RuntimeOptions,
     /// The FIM sentinels, for a model trained to fill in the middle ([`FIM_FILE`]).
     pub(crate) fim: Option<metarag_core::model::FimTokens>,
+    /// Tokens in the tokenizer's vocabulary: every id given from outside is checked against
+    /// it, and every logits row must be at least this wide.
+    vocab: usize,
     run_nanos: AtomicU64,
     run_tokens: AtomicU64,
 }
@@ -230,7 +233,8 @@ impl CausalLm {
         let ins: Vec<&str> = past_names.iter().map(String::as_str).collect();
         check_names(&session, model, CONTRACT, &ins, &outs)?;
         let has_logits_from = session.inputs().iter().any(|o| o.name() == "logits_from");
-        let fim = read_fim(&model.with_file_name(FIM_FILE), tok.get_vocab_size(true))?;
+        let vocab = tok.get_vocab_size(true);
+        let fim = read_fim(&model.with_file_name(FIM_FILE), vocab)?;
         Ok(CausalLm {
             model: model.to_path_buf(),
             tokenizer_path: tokenizer.to_path_buf(),
@@ -250,9 +254,18 @@ impl CausalLm {
             use_decoder: AtomicBool::new(true),
             opts: opts.clone(),
             fim,
+            vocab,
             run_nanos: AtomicU64::new(0),
             run_tokens: AtomicU64::new(0),
         })
+    }
+
+    /// Checks that every id is inside the vocabulary (ids from outside index logits rows).
+    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.vocab) {
+            Some(id) => Err(Error::Input(format!("token id {id} is outside the vocabulary ({} tokens)", self.vocab))),
+            None => Ok(()),
+        }
     }
 
     /// The tokenizer.
@@ -385,11 +398,14 @@ impl CausalLm {
         let (shape, data) = logits;
         let vocab = shape.last().copied().unwrap_or(0) as usize;
         let rows = t - logits_from;
-        if vocab == 0 || data.len() != batch * rows * vocab {
+        if vocab < self.vocab || data.len() != batch * rows * vocab {
             return Err(Error::Contract {
                 model: self.model.clone(),
                 contract: CONTRACT,
-                detail: format!("logits shape {shape:?}, expected [{batch}, {rows}, vocab]"),
+                detail: format!(
+                    "logits shape {shape:?}, expected [{batch}, {rows}, vocab ≥ {}] (the tokenizer's)",
+                    self.vocab
+                ),
             });
         }
         let r = f(data, vocab);
@@ -533,6 +549,7 @@ impl CausalLm {
     /// `nll[i] = -log p(tokens[i+1] | tokens[..=i])`, scored `window` tokens per forward with
     /// the KV cache carried forward (see [`LmConfig`]).
     pub fn score_tokens(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.check_ids(tokens)?;
         let n = tokens.len();
         let mut nll = vec![f32::NAN; n.saturating_sub(1)];
         if n < 2 {
@@ -565,6 +582,9 @@ impl CausalLm {
     /// Log-probabilities of `tokens[1..]` for several sequences at once, in one batched
     /// forward (right padding; each row is conditioned only on its own tokens).
     pub fn token_logprobs(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        for s in batch {
+            self.check_ids(s)?;
+        }
         let b = batch.len();
         let t = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         if b == 0 || t < 2 {
@@ -617,6 +637,8 @@ impl CausalLm {
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
+        self.check_ids(prompt)?;
+        self.check_ids(candidates)?;
         if prompt.len() > self.config.max_position {
             return Err(Error::Input(format!(
                 "prompt of {} tokens exceeds max_position {}",
