@@ -15,7 +15,7 @@ use qdrant_edge::{
     VectorPersisted, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 
-use crate::store::{ChunkRecord, DENSE, Filter, Hit, Point, VectorQuery, VectorStore};
+use crate::store::{ChunkRecord, DENSE, Filter, Hit, Point, VectorQuery, VectorSearch, VectorStore};
 use crate::{Error, Result};
 
 /// Qdrant's engine in-process: the default vector store.
@@ -177,43 +177,9 @@ fn num_id(id: &PointId) -> Option<u64> {
     }
 }
 
-impl VectorStore for EdgeStore {
+impl VectorSearch for EdgeStore {
     fn describe(&self) -> String {
         format!("qdrant-edge {}", self.dir.display())
-    }
-
-    fn upsert(&self, points: &[Point]) -> Result<()> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        let mut list = Vec::with_capacity(points.len());
-        for p in points {
-            self.check_dims(&p.dense)?;
-            let vectors = HashMap::from([(DENSE.to_string(), VectorPersisted::Dense(p.dense.clone()))]);
-            list.push(PointStructPersisted {
-                id: PointId::NumId(p.record.id),
-                vector: VectorStructPersisted::Named(vectors),
-                payload: Some(qdrant_edge::Payload(crate::store::payload_json(&p.record))),
-            });
-        }
-        let op = PointOperations::UpsertPoints(PointInsertOperations::PointsList(list));
-        self.with(|shard| {
-            shard
-                .update(UpdateOperation::PointOperation(op))
-                .map_err(|e| self.err(format!("upsert of {} points: {e}", points.len())))
-        })
-    }
-
-    fn delete(&self, ids: &[u64]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let op = PointOperations::DeletePoints { ids: ids.iter().map(|&i| PointId::NumId(i)).collect() };
-        self.with(|shard| {
-            shard
-                .update(UpdateOperation::PointOperation(op))
-                .map_err(|e| self.err(format!("delete of {} points: {e}", ids.len())))
-        })
     }
 
     fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
@@ -306,19 +272,6 @@ impl VectorStore for EdgeStore {
         self.with(|shard| shard.count(req).map_err(|e| self.err(format!("count: {e}"))))
     }
 
-    fn commit(&self) -> Result<()> {
-        // EdgeShard::flush panics only when its locks are held elsewhere (never here: we hold
-        // no guard across calls); contain it anyway so a bug cannot take the ingest down.
-        self.with(|shard| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))
-                .map_err(|_| self.err("flush failed (the engine panicked)"))
-        })
-    }
-
-    fn optimize(&self) -> Result<()> {
-        self.with(|shard| shard.optimize().map(|_| ()).map_err(|e| self.err(format!("optimize: {e}"))))
-    }
-
     fn acquire(&self) -> Result<()> {
         let mut guard = self.shard.write().map_err(|_| self.err("poisoned lock"))?;
         if guard.is_none() {
@@ -331,5 +284,54 @@ impl VectorStore for EdgeStore {
         if let Ok(mut guard) = self.shard.write() {
             guard.take(); // closes the write-ahead log: its lock goes with it
         }
+    }
+}
+
+impl VectorStore for EdgeStore {
+    fn upsert(&self, points: &[Point]) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut list = Vec::with_capacity(points.len());
+        for p in points {
+            self.check_dims(&p.dense)?;
+            let vectors = HashMap::from([(DENSE.to_string(), VectorPersisted::Dense(p.dense.clone()))]);
+            list.push(PointStructPersisted {
+                id: PointId::NumId(p.record.id),
+                vector: VectorStructPersisted::Named(vectors),
+                payload: Some(qdrant_edge::Payload(crate::store::payload_json(&p.record))),
+            });
+        }
+        let op = PointOperations::UpsertPoints(PointInsertOperations::PointsList(list));
+        self.with(|shard| {
+            shard
+                .update(UpdateOperation::PointOperation(op))
+                .map_err(|e| self.err(format!("upsert of {} points: {e}", points.len())))
+        })
+    }
+
+    fn delete(&self, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let op = PointOperations::DeletePoints { ids: ids.iter().map(|&i| PointId::NumId(i)).collect() };
+        self.with(|shard| {
+            shard
+                .update(UpdateOperation::PointOperation(op))
+                .map_err(|e| self.err(format!("delete of {} points: {e}", ids.len())))
+        })
+    }
+
+    fn commit(&self) -> Result<()> {
+        // EdgeShard::flush panics only when its locks are held elsewhere (never here: we hold
+        // no guard across calls); contain it anyway so a bug cannot take the ingest down.
+        self.with(|shard| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))
+                .map_err(|_| self.err("flush failed (the engine panicked)"))
+        })
+    }
+
+    fn optimize(&self) -> Result<()> {
+        self.with(|shard| shard.optimize().map(|_| ()).map_err(|e| self.err(format!("optimize: {e}"))))
     }
 }

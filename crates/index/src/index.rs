@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::error::io;
 use crate::lexical::LexicalIndex;
 use crate::manifest::{DocEntry, Manifest, Pending};
-use crate::store::{ChunkRecord, Filter, Hit, HybridWeights, Point, VectorQuery, VectorStore, point_id};
+use crate::store::{ChunkRecord, Filter, Hit, HybridWeights, Point, VectorQuery, VectorSearch, VectorStore, point_id};
 use crate::{EdgeStore, Error, Result, ServerConfig, ServerStore, sparse};
 
 /// File name of the index configuration.
@@ -370,8 +370,8 @@ impl Index {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
-    /// The vector store.
-    pub fn vectors(&self) -> &dyn VectorStore {
+    /// The vector store, for reading (its write half stays with the index's writer).
+    pub fn vectors(&self) -> &dyn VectorSearch {
         self.vectors.as_ref()
     }
     /// The lexical index (embedded store only).

@@ -69,7 +69,8 @@ pub use lexical::LexicalIndex;
 pub use server::{ServerConfig, ServerStore};
 pub use sparse::{bm25_document_vector, bm25_query_vector, term_id};
 pub use store::{
-    ChunkRecord, Filter, Hit, HybridWeights, Point, Sparse, VectorQuery, VectorStore, path_prefixes, point_id,
+    ChunkRecord, Filter, Hit, HybridWeights, Point, Sparse, VectorQuery, VectorSearch, VectorStore, path_prefixes,
+    point_id,
 };
 
 /// The terms of `text` as the lexical index sees them: tantivy's `en_stem` analyzer

@@ -45,7 +45,7 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 
-use crate::store::{self, ChunkRecord, DENSE, Hit, Point, SPARSE, Sparse, VectorQuery, VectorStore};
+use crate::store::{self, ChunkRecord, DENSE, Hit, Point, SPARSE, Sparse, VectorQuery, VectorSearch, VectorStore};
 use crate::{Error, Result};
 
 /// Points per upsert request (a few MiB at typical embedding sizes, well under gRPC limits).
@@ -255,42 +255,9 @@ impl ServerStore {
     }
 }
 
-impl VectorStore for ServerStore {
+impl VectorSearch for ServerStore {
     fn describe(&self) -> String {
         self.cfg.describe()
-    }
-
-    fn upsert(&self, points: &[Point]) -> Result<()> {
-        for p in points {
-            self.check_dense(&p.dense, &format!("the dense vector of point {}", p.record.id))?;
-            if p.sparse.indices.len() != p.sparse.values.len() {
-                return Err(self.error(format!(
-                    "the sparse vector of point {} has {} indices but {} values",
-                    p.record.id,
-                    p.sparse.indices.len(),
-                    p.sparse.values.len()
-                )));
-            }
-        }
-        let total = points.len();
-        for (i, batch) in points.chunks(UPSERT_BATCH).enumerate() {
-            let first = i * UPSERT_BATCH;
-            self.run(
-                format_args!("upsert of {total} points (points {}..{})", first, first + batch.len()),
-                self.client.upsert_points(upsert_request(self.collection_name(), batch)),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn delete(&self, ids: &[u64]) -> Result<()> {
-        for batch in ids.chunks(ID_BATCH) {
-            self.run(
-                format_args!("delete of {} points", ids.len()),
-                self.client.delete_points(delete_request(self.collection_name(), batch)),
-            )?;
-        }
-        Ok(())
     }
 
     fn search(&self, query: &VectorQuery, limit: usize, filter: &store::Filter) -> Result<Vec<Hit>> {
@@ -389,6 +356,41 @@ impl VectorStore for ServerStore {
         let response = self.run("counting points", self.client.count(count_request(self.collection_name())))?;
         let n = response.result.map_or(0, |r| r.count);
         usize::try_from(n).map_err(|_| self.error(format!("point count {n} does not fit in usize")))
+    }
+}
+
+impl VectorStore for ServerStore {
+    fn upsert(&self, points: &[Point]) -> Result<()> {
+        for p in points {
+            self.check_dense(&p.dense, &format!("the dense vector of point {}", p.record.id))?;
+            if p.sparse.indices.len() != p.sparse.values.len() {
+                return Err(self.error(format!(
+                    "the sparse vector of point {} has {} indices but {} values",
+                    p.record.id,
+                    p.sparse.indices.len(),
+                    p.sparse.values.len()
+                )));
+            }
+        }
+        let total = points.len();
+        for (i, batch) in points.chunks(UPSERT_BATCH).enumerate() {
+            let first = i * UPSERT_BATCH;
+            self.run(
+                format_args!("upsert of {total} points (points {}..{})", first, first + batch.len()),
+                self.client.upsert_points(upsert_request(self.collection_name(), batch)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn delete(&self, ids: &[u64]) -> Result<()> {
+        for batch in ids.chunks(ID_BATCH) {
+            self.run(
+                format_args!("delete of {} points", ids.len()),
+                self.client.delete_points(delete_request(self.collection_name(), batch)),
+            )?;
+        }
+        Ok(())
     }
 
     fn commit(&self) -> Result<()> {

@@ -185,17 +185,11 @@ impl From<[f32; 2]> for HybridWeights {
     }
 }
 
-/// A vector store: the contract both Qdrant adapters implement.
-///
-/// Writes become durable at [`VectorStore::commit`]; a process killed before that may lose
-/// them but never sees half of a point.
-pub trait VectorStore: Send + Sync {
+/// The read half of a vector store: search and inspection. Both Qdrant adapters implement it
+/// and [`VectorStore`] (the write half).
+pub trait VectorSearch: Send + Sync {
     /// Where the store lives (directory or URL), for messages.
     fn describe(&self) -> String;
-    /// Inserts or replaces points (same id = replace).
-    fn upsert(&self, points: &[Point]) -> Result<()>;
-    /// Deletes points by id; unknown ids are ignored.
-    fn delete(&self, ids: &[u64]) -> Result<()>;
     /// The `limit` best points for `query` that pass `filter`, best first.
     fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>>;
     /// Whether the store can answer [`VectorQuery::Sparse`] and [`VectorQuery::Hybrid`].
@@ -209,21 +203,33 @@ pub trait VectorStore: Send + Sync {
     fn ids(&self) -> Result<Vec<u64>>;
     /// Number of points.
     fn count(&self) -> Result<usize>;
+    /// Takes the store for a run of calls, waiting for other processes to let go of it. The
+    /// embedded engine admits one process at a time, so a writer holds it only while it writes
+    /// a batch and [`VectorSearch::release`]s it between batches; readers take turns with it.
+    /// A no-op for a server. Any other call takes the store back too.
+    fn acquire(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Lets other processes open the store until the next call (see [`VectorSearch::acquire`]).
+    fn release(&self) {}
+}
+
+/// A vector store that can be written: the contract both Qdrant adapters implement. Readers
+/// get only its [`VectorSearch`] half ([`Index::vectors`](crate::Index::vectors)).
+///
+/// Writes become durable at [`VectorStore::commit`]; a process killed before that may lose
+/// them but never sees half of a point.
+pub trait VectorStore: VectorSearch {
+    /// Inserts or replaces points (same id = replace).
+    fn upsert(&self, points: &[Point]) -> Result<()>;
+    /// Deletes points by id; unknown ids are ignored.
+    fn delete(&self, ids: &[u64]) -> Result<()>;
     /// Makes every write so far durable.
     fn commit(&self) -> Result<()>;
     /// Builds search structures (HNSW) after a large ingest; a no-op where the store does it.
     fn optimize(&self) -> Result<()> {
         Ok(())
     }
-    /// Takes the store for a run of writes, waiting for other processes to let go of it. The
-    /// embedded engine admits one process at a time, so a writer holds it only while it writes
-    /// a batch and [`VectorStore::release`]s it between batches; readers take turns with it. A
-    /// no-op for a server. Any other call takes the store back too.
-    fn acquire(&self) -> Result<()> {
-        Ok(())
-    }
-    /// Lets other processes open the store until the next call (see [`VectorStore::acquire`]).
-    fn release(&self) {}
 }
 
 impl<T: VectorStore + ?Sized> VectorStore for Box<T> {
