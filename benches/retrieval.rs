@@ -88,7 +88,7 @@ fn synthetic_index() -> Index {
                                 id: point_id(&doc, c),
                                 doc: doc.clone(),
                                 path: doc.clone(),
-                                kind: "text".into(),
+                                kind: metarag_core::DocKind::Text,
                                 chunk: c,
                                 start,
                                 end: at,

@@ -89,7 +89,7 @@ fn library_search_matches_the_cli_and_filters_apply() {
     assert!(hits[0].record.path.ends_with("moby-dick-loomings.pdf"), "{:?}", hits[0].record.path);
     let only_text =
         index.search(&Query::new("Debian release code name").k(10).mode(Mode::Bm25).kind("text")).expect("search");
-    assert!(only_text.iter().all(|h| h.record.kind == "text"));
+    assert!(only_text.iter().all(|h| h.record.kind == metarag_core::DocKind::Text));
     let under = index
         .search(&Query::new("the").k(50).mode(Mode::Bm25).path_prefix("examples/corpus/washington-1790.txt"))
         .expect("search");

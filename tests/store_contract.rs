@@ -75,7 +75,7 @@ fn contract(store: &dyn VectorStore) {
                 p.record.id,
                 p.record.text.clone(),
                 p.record.path.clone(),
-                p.record.kind.clone(),
+                p.record.kind,
                 p.record.start,
                 p.record.end,
             )

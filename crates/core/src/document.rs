@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The kind of source a document was loaded from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DocKind {
     /// Plain text.
@@ -20,6 +20,27 @@ pub enum DocKind {
 }
 
 impl DocKind {
+    /// Every kind.
+    pub const ALL: [DocKind; 4] = [DocKind::Text, DocKind::Markdown, DocKind::Html, DocKind::Pdf];
+
+    /// The kind's name as stored and filtered on: `text`, `markdown`, `html` or `pdf` (its
+    /// serde name).
+    ///
+    /// ```
+    /// use metarag_core::DocKind;
+    /// assert_eq!(DocKind::Markdown.name(), "markdown");
+    /// assert_eq!("pdf".parse::<DocKind>(), Ok(DocKind::Pdf));
+    /// assert!("docx".parse::<DocKind>().is_err());
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            DocKind::Text => "text",
+            DocKind::Markdown => "markdown",
+            DocKind::Html => "html",
+            DocKind::Pdf => "pdf",
+        }
+    }
+
     /// Guesses the kind from a file extension (case-insensitive). `None` for unknown extensions.
     pub fn from_extension(ext: &str) -> Option<Self> {
         match ext.to_ascii_lowercase().as_str() {
@@ -29,6 +50,24 @@ impl DocKind {
             "pdf" => Some(DocKind::Pdf),
             _ => None,
         }
+    }
+}
+
+impl std::fmt::Display for DocKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DocKind {
+    type Err = String;
+
+    /// Parses a kind's [`name`](DocKind::name).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        DocKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown document kind {s:?}: expected text, markdown, html or pdf"))
     }
 }
 

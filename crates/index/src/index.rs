@@ -739,7 +739,7 @@ mod tests {
                     id: point_id(doc, i),
                     doc: doc.into(),
                     path: doc.into(),
-                    kind: "text".into(),
+                    kind: metarag_core::DocKind::Text,
                     chunk: i,
                     start: u64::from(i),
                     end: u64::from(i) + 1,

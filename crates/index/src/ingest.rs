@@ -497,7 +497,6 @@ fn prepare(
     }
 
     let path_str = document_id(path);
-    let kind = format!("{:?}", doc.kind).to_lowercase();
     let records: Vec<ChunkRecord> = spans
         .iter()
         .enumerate()
@@ -509,7 +508,7 @@ fn prepare(
                 id: point_id(&doc_id, i),
                 doc: doc_id.clone(),
                 path: path_str.clone(),
-                kind: kind.clone(),
+                kind: doc.kind,
                 chunk: i,
                 start: s.start as u64,
                 end: s.end as u64,

@@ -62,7 +62,7 @@ fn schema() -> (Schema, Fields) {
 /// let dir = std::env::temp_dir().join(format!("lex-doc-{}", std::process::id()));
 /// let lex = LexicalIndex::open_or_create(&dir).unwrap();
 /// let rec = |id, text: &str| ChunkRecord { id, doc: "a.txt".into(), path: "a.txt".into(),
-///     kind: "text".into(), chunk: id as u32, start: 0, end: text.len() as u64, text: text.into() };
+///     kind: metarag_core::DocKind::Text, chunk: id as u32, start: 0, end: text.len() as u64, text: text.into() };
 /// lex.add(&[rec(1, "Whales swim in the ocean."), rec(2, "Cats sleep all day.")]).unwrap();
 /// lex.commit().unwrap();
 /// let hits = lex.search("whale", 10, &Filter::default()).unwrap(); // stemmed: whales ~ whale
@@ -146,7 +146,7 @@ impl LexicalIndex {
                 for p in path_prefixes(&r.path) {
                     d.add_text(f.dirs, &p);
                 }
-                d.add_text(f.kind, &r.kind);
+                d.add_text(f.kind, r.kind.name());
                 d.add_u64(f.chunk, u64::from(r.chunk));
                 d.add_u64(f.start, r.start);
                 d.add_u64(f.end, r.end);
@@ -234,7 +234,7 @@ impl LexicalIndex {
             id: u(f.id)?,
             doc: s(f.doc)?,
             path: s(f.path)?,
-            kind: s(f.kind)?,
+            kind: s(f.kind)?.parse().ok()?,
             chunk: u32::try_from(u(f.chunk)?).ok()?,
             start: u(f.start)?,
             end: u(f.end)?,

@@ -659,7 +659,7 @@ mod tests {
             id,
             doc: path.into(),
             path: path.into(),
-            kind: kind.into(),
+            kind: kind.parse().expect("a document kind"),
             chunk: 3,
             start: 10,
             end: 25,

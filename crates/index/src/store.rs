@@ -5,6 +5,7 @@
 //! default, no server), and [`ServerStore`](crate::ServerStore), a Qdrant server or cluster over
 //! gRPC. The same contract tests (`tests/store_contract.rs`) run against both.
 
+use metarag_core::DocKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -25,8 +26,8 @@ pub struct ChunkRecord {
     pub doc: String,
     /// Path of the source file as ingested.
     pub path: String,
-    /// Document kind: `text`, `markdown`, `html` or `pdf`.
-    pub kind: String,
+    /// Document kind (stored as `text`, `markdown`, `html` or `pdf`).
+    pub kind: DocKind,
     /// Index of the chunk in its document.
     pub chunk: u32,
     /// Byte offset of the chunk's start in the document text.
@@ -125,7 +126,7 @@ impl Filter {
             let p = normalize_prefix(p);
             path_prefixes(&r.path).contains(&p)
         });
-        prefix_ok && (self.kinds.is_empty() || self.kinds.contains(&r.kind))
+        prefix_ok && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == r.kind.name()))
     }
 }
 
@@ -323,7 +324,7 @@ mod tests {
             id: 1,
             doc: "a/b/c.txt".into(),
             path: "a/b/c.txt".into(),
-            kind: "text".into(),
+            kind: DocKind::Text,
             chunk: 0,
             start: 0,
             end: 1,

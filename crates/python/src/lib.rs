@@ -214,7 +214,7 @@ impl From<SearchHit> for Hit {
             id: r.id,
             doc: r.doc,
             path: r.path,
-            kind: r.kind,
+            kind: r.kind.to_string(),
             chunk: r.chunk,
             start: r.start,
             end: r.end,
