@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use metarag_index::{
-    ChunkRecord, EdgeStore, Filter, Point, ServerConfig, ServerStore, Sparse, VectorQuery, VectorStore, point_id,
+    ChunkRecord, EdgeStore, Filter, Point, ServerConfig, ServerStore, Sparse, VectorQuery, VectorSearch, VectorStore,
+    point_id,
 };
 
 const DIMS: usize = 8;
@@ -34,7 +35,7 @@ fn point(doc: &str, chunk: u32, kind: &str, axis: usize, text: &str) -> Point {
             id: point_id(doc, chunk),
             doc: doc.into(),
             path: doc.into(),
-            kind: kind.into(),
+            kind: kind.parse().expect("a document kind"),
             chunk,
             start: u64::from(chunk) * 10,
             end: u64::from(chunk) * 10 + 10,
@@ -71,14 +72,7 @@ fn contract(store: &dyn VectorStore) {
     let exp: BTreeSet<_> = [&pts[2], &pts[4]]
         .iter()
         .map(|p| {
-            (
-                p.record.id,
-                p.record.text.clone(),
-                p.record.path.clone(),
-                p.record.kind,
-                p.record.start,
-                p.record.end,
-            )
+            (p.record.id, p.record.text.clone(), p.record.path.clone(), p.record.kind, p.record.start, p.record.end)
         })
         .collect();
     assert_eq!(got, exp);

@@ -328,7 +328,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             let judged = log.run(format!("search {name} {}", mode_name(mode)), || {
                 let mut judged = Vec::with_capacity(data.questions.len());
                 for (q, v) in data.questions.iter().zip(&qvecs) {
-                    let query = Query::new(q.question.clone()).k(10).mode(mode).fusion(args.rrf_k, args.weights.map(metarag_index::HybridWeights::from));
+                    let query = Query::new(q.question.clone())
+                        .k(10)
+                        .mode(mode)
+                        .fusion(args.rrf_k, args.weights.map(metarag_index::HybridWeights::from));
                     let hits = index.search_with_vector(&query, Some(v))?;
                     judged.push(judge(q, &hits));
                 }

@@ -131,8 +131,11 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
         opts = opts.with_models_dir(m);
     }
     let index = open_for(&args.index, mode, &opts)?;
-    let mut q =
-        Query::new(text.clone()).k(args.k).mode(mode).candidates(args.candidates).fusion(args.rrf_k, args.weights.map(metarag_index::HybridWeights::from));
+    let mut q = Query::new(text.clone())
+        .k(args.k)
+        .mode(mode)
+        .candidates(args.candidates)
+        .fusion(args.rrf_k, args.weights.map(metarag_index::HybridWeights::from));
     if let Some(p) = &args.path {
         q = q.path_prefix(p.clone());
     }

@@ -96,7 +96,10 @@ impl LexicalIndex {
 
     fn open_with(dir: &Path, create: bool) -> Result<Self> {
         if !create && !dir.join("meta.json").is_file() {
-            return Err(Error::Lexical { path: dir.to_path_buf(), detail: "no lexical index here (meta.json missing)".into() });
+            return Err(Error::Lexical {
+                path: dir.to_path_buf(),
+                detail: "no lexical index here (meta.json missing)".into(),
+            });
         }
         std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
         let (schema, fields) = schema();

@@ -233,15 +233,9 @@ pub trait VectorStore: VectorSearch {
     }
 }
 
-impl<T: VectorStore + ?Sized> VectorStore for Box<T> {
+impl<T: VectorSearch + ?Sized> VectorSearch for Box<T> {
     fn describe(&self) -> String {
         (**self).describe()
-    }
-    fn upsert(&self, points: &[Point]) -> Result<()> {
-        (**self).upsert(points)
-    }
-    fn delete(&self, ids: &[u64]) -> Result<()> {
-        (**self).delete(ids)
     }
     fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
         (**self).search(query, limit, filter)
@@ -261,17 +255,26 @@ impl<T: VectorStore + ?Sized> VectorStore for Box<T> {
     fn count(&self) -> Result<usize> {
         (**self).count()
     }
-    fn commit(&self) -> Result<()> {
-        (**self).commit()
-    }
-    fn optimize(&self) -> Result<()> {
-        (**self).optimize()
-    }
     fn acquire(&self) -> Result<()> {
         (**self).acquire()
     }
     fn release(&self) {
         (**self).release()
+    }
+}
+
+impl<T: VectorStore + ?Sized> VectorStore for Box<T> {
+    fn upsert(&self, points: &[Point]) -> Result<()> {
+        (**self).upsert(points)
+    }
+    fn delete(&self, ids: &[u64]) -> Result<()> {
+        (**self).delete(ids)
+    }
+    fn commit(&self) -> Result<()> {
+        (**self).commit()
+    }
+    fn optimize(&self) -> Result<()> {
+        (**self).optimize()
     }
 }
 
