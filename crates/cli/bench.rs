@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use metarag_core::model::SentenceEmbedder;
 use metarag_core::pipeline::Pipeline;
 use metarag_eval::retrieval::{Judged, RetrievalMetrics, is_relevant};
@@ -856,21 +856,28 @@ impl AnswerCache {
     fn open(args: &BenchArgs, index_dir: &Path, opts: &RuntimeOptions) -> anyhow::Result<Self> {
         use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
         // Everything the candidates depend on (the first aggregation method marks their
-        // groups and pruning in the log).
+        // groups and pruning in the log), serialized by the settings' serde names: renaming a
+        // Rust type or variant never invalidates a cache.
         let configs = args
             .infill
             .iter()
-            .map(|&m| args.decoding.config(m, args.aggregate[0]).map(|c| format!("{c:?}")))
+            .map(|&m| Ok(serde_json::to_string(&args.decoding.config(m, args.aggregate[0])?)?))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string()).unwrap_or_default();
         let manifest = std::fs::read(opts.models_dir.join("manifest.json")).unwrap_or_default();
         let index_name = index_dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let parts = [
             index_name,
-            format!("{:?} {:?}", args.decoding.decoder, args.decoding.generator),
+            format!(
+                "{} {}",
+                name(args.decoding.decoder.to_possible_value()),
+                name(args.decoding.generator.to_possible_value())
+            ),
             match args.answer_context {
-                AnswerContext::Retrieved => {
-                    format!("{:?} k={} rrf={} {:?}", args.answer_retrieval, args.context_k, args.rrf_k, args.weights)
-                }
+                AnswerContext::Retrieved => serde_json::json!({
+                    "retrieval": args.answer_retrieval, "k": args.context_k, "rrf_k": args.rrf_k, "weights": args.weights,
+                })
+                .to_string(),
                 AnswerContext::Gold => "gold passage".to_string(),
             },
             configs.join("\n"),

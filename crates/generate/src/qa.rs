@@ -32,8 +32,8 @@ use crate::masked::{MaskedConfig, decode as decode_masked, decode_extractive};
 use crate::template::{ContextChunk, Prompt, Template};
 use crate::{Candidate, Result};
 
-/// How to answer.
-#[derive(Debug, Clone)]
+/// How to answer (serialized: what a cache of answers is keyed by).
+#[derive(Debug, Clone, Serialize)]
 pub struct AskConfig {
     /// The infill template (and the prompt budget).
     pub template: Template,
