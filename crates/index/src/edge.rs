@@ -21,7 +21,7 @@ use crate::{Error, Result};
 /// Qdrant's engine in-process: the default vector store.
 ///
 /// ```
-/// use metarag_index::{EdgeStore, Filter, VectorQuery, VectorStore};
+/// use metarag_index::{EdgeStore, Filter, VectorQuery, VectorSearch};
 ///
 /// let dir = std::env::temp_dir().join(format!("edge-doc-{}", std::process::id()));
 /// let store = EdgeStore::create(&dir, 3).unwrap();
@@ -31,7 +31,7 @@ use crate::{Error, Result};
 /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub struct EdgeStore {
-    /// The loaded shard; `None` after [`VectorStore::release`], loaded again on next use.
+    /// The loaded shard; `None` after [`VectorSearch::release`], loaded again on next use.
     shard: RwLock<Option<EdgeShard>>,
     dir: PathBuf,
     dims: usize,
