@@ -22,7 +22,6 @@ use clap::Parser;
 use metarag_core::Document;
 pub use metarag_core::chunk::Chunking;
 use metarag_core::pipeline::Pipeline;
-use metarag_core::split::RuleSplitter;
 use metarag_generate::aggregate::Method;
 use metarag_generate::qa::Answer;
 use metarag_index::{Index, Mode, Query, SearchHit};
@@ -86,13 +85,10 @@ pub struct Asked {
     pub retrieved: Vec<String>,
 }
 
-/// Cuts `doc` by `pipeline` with `models`: [`metarag_core::chunk::chunk_document`] with the
-/// pipeline's chunker and merge step, what ingest does to every document before embedding.
+/// Cuts `doc` by `pipeline` with `models` ([`Pipeline::chunk_document`] over the real models):
+/// what ingest does to every document before embedding.
 pub fn chunk_document(models: &Models, pipeline: &Pipeline, doc: &Document) -> anyhow::Result<Chunking> {
-    let chunker = models.chunker(&pipeline.chunker)?;
-    let sizer = pipeline.merge.as_ref().map(|m| models.sizer(m)).transpose()?;
-    let merge_to = pipeline.merge.as_ref().zip(sizer.as_deref()).map(|(m, s)| (m.target, s));
-    Ok(metarag_core::chunk::chunk_document(doc, &RuleSplitter::default(), chunker.as_ref(), merge_to)?)
+    Ok(pipeline.chunk_document(models, doc)?)
 }
 
 /// An index opened for search, with the models that chunk and answer with it.

@@ -3,11 +3,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use metarag_core::chunk::{
-    BoundaryRule, Chars, ChunkSizer, Chunker, FixedChunker, MarginChunker, MarginConfig, PplChunker, PplConfig,
-    SemanticChunker, SemanticConfig, SentenceChunker, TokenSizer, Words,
-};
-use metarag_core::pipeline::{ChunkerConfig, MergeConfig, MergeUnit, Pipeline, PplRule};
+use metarag_core::chunk::{ChunkSizer, Chunker};
+use metarag_core::model::{MarginJudge, SentenceEmbedder, SentenceScorer, TokenOffsets};
+use metarag_core::pipeline::{ChunkerConfig, MergeConfig, MergeUnit, ModelProvider, Pipeline};
 use metarag_onnx::{CausalLm, Embedder, JudgeConfig, LmConfig, LmMarginJudge, RuntimeOptions, TokenizerFile};
 
 /// The embedder this build can load.
@@ -82,46 +80,34 @@ impl Models {
 
     /// The chunker of `config`, over these models.
     pub fn chunker(&self, config: &ChunkerConfig) -> anyhow::Result<Box<dyn Chunker + '_>> {
-        let missing = || anyhow::anyhow!("internal: the model for the {} chunker is not loaded", config.name());
-        Ok(match config {
-            ChunkerConfig::Ppl { threshold, rule, adaptive, overlap } => {
-                let lm = self.lm.as_deref().ok_or_else(missing)?;
-                let rule = match rule {
-                    PplRule::Either => BoundaryRule::Either,
-                    PplRule::Both => BoundaryRule::Both,
-                };
-                Box::new(PplChunker::new(
-                    lm,
-                    PplConfig { threshold: *threshold, rule, adaptive: *adaptive, overlap: *overlap },
-                ))
-            }
-            ChunkerConfig::Margin { threshold } => {
-                let lm = self.lm.as_deref().ok_or_else(missing)?;
-                let judge = LmMarginJudge::new(lm, JudgeConfig::default())?;
-                Box::new(MarginChunker::new(judge, MarginConfig { threshold: *threshold, ..MarginConfig::default() }))
-            }
-            ChunkerConfig::Semantic { percentile } => {
-                let e = self.embedder.as_deref().ok_or_else(missing)?;
-                Box::new(SemanticChunker::new(
-                    e,
-                    SemanticConfig { percentile: *percentile, ..SemanticConfig::default() },
-                ))
-            }
-            ChunkerConfig::Sentence => Box::new(SentenceChunker),
-            ChunkerConfig::Fixed { size } => {
-                Box::new(FixedChunker::new(self.tokenizer.as_deref().ok_or_else(missing)?, *size)?)
-            }
-        })
+        Ok(config.build(self)?)
     }
 
     /// The sizer of a merge step.
     pub fn sizer(&self, merge: &MergeConfig) -> anyhow::Result<Box<dyn ChunkSizer + '_>> {
-        Ok(match merge.unit {
-            MergeUnit::Words => Box::new(Words),
-            MergeUnit::Chars => Box::new(Chars),
-            MergeUnit::Tokens => Box::new(TokenSizer(
-                self.tokenizer.as_deref().ok_or_else(|| anyhow::anyhow!("internal: tokenizer not loaded"))?,
-            )),
-        })
+        Ok(merge.sizer(self)?)
+    }
+
+    fn missing(what: &str) -> metarag_core::Error {
+        metarag_core::Error::Config(format!("internal: the pipeline needs the {what}, which was not loaded"))
+    }
+}
+
+impl ModelProvider for Models {
+    fn scorer(&self) -> metarag_core::Result<&dyn SentenceScorer> {
+        Ok(self.lm.as_deref().ok_or_else(|| Models::missing("causal LM"))?)
+    }
+
+    fn judge(&self) -> metarag_core::Result<Box<dyn MarginJudge + '_>> {
+        let lm = self.lm.as_deref().ok_or_else(|| Models::missing("causal LM"))?;
+        Ok(Box::new(LmMarginJudge::new(lm, JudgeConfig::default()).map_err(metarag_core::Error::model)?))
+    }
+
+    fn embedder(&self) -> metarag_core::Result<&dyn SentenceEmbedder> {
+        Ok(self.embedder.as_deref().ok_or_else(|| Models::missing("embedder"))?)
+    }
+
+    fn tokens(&self) -> metarag_core::Result<&dyn TokenOffsets> {
+        Ok(self.tokenizer.as_deref().ok_or_else(|| Models::missing("tokenizer"))?)
     }
 }

@@ -18,12 +18,85 @@
 //! assert_eq!(p.embedder.dims, 384);
 //! assert_eq!(toml::from_str::<Pipeline>(&p.to_toml()).unwrap(), p);
 //! ```
+//!
+//! A pipeline builds its own stages from a [`ModelProvider`] (the real models in the
+//! `metarag` library, fakes in tests):
+//!
+//! ```
+//! use metarag_core::pipeline::Pipeline;
+//! use metarag_core::testing::FakeModels;
+//! use metarag_core::{Document, split::RuleSplitter};
+//!
+//! let p = Pipeline::from_toml("[chunker]\nmethod = \"ppl\"\n[merge]\ntarget = 6\n", "inline".as_ref())?;
+//! let doc = Document::from_text("d", "The cat sat. The cat sat again. Quarks bind. Gluons carry it.");
+//! let c = p.chunk_document(&FakeModels::default(), &doc)?;
+//! assert_eq!(c.spans.first().map(|s| s.start), Some(0));
+//! assert_eq!(c.spans.last().map(|s| s.end), Some(doc.text.len()));
+//! # Ok::<(), metarag_core::Error>(())
+//! ```
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::chunk::{
+    BoundaryRule, Chars, ChunkSizer, Chunker, Chunking, FixedChunker, MarginChunker, MarginConfig, PplChunker,
+    PplConfig, SemanticChunker, SemanticConfig, SentenceChunker, TokenSizer, Words,
+};
+use crate::model::{MarginJudge, SentenceEmbedder, SentenceScorer, TokenOffsets};
+use crate::split::RuleSplitter;
+use crate::{Document, Error, Result};
+
+/// Where a pipeline's model-backed stages come from: the `metarag` library implements it over
+/// the real models (loaded for the pipeline), [`crate::testing::FakeModels`] over fakes. A
+/// model the provider did not load is an error naming it.
+pub trait ModelProvider {
+    /// The sentence scorer of PPL chunking (the causal LM, windowed by [`ScorerConfig`]).
+    fn scorer(&self) -> Result<&dyn SentenceScorer>;
+    /// The split-or-keep judge of margin chunking.
+    fn judge(&self) -> Result<Box<dyn MarginJudge + '_>>;
+    /// The sentence embedder (semantic chunking).
+    fn embedder(&self) -> Result<&dyn SentenceEmbedder>;
+    /// Token offsets (fixed-size chunks, merging by tokens).
+    fn tokens(&self) -> Result<&dyn TokenOffsets>;
+}
+
+impl ChunkerConfig {
+    /// The chunker these settings describe, over `models`.
+    pub fn build<'a>(&self, models: &'a dyn ModelProvider) -> Result<Box<dyn Chunker + 'a>> {
+        Ok(match self {
+            ChunkerConfig::Ppl { threshold, rule, adaptive, overlap } => {
+                let rule = match rule {
+                    PplRule::Either => BoundaryRule::Either,
+                    PplRule::Both => BoundaryRule::Both,
+                };
+                let config = PplConfig { threshold: *threshold, rule, adaptive: *adaptive, overlap: *overlap };
+                Box::new(PplChunker::new(models.scorer()?, config))
+            }
+            ChunkerConfig::Margin { threshold } => Box::new(MarginChunker::new(
+                models.judge()?,
+                MarginConfig { threshold: *threshold, ..MarginConfig::default() },
+            )),
+            ChunkerConfig::Semantic { percentile } => Box::new(SemanticChunker::new(
+                models.embedder()?,
+                SemanticConfig { percentile: *percentile, ..SemanticConfig::default() },
+            )),
+            ChunkerConfig::Sentence => Box::new(SentenceChunker),
+            ChunkerConfig::Fixed { size } => Box::new(FixedChunker::new(models.tokens()?, *size)?),
+        })
+    }
+}
+
+impl MergeConfig {
+    /// The sizer of this merge step's unit, over `models`.
+    pub fn sizer<'a>(&self, models: &'a dyn ModelProvider) -> Result<Box<dyn ChunkSizer + 'a>> {
+        Ok(match self.unit {
+            MergeUnit::Words => Box::new(Words),
+            MergeUnit::Chars => Box::new(Chars),
+            MergeUnit::Tokens => Box::new(TokenSizer(models.tokens()?)),
+        })
+    }
+}
 
 /// A whole ingestion pipeline.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -49,6 +122,15 @@ impl Pipeline {
     /// Parses pipeline TOML read from `origin` (named in errors).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         toml::from_str(text).map_err(|e| Error::Config(format!("{}: invalid pipeline: {e}", origin.display())))
+    }
+
+    /// Cuts `doc` with this pipeline's chunker and merge step over `models`: sentences by the
+    /// rule-based splitter, then [`crate::chunk::chunk_document`].
+    pub fn chunk_document(&self, models: &dyn ModelProvider, doc: &Document) -> Result<Chunking> {
+        let chunker = self.chunker.build(models)?;
+        let sizer = self.merge.as_ref().map(|m| m.sizer(models)).transpose()?;
+        let merge_to = self.merge.as_ref().zip(sizer.as_deref()).map(|(m, s)| (m.target, s));
+        crate::chunk::chunk_document(doc, &RuleSplitter::default(), chunker.as_ref(), merge_to)
     }
 
     /// The pipeline as TOML (what `from_file` reads back).
@@ -214,6 +296,56 @@ mod tests {
             };
             assert_eq!(toml::from_str::<Pipeline>(&p.to_toml()).unwrap(), p);
         }
+    }
+
+    #[test]
+    fn every_method_builds_from_a_provider_and_tiles_the_text() {
+        let models = crate::testing::FakeModels::default();
+        let text = "The cat sat on the mat. The cat sat again. Quantum chromodynamics binds quarks. \
+                    Gluons carry the strong force. The cat slept. It was a long day for the cat.";
+        let doc = Document::from_text("d", text);
+        for c in [
+            ChunkerConfig::default(),
+            ChunkerConfig::Ppl { threshold: 0.0, rule: PplRule::Both, adaptive: false, overlap: false },
+            ChunkerConfig::Margin { threshold: 0.0 },
+            ChunkerConfig::Semantic { percentile: 50.0 },
+            ChunkerConfig::Sentence,
+            ChunkerConfig::Fixed { size: 4 },
+        ] {
+            for merge in [None, Some(MergeConfig { target: 8, unit: MergeUnit::Tokens })] {
+                let p = Pipeline { chunker: c.clone(), merge, ..Pipeline::default() };
+                let got = p.chunk_document(&models, &doc).unwrap();
+                assert!(crate::tiles(&got.spans, text.len()), "{} does not tile: {:?}", c.name(), got.spans);
+            }
+        }
+    }
+
+    /// A provider that loaded nothing.
+    struct Nothing;
+
+    impl ModelProvider for Nothing {
+        fn scorer(&self) -> Result<&dyn SentenceScorer> {
+            Err(Error::Config("no causal LM loaded".into()))
+        }
+        fn judge(&self) -> Result<Box<dyn MarginJudge + '_>> {
+            Err(Error::Config("no causal LM loaded".into()))
+        }
+        fn embedder(&self) -> Result<&dyn SentenceEmbedder> {
+            Err(Error::Config("no embedder loaded".into()))
+        }
+        fn tokens(&self) -> Result<&dyn TokenOffsets> {
+            Err(Error::Config("no tokenizer loaded".into()))
+        }
+    }
+
+    #[test]
+    fn a_missing_model_is_an_error_and_the_baselines_need_none() {
+        assert!(ChunkerConfig::Sentence.build(&Nothing).is_ok());
+        assert!(MergeConfig { target: 5, unit: MergeUnit::Words }.sizer(&Nothing).is_ok());
+        let e = ChunkerConfig::Semantic { percentile: 95.0 }.build(&Nothing).err().map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("invalid configuration: no embedder loaded"));
+        assert!(ChunkerConfig::default().build(&Nothing).is_err());
+        assert!(MergeConfig { target: 5, unit: MergeUnit::Tokens }.sizer(&Nothing).is_err());
     }
 
     #[test]

@@ -120,3 +120,30 @@ impl TokenOffsets for FakeTokens {
         Ok(out)
     }
 }
+
+/// A [`ModelProvider`](crate::pipeline::ModelProvider) over the fakes: every pipeline builds
+/// and runs in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FakeModels {
+    /// The fake scorer (PPL).
+    pub scorer: FakeScorer,
+    /// The fake embedder (semantic).
+    pub embedder: FakeEmbedder,
+    /// The fake tokenizer (fixed, merging by tokens).
+    pub tokens: FakeTokens,
+}
+
+impl crate::pipeline::ModelProvider for FakeModels {
+    fn scorer(&self) -> Result<&dyn SentenceScorer> {
+        Ok(&self.scorer)
+    }
+    fn judge(&self) -> Result<Box<dyn MarginJudge + '_>> {
+        Ok(Box::new(FakeJudge))
+    }
+    fn embedder(&self) -> Result<&dyn SentenceEmbedder> {
+        Ok(&self.embedder)
+    }
+    fn tokens(&self) -> Result<&dyn TokenOffsets> {
+        Ok(&self.tokens)
+    }
+}
