@@ -152,8 +152,10 @@ pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<(Vec<PathBuf>, usize)>
     Ok((out, skipped))
 }
 
-struct Bar {
+struct Bar<'a> {
     bar: ProgressBar,
+    /// Set by someone else (the Python package on Ctrl-C) to stop starting files.
+    cancel: Option<&'a std::sync::atomic::AtomicBool>,
     files: AtomicUsize,
     total: AtomicUsize,
     chunks: AtomicU64,
@@ -161,7 +163,11 @@ struct Bar {
     started: Mutex<Instant>,
 }
 
-impl IngestObserver for Bar {
+impl IngestObserver for Bar<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
     fn start(&self, files: usize, bytes: u64) {
         self.total.store(files, Ordering::Relaxed);
         self.bar.set_length(bytes.max(1));
@@ -213,6 +219,7 @@ pub fn ingest_files(
     quiet: bool,
 ) -> anyhow::Result<metarag_index::IngestReport> {
     let job = Job {
+        cancel: None,
         store: StoreConfig::Embedded,
         file_timeout: 60,
         batch_docs: 32,
@@ -268,11 +275,13 @@ pub fn ingest_inputs(
     inputs: &[String],
     opts: &RuntimeOptions,
     settings: &IngestSettings,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Ingested> {
     quiet_pdf_panics();
     let (files, skipped_binary) = expand_inputs(inputs)?;
     let pipeline = index.config().pipeline.clone();
     let job = Job {
+        cancel,
         store: StoreConfig::Embedded,
         file_timeout: settings.file_timeout,
         batch_docs: settings.batch_docs,
@@ -284,7 +293,9 @@ pub fn ingest_inputs(
     Ok(Ingested { report, skipped_binary })
 }
 
-struct Job {
+struct Job<'a> {
+    /// Stop starting files once set (the Python package sets it on Ctrl-C).
+    cancel: Option<&'a std::sync::atomic::AtomicBool>,
     store: StoreConfig,
     file_timeout: u64,
     batch_docs: usize,
@@ -300,7 +311,7 @@ fn run_ingest(
     opts: &RuntimeOptions,
     threads: usize,
     quiet: bool,
-    job: &Job,
+    job: &Job<'_>,
 ) -> anyhow::Result<metarag_index::IngestReport> {
     // Documents are chunked `threads` at a time: one LM session each.
     // Margin judging gains from a session per document; PPL scoring does not (see chunk).
@@ -336,6 +347,7 @@ fn run_ingest(
     );
     let observer = Bar {
         bar,
+        cancel: job.cancel,
         files: AtomicUsize::new(0),
         total: AtomicUsize::new(0),
         chunks: AtomicU64::new(0),
@@ -358,6 +370,7 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     };
     let (files, skipped_binary) = expand_inputs(&args.paths)?;
     let job = Job {
+        cancel: None,
         store,
         file_timeout: args.file_timeout,
         batch_docs: args.batch_docs,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -184,6 +185,24 @@ def test_searches_from_threads_agree(index: metarag.Index) -> None:
         t.join()
     assert not errors, errors
     assert all(results[i] == expected[q] for i, q in enumerate(queries))
+
+
+def test_ctrl_c_stops_an_ingest_and_a_rerun_completes_it(tmp_path: Path) -> None:
+    idx = metarag.Index.create(tmp_path / "interrupted")  # PPL: the corpus takes ~20 s
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            idx.ingest([CORPUS])
+    finally:
+        timer.cancel()
+    partial = idx.documents
+    assert partial < 4, "the ingest stopped early"
+    report = idx.ingest([CORPUS])
+    assert report.failed == [] and report.unchanged == partial and report.ingested == 4 - partial
+    assert idx.documents == 4
+    assert idx.search("How large was the loan completed in Holland?", k=1)[0].path.endswith("washington-1790.txt")
+    idx.close()
 
 
 def test_a_closed_index_raises_and_frees_the_directory(tmp_path: Path) -> None:

@@ -154,6 +154,12 @@ pub trait IngestObserver: Sync {
     fn file(&self, _path: &Path, _bytes: u64, _outcome: &FileOutcome) {}
     /// Called after each committed batch.
     fn committed(&self, _docs: usize, _chunks: usize) {}
+    /// Polled before each file is prepared: once true, no further file is started; what is
+    /// prepared is written and committed, and the ingest returns with
+    /// [`IngestReport::cancelled`] set (a rerun picks up the rest).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -218,6 +224,9 @@ pub struct IngestReport {
     pub stages: Stages5,
     /// Wall-clock seconds of the whole ingest.
     pub seconds: f64,
+    /// Stopped early by the observer ([`IngestObserver::cancelled`]): files not looked at
+    /// are in none of the counts.
+    pub cancelled: bool,
 }
 
 /// The document id of a path: the path with `.` components and doubled separators removed,
@@ -297,6 +306,7 @@ pub fn ingest(
         .collect();
     let stats = Mutex::new(Stages5::default());
     let stop = AtomicBool::new(false);
+    let cancelled = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(2 * rayon::current_num_threads().max(1));
     let written = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
@@ -306,6 +316,11 @@ pub fn ingest(
         });
         files.par_iter().zip(&sizes).for_each_with(tx, |tx, (path, &size)| {
             if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if observer.cancelled() {
+                cancelled.store(true, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
                 return;
             }
             let r = prepare(&known, path, stages, &fingerprint, &stats);
@@ -323,6 +338,7 @@ pub fn ingest(
     report.unchanged = written.unchanged;
     report.failed = written.failed;
     report.chunks = written.chunks;
+    report.cancelled = cancelled.into_inner();
     if options.optimize && report.ingested > 0 {
         let t = Instant::now();
         index.optimize()?;

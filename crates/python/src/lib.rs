@@ -16,7 +16,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use metarag::{AskOptions, Engine, EngineError, IngestSettings, Models, RuntimeOptions};
 use metarag_core::Document;
@@ -419,7 +421,8 @@ impl Index {
         let inputs: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         let settings =
             IngestSettings { threads: self.threads, progress, prune, file_timeout, ..IngestSettings::default() };
-        let out = py.detach(|| -> anyhow::Result<metarag::Ingested> {
+        let cancel = AtomicBool::new(false);
+        let work = || -> anyhow::Result<metarag::Ingested> {
             let mut slot = self.engine.write().map_err(|_| anyhow::anyhow!("a poisoned lock"))?;
             let pipeline = match slot.take() {
                 Some(e) => e.index().config().pipeline.clone(),
@@ -428,15 +431,37 @@ impl Index {
             // The reader is closed while a writer holds the stores, then opened again.
             let result = RawIndex::create_or_open(&self.dir, &pipeline, &StoreConfig::Embedded)
                 .map_err(anyhow::Error::from)
-                .and_then(|mut writer| metarag::ingest_inputs(&mut writer, &inputs, &self.opts, &settings));
+                .and_then(|mut writer| {
+                    metarag::ingest_inputs(&mut writer, &inputs, &self.opts, &settings, Some(&cancel))
+                });
             match Engine::open(&self.dir, self.opts.clone()) {
                 Ok(engine) => *slot = Some(engine),
                 Err(e) if result.is_ok() => return Err(e.context("reopening the index after the ingest")),
                 Err(_) => {}
             }
             result
+        };
+        // The ingest runs on its own thread while this one, the interpreter's, waits with the
+        // GIL released and looks for signals: Ctrl-C stops starting files, what is in flight
+        // is written and committed, then KeyboardInterrupt is raised (a rerun continues).
+        let mut interrupted = None;
+        let out = std::thread::scope(|scope| {
+            let worker = scope.spawn(work);
+            while !worker.is_finished() {
+                py.detach(|| std::thread::sleep(Duration::from_millis(50)));
+                if interrupted.is_none()
+                    && let Err(e) = py.check_signals()
+                {
+                    cancel.store(true, Ordering::Relaxed);
+                    interrupted = Some(e);
+                }
+            }
+            worker.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the ingest thread panicked")))
         });
         let done = out.map_err(|e| failed(py, e, Some(&self.dir)))?;
+        if let Some(e) = interrupted {
+            return Err(e);
+        }
         let json = serde_json::to_string(&done).map_err(|e| failed(py, e, Some(&self.dir)))?;
         let r = done.report;
         Ok(IngestReport {

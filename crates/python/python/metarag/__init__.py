@@ -177,7 +177,8 @@ class Index:
         Unchanged files are skipped; a file that fails (corrupt PDF, binary, invalid UTF-8)
         is listed in ``report.failed`` with its path and the others are ingested. ``prune``
         removes documents whose files are not among ``paths``. ``progress`` draws a bar on
-        stderr.
+        stderr. Ctrl-C stops starting files: those in flight are written and committed, then
+        ``KeyboardInterrupt`` is raised; running the same ingest again does the rest.
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
