@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use metarag_core::Document;
 pub use metarag_core::chunk::Chunking;
-use metarag_core::pipeline::Pipeline;
 use metarag_generate::aggregate::Method;
 use metarag_generate::qa::Answer;
 use metarag_index::{Index, Mode, Query, SearchHit};
@@ -83,12 +82,6 @@ pub struct Asked {
     pub answer: Answer,
     /// Ids (`path#chunk`) of the retrieved chunks, best first.
     pub retrieved: Vec<String>,
-}
-
-/// Cuts `doc` by `pipeline` with `models` ([`Pipeline::chunk_document`] over the real models):
-/// what ingest does to every document before embedding.
-pub fn chunk_document(models: &Models, pipeline: &Pipeline, doc: &Document) -> anyhow::Result<Chunking> {
-    Ok(pipeline.chunk_document(models, doc)?)
 }
 
 /// An index opened for search, with the models that chunk and answer with it.
@@ -167,7 +160,7 @@ impl Engine {
     /// Cuts `doc` as ingest would with this index's pipeline.
     pub fn chunk(&self, doc: &Document) -> Result<Chunking, EngineError> {
         let models = self.models()?;
-        chunk_document(&models, &self.index.config().pipeline, doc).map_err(EngineError::Failed)
+        self.index.config().pipeline.chunk_document(models.as_ref(), doc).map_err(|e| EngineError::Failed(e.into()))
     }
 
     /// Answers `question` from the `options.k` best chunks (hybrid search), citing them.

@@ -36,7 +36,7 @@ mod setup;
 
 use std::process::ExitCode;
 
-pub use engine::{AskOptions, Asked, Chunking, Engine, EngineError, chunk_document};
+pub use engine::{AskOptions, Asked, Chunking, Engine, EngineError};
 pub use ingest::{DEFAULT_PIPELINE, IngestSettings, Ingested, ingest_inputs};
 pub use metarag_onnx::RuntimeOptions;
 pub use pipeline::{EMBEDDER_ID, Models, runtime};

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use metarag::{AskOptions, Engine, EngineError, IngestSettings, Models, RuntimeOptions};
+use metarag::{AskOptions, Chunking, Engine, EngineError, IngestSettings, Models, RuntimeOptions};
 use metarag_core::Document;
 use metarag_core::load::{LoadOptions, load_path};
 use metarag_core::pipeline::Pipeline;
@@ -105,10 +105,9 @@ impl Chunk {
     }
 }
 
-/// The chunks of `doc` by `pipeline` over `models`.
-fn chunks_of(models: &Models, pipeline: &Pipeline, doc: &Document) -> anyhow::Result<Vec<Chunk>> {
-    let c = metarag::chunk_document(models, pipeline, doc)?;
-    Ok(c.spans
+/// The chunks of a chunked `doc`, for Python.
+fn chunks_of(doc: &Document, c: &Chunking) -> Vec<Chunk> {
+    c.spans
         .iter()
         .enumerate()
         .map(|(index, s)| Chunk {
@@ -119,7 +118,7 @@ fn chunks_of(models: &Models, pipeline: &Pipeline, doc: &Document) -> anyhow::Re
             text: doc.text[s.clone()].to_string(),
             scores: c.scores_in(s).to_vec(),
         })
-        .collect())
+        .collect()
 }
 
 /// Models by (pipeline, threads, models directory): `chunk` loads them once per setting.
@@ -161,7 +160,8 @@ fn chunk(
     };
     let out = py.detach(|| -> Result<Vec<Chunk>, (bool, anyhow::Error)> {
         let models = models_for(&pipeline, threads, &opts).map_err(|e| (true, e))?;
-        chunks_of(&models, &pipeline, &doc).map_err(|e| (false, e))
+        let chunking = pipeline.chunk_document(models.as_ref(), &doc).map_err(|e| (false, e.into()))?;
+        Ok(chunks_of(&doc, &chunking))
     });
     out.map_err(|(loading, e)| {
         if loading {
@@ -562,19 +562,7 @@ impl Index {
     fn chunk(&self, py: Python<'_>, text: String) -> PyResult<Vec<Chunk>> {
         let doc = Document::from_text("text", text);
         let chunking = self.with_engine(py, |e| e.chunk(&doc))?;
-        Ok(chunking
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(index, s)| Chunk {
-                doc: doc.id.clone(),
-                index,
-                start: s.start,
-                end: s.end,
-                text: doc.text[s.clone()].to_string(),
-                scores: chunking.scores_in(s).to_vec(),
-            })
-            .collect())
+        Ok(chunks_of(&doc, &chunking))
     }
 
     /// Releases the index (its stores' locks and the models); later calls raise.
