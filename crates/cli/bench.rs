@@ -1,21 +1,24 @@
 //! `metarag bench`: retrieval quality of chunkers × retrieval modes on a QA dataset.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
 use metarag_core::model::SentenceEmbedder;
 use metarag_core::pipeline::Pipeline;
-use metarag_eval::retrieval::{Judged, RetrievalMetrics, is_relevant};
+use metarag_eval::bench::{
+    self, AnswerCache, AnswerContext, AnswerReport, AnswerTally, BenchReport, CachedAnswer, ChunkerRun, ModeRun,
+    PplCurve, StageLog, StepsPoint,
+};
+use metarag_eval::retrieval::{Judged, RetrievalMetrics};
 use metarag_eval::{Dataset, Question};
 use metarag_index::{Index, Mode, Query};
 use metarag_onnx::{Embedder, RuntimeOptions};
-use serde::Serialize;
 
 /// Arguments of `metarag bench`.
 #[derive(Debug, Clone, Args)]
@@ -110,7 +113,8 @@ pub struct BenchArgs {
     /// Context of the answers (with --generate): the retrieved chunks, or the gold passage
     /// alone (the paragraph that holds the question's first gold answer): the reader's own
     /// ceiling, with retrieval taken out.
-    #[arg(long, value_enum, default_value_t = AnswerContext::Retrieved)]
+    #[arg(long, default_value = "retrieved", value_parser = clap::builder::PossibleValuesParser::new(["retrieved", "gold"])
+        .try_map(|s| s.parse::<AnswerContext>()))]
     answer_context: AnswerContext,
     /// Masked decoder: answer the same questions again with each of these --steps values and
     /// plot exact match against them (accuracy_vs_steps.svg), e.g. 2,5,10,20.
@@ -118,64 +122,6 @@ pub struct BenchArgs {
     steps_sweep: Vec<usize>,
     #[command(flatten)]
     decoding: crate::ask::GenerateArgs,
-}
-
-#[derive(Debug, Serialize)]
-struct ChunkerRun {
-    chunker: String,
-    pipeline: Pipeline,
-    index: PathBuf,
-    documents: usize,
-    chunks: u64,
-    mean_chunk_words: f64,
-    ingest_seconds: f64,
-    chunking_seconds: f64,
-    modes: Vec<ModeRun>,
-}
-
-#[derive(Debug, Serialize)]
-struct ModeRun {
-    mode: Mode,
-    metrics: RetrievalMetrics,
-    search_seconds: f64,
-}
-
-/// Wall time and peak resident memory of one bench stage.
-#[derive(Debug, Clone, Serialize)]
-struct StageTime {
-    stage: String,
-    seconds: f64,
-    /// Peak resident set (MiB) while the stage ran: the process high-water mark, reset before
-    /// the stage through /proc/self/clear_refs (Linux); without the reset it is the peak so far.
-    peak_rss_mib: Option<f64>,
-}
-
-#[derive(Debug, Default)]
-struct StageLog {
-    stages: Vec<StageTime>,
-}
-
-impl StageLog {
-    fn run<T>(&mut self, stage: impl Into<String>, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-        // "5" resets the peak RSS counter of this process (Linux >= 4.0).
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let t = Instant::now();
-        let out = f()?;
-        self.stages.push(StageTime {
-            stage: stage.into(),
-            seconds: t.elapsed().as_secs_f64(),
-            peak_rss_mib: peak_rss_mib(),
-        });
-        Ok(out)
-    }
-}
-
-/// VmHWM of /proc/self/status in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 fn dataset_dir(name: &str, opts: &RuntimeOptions, out: &Path) -> anyhow::Result<PathBuf> {
@@ -244,7 +190,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         if let Some(n) = args.limit {
             data.questions.truncate(n);
         }
-        Ok((dir, data))
+        anyhow::Ok((dir, data))
     })?;
     let docs: BTreeSet<String> = data.questions.iter().map(|q| q.doc.clone()).collect();
     let files: Vec<PathBuf> = docs.iter().map(|d| data.corpus.join(d)).collect();
@@ -254,8 +200,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let qvecs = log.run("embed questions", || {
         let texts: Vec<&str> = data.questions.iter().map(|q| q.question.as_str()).collect();
-        let cache = args.out.join(format!("question-vectors-{}.f32", text_key(&texts)));
-        if let Some(v) = read_vectors(&cache, texts.len()) {
+        let cache = bench::vectors_path(&args.out, crate::pipeline::EMBEDDER_ID, &texts);
+        if let Some(v) = bench::read_vectors(&cache, texts.len()) {
             return Ok(v);
         }
         let embedder = Arc::new(Embedder::load(&opts)?);
@@ -263,32 +209,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         for b in texts.chunks(64) {
             qvecs.extend(embedder.embed(b)?);
         }
-        write_vectors(&cache, &qvecs)?;
-        Ok(qvecs)
+        bench::write_vectors(&cache, &qvecs)?;
+        anyhow::Ok(qvecs)
     })?;
     let embed_seconds = t.elapsed().as_secs_f64();
     let mut lengths: Vec<(String, Vec<f64>)> = Vec::new();
     let mut curve = None;
 
     let mut runs = Vec::new();
-    let mut configs: Vec<(String, PathBuf)> = Vec::new();
-    let chunkers = if args.chunkers.is_empty() && args.pipelines.is_empty() {
-        ALL_CHUNKERS.iter().map(|c| c.to_string()).collect()
-    } else {
-        args.chunkers.clone()
-    };
-    for name in chunkers {
-        let file = crate::setup::checkout().join(format!("pipelines/bench-{name}.toml"));
-        configs.push((name, file));
-    }
-    for file in &args.pipelines {
-        let name = file.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
-        if configs.iter().any(|(n, _)| *n == name) {
-            bail!("two configurations are named {name:?} ({}): rename the file", file.display());
-        }
-        configs.push((name, file.clone()));
-    }
-    for (name, pfile) in &configs {
+    for planned in bench::plan(&crate::setup::checkout(), &args.chunkers, &args.pipelines)? {
+        let (name, pfile) = (&planned.name, &planned.file);
         let pipeline = Pipeline::from_file(pfile)
             .with_context(|| format!("configuration {name:?}: cannot load the pipeline {}", pfile.display()))?;
         let fp = metarag_index::IndexConfig {
@@ -335,7 +265,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     let hits = index.search_with_vector(&query, Some(v))?;
                     judged.push(judge(q, &hits));
                 }
-                Ok(judged)
+                anyhow::Ok(judged)
             })?;
             let metrics = RetrievalMetrics::from_runs(&judged);
             eprintln!(
@@ -344,7 +274,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 metrics.mrr10,
                 metrics.questions
             );
-            modes.push(ModeRun { mode, metrics, search_seconds: t.elapsed().as_secs_f64() });
+            modes.push(ModeRun { mode: mode_name(mode), metrics, search_seconds: t.elapsed().as_secs_f64() });
         }
         runs.push(ChunkerRun {
             chunker: name.clone(),
@@ -383,188 +313,54 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 })?)
             };
             let r = report.as_ref().unwrap_or(main);
+            let of = |v: &[(String, f64)], m: &str| v.iter().find(|(x, _)| x == m).map(|(_, c)| *c);
             steps_curve.extend(r.runs.iter().map(|run| StepsPoint {
                 steps,
                 infill: run.infill.clone(),
                 method: run.method,
                 em: run.metrics.em,
                 f1: run.metrics.f1,
-                committed_per_step: r.committed_per_step.iter().find(|(m, _)| *m == run.infill).map(|(_, c)| *c),
-                decoded_per_step: r.decoded_per_step.iter().find(|(m, _)| *m == run.infill).map(|(_, c)| *c),
-                decode_seconds: r.decode_seconds.iter().find(|(m, _)| *m == run.infill).map(|(_, s)| *s),
+                committed_per_step: of(&r.committed_per_step, &run.infill),
+                decoded_per_step: of(&r.decoded_per_step, &run.infill),
+                decode_seconds: of(&r.decode_seconds, &run.infill),
             }));
         }
     }
-    let plots = draw_plots(&args.out, &runs, &lengths, curve.as_ref(), answers.as_ref(), &steps_curve, &log.stages);
-    let report = serde_json::json!({
-        "dataset": dir, "questions": data.questions.len(), "documents": files.len(),
-        "question_embedding_seconds": embed_seconds, "rrf_k": args.rrf_k, "rrf_weights": args.weights,
-        "runs": runs, "answers": answers, "steps_curve": steps_curve, "stages": log.stages, "ppl_curve": curve,
-        "plots": plots.iter().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>(),
-    });
-    let json_path = args.out.join("report.json");
-    metarag_index::manifest::write_atomic(&json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    let mut md = markdown(&runs, data.questions.len(), &dir);
-    if let Some(a) = &answers {
-        md.push_str(&answers_markdown(a));
+    let mut report = BenchReport {
+        dataset: dir,
+        questions: data.questions.len(),
+        documents: files.len(),
+        question_embedding_seconds: embed_seconds,
+        rrf_k: args.rrf_k,
+        rrf_weights: args.weights,
+        runs,
+        answers,
+        steps_curve,
+        stages: log.stages,
+        ppl_curve: curve,
+        plots: Vec::new(),
+    };
+    let (plots, failed) = bench::plots::draw_all(&args.out, &report, &lengths);
+    for e in failed {
+        eprintln!("warning: {e}");
     }
-    if !steps_curve.is_empty() {
-        md.push_str(&steps_markdown(&steps_curve));
-    }
-    md.push_str(&stages_markdown(&log.stages, &plots));
-    metarag_index::manifest::write_atomic(&args.out.join("report.md"), md.as_bytes())?;
+    report.plots = plots.iter().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()).collect();
+    let md = report.write(&args.out)?;
     {
         use std::io::Write as _;
         std::io::stdout().lock().write_all(md.as_bytes())?;
     }
-    eprintln!("wrote {} and report.md", json_path.display());
+    eprintln!("wrote {} and report.md", args.out.join("report.json").display());
     Ok(ExitCode::SUCCESS)
 }
 
 fn judge(q: &Question, hits: &[metarag_index::SearchHit]) -> Judged {
-    Judged::new(
-        hits.iter()
-            .map(|h| {
-                let file = Path::new(&h.record.path).file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
-                is_relevant(q, &file, h.record.start, h.record.end)
-            })
-            .collect(),
-    )
-}
-
-fn markdown(runs: &[ChunkerRun], questions: usize, dir: &Path) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# Retrieval on {} ({questions} questions)\n", dir.display());
-    let _ = writeln!(
-        s,
-        "| chunker | chunks | mean words | chunking s | mode | recall@1 | recall@5 | recall@10 | MRR@10 | nDCG@10 |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|");
-    for r in runs {
-        for m in &r.modes {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.1} | {:.1} | {:?} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                r.chunker,
-                r.chunks,
-                r.mean_chunk_words,
-                r.chunking_seconds,
-                m.mode,
-                m.metrics.recall_at(1),
-                m.metrics.recall_at(5),
-                m.metrics.recall_at(10),
-                m.metrics.mrr10,
-                m.metrics.ndcg10
-            );
-        }
-    }
-    s
-}
-
-#[derive(Debug, Serialize)]
-struct AnswerRun {
-    infill: String,
-    method: metarag_generate::aggregate::Method,
-    metrics: metarag_eval::AnswerMetrics,
-}
-
-/// One point of the accuracy-vs-steps curve (`--steps-sweep`).
-#[derive(Debug, Serialize)]
-struct StepsPoint {
-    steps: usize,
-    infill: String,
-    method: metarag_generate::aggregate::Method,
-    em: f64,
-    f1: f64,
-    committed_per_step: Option<f64>,
-    decoded_per_step: Option<f64>,
-    decode_seconds: Option<f64>,
-}
-
-fn steps_markdown(points: &[StepsPoint]) -> String {
-    let mut s = String::from(
-        "\n# Accuracy vs denoising steps (masked decoder, same questions)\n\n| steps | infill | aggregation | EM | F1 | slot tokens per step | decoded per step | decode s |\n|---:|---|---|---:|---:|---:|---:|---:|\n",
-    );
-    for p in points {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.1} |",
-            p.steps,
-            p.infill,
-            p.method,
-            p.em,
-            p.f1,
-            p.committed_per_step.unwrap_or(f64::NAN),
-            p.decoded_per_step.unwrap_or(f64::NAN),
-            p.decode_seconds.unwrap_or(f64::NAN)
-        );
-    }
-    s
-}
-
-/// Where the answers' context comes from (`--answer-context`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum AnswerContext {
-    /// The top --context-k chunks of --answer-retrieval.
-    Retrieved,
-    /// The gold passage alone.
-    Gold,
-}
-
-#[derive(Debug, Serialize)]
-struct AnswerReport {
-    /// "causal" or "masked".
-    decoder: String,
-    /// --steps of the masked decoder (None: one token per step).
-    steps: Option<usize>,
-    /// Mean model calls per question, per infill mode (decodes cached before this was kept are
-    /// left out).
-    forwards_per_question: Vec<(String, f64)>,
-    /// Masked decoder: mean slot tokens committed per candidate per step, per infill mode.
-    committed_per_step: Vec<(String, f64)>,
-    /// Masked decoder: the same without the end padding an end token implies.
-    decoded_per_step: Vec<(String, f64)>,
-    questions: usize,
-    samples: usize,
-    seed: u64,
-    context: AnswerContext,
-    context_retrieval: Mode,
-    context_k: usize,
-    /// Share of answered questions whose context holds a gold answer span.
-    context_has_answer: f64,
-    runs: Vec<AnswerRun>,
-    /// Decoding seconds per infill mode (all questions; a reused decode counts the seconds
-    /// it took when it was made).
-    decode_seconds: Vec<(String, f64)>,
-    /// Question × mode decodes reused from the answer cache.
-    cached: usize,
-    /// The answer cache of this configuration.
-    cache: PathBuf,
-    /// Aggregation seconds (all methods, all questions).
-    aggregate_seconds: f64,
-    /// EM / F1 with only the first N candidates of the same decode (what N samples would give:
-    /// every candidate has its own random stream), N = 1, 2, 4, … up to --samples.
-    samples_curve: Vec<SamplesCurve>,
-}
-
-#[derive(Debug, Serialize)]
-struct SamplesCurve {
-    infill: String,
-    method: metarag_generate::aggregate::Method,
-    points: Vec<SamplesPoint>,
-}
-
-#[derive(Debug, Serialize)]
-struct SamplesPoint {
-    samples: usize,
-    em: f64,
-    f1: f64,
+    bench::judge(q, hits.iter().map(|h| (h.record.path.as_str(), h.record.start, h.record.end)))
 }
 
 /// Answers the first `--answer-limit` questions from the index at `index_dir`: one decode per
 /// question and infill mode, aggregated by every method on the same candidates. Per-question
-/// results go to OUT/answers.jsonl.
+/// results go to OUT/`log_name`.
 fn answer_questions(
     args: &BenchArgs,
     data: &Dataset,
@@ -573,14 +369,13 @@ fn answer_questions(
     opts: &RuntimeOptions,
     log_name: &str,
 ) -> anyhow::Result<AnswerReport> {
-    use metarag_eval::{AnswerMetrics, AnswerRecord};
     use std::io::Write as _;
     if args.aggregate.is_empty() || args.infill.is_empty() {
         bail!("--generate needs at least one --aggregate method and one --infill mode");
     }
     let n = args.answer_limit.unwrap_or(data.questions.len()).min(data.questions.len());
     let index = Index::open(index_dir)?;
-    let mut cache = AnswerCache::open(args, index_dir, opts)?;
+    let mut cache = AnswerCache::open(&args.out, &cache_key(args, index_dir, opts)?)?;
     // Loaded on the first question the cache does not have.
     let mut generator: Option<crate::ask::Generator> = None;
     let bar = if args.quiet {
@@ -598,21 +393,8 @@ fn answer_questions(
     let mut log = std::io::BufWriter::new(
         std::fs::File::create(&log_path).with_context(|| format!("{}: cannot create", log_path.display()))?,
     );
-    let mut records: Vec<Vec<Vec<AnswerRecord>>> =
-        vec![vec![Vec::with_capacity(n); args.aggregate.len()]; args.infill.len()];
-    let mut decode_seconds = vec![0.0; args.infill.len()];
-    let (mut forwards, mut committed) = (vec![Vec::new(); args.infill.len()], vec![Vec::new(); args.infill.len()]);
-    let mut decoded = vec![Vec::new(); args.infill.len()];
-    let sizes: Vec<usize> = {
-        let n = args.decoding.samples.max(1);
-        let mut v: Vec<usize> = std::iter::successors(Some(1usize), |&k| Some(k * 2)).take_while(|&k| k < n).collect();
-        v.push(n);
-        v
-    };
-    // [infill][method][size] -> records
-    let mut by_size: Vec<Vec<Vec<Vec<AnswerRecord>>>> =
-        vec![vec![vec![Vec::with_capacity(n); sizes.len()]; args.aggregate.len()]; args.infill.len()];
-    let mut aggregate_seconds = 0.0;
+    let infills: Vec<String> = args.infill.iter().map(|&m| infill_name(m)).collect();
+    let mut tally = AnswerTally::new(infills.clone(), args.aggregate.clone(), args.decoding.samples);
     let mut has_answer = 0usize;
     // The answered questions are spread evenly over the asked ones (every one when n = all).
     let total = data.questions.len();
@@ -640,7 +422,7 @@ fn answer_questions(
         let golds: Vec<&str> = q.answers.iter().map(|a| a.text.as_str()).collect();
         for (i, &infill) in args.infill.iter().enumerate() {
             let context: Vec<String> = chunks.iter().map(|c| c.id.clone()).collect();
-            let answer = match cache.get(&q.id, infill, &context) {
+            let answer = match cache.get(&q.id, &infills[i], &context) {
                 Some(hit) => hit,
                 None => {
                     let generator = match &mut generator {
@@ -654,58 +436,26 @@ fn answer_questions(
                     let cfg = generator.config(&args.decoding, infill, args.aggregate[0])?;
                     let answer =
                         generator.ask(&q.question, &chunks, &cfg).with_context(|| format!("question {}", q.id))?;
-                    cache.put(CachedAnswer {
-                        id: q.id.clone(),
-                        infill: infill_name(infill),
+                    let mut fresh = CachedAnswer::new(
+                        q.id.clone(),
+                        infills[i].clone(),
                         context,
-                        decode_seconds: answer.stats.decode_seconds,
-                        candidates: answer.candidates,
-                        forwards: Some(answer.stats.forwards),
-                        committed_per_step: answer.stats.committed_per_step,
-                        decoded_per_step: answer.stats.decoded_per_step,
-                        cached: false,
-                    })?
+                        answer.stats.decode_seconds,
+                        answer.candidates,
+                    );
+                    fresh.forwards = Some(answer.stats.forwards);
+                    fresh.committed_per_step = answer.stats.committed_per_step;
+                    fresh.decoded_per_step = answer.stats.decoded_per_step;
+                    cache.put(fresh)?
                 }
             };
-            decode_seconds[i] += answer.decode_seconds;
-            if let Some(f) = answer.forwards {
-                forwards[i].push(f as f64);
-            }
-            if let Some(c) = answer.committed_per_step {
-                committed[i].push(c);
-            }
-            if let Some(d) = answer.decoded_per_step {
-                decoded[i].push(d);
-            }
-            let mut winners = Vec::new();
-            // The first 1, 2, 4 … candidates, built once for every method; the full set is
-            // the answer itself (not aggregated again).
-            let subsets: Vec<Option<Vec<_>>> = sizes
-                .iter()
-                .map(|&size| {
-                    (answer.candidates.iter().any(|c| c.candidate.index >= size)).then(|| {
-                        answer.candidates.iter().filter(|c| c.candidate.index < size).cloned().collect::<Vec<_>>()
-                    })
+            let winners: Vec<serde_json::Value> = tally
+                .add(i, &answer, &golds)
+                .into_iter()
+                .map(|(method, text, confidence)| {
+                    serde_json::json!({"method": method, "answer": text, "confidence": confidence})
                 })
                 .collect();
-            for (j, &method) in args.aggregate.iter().enumerate() {
-                let t = Instant::now();
-                let (text, confidence) = metarag_generate::qa::reaggregate(&answer.candidates, method);
-                aggregate_seconds += t.elapsed().as_secs_f64();
-                let full = AnswerRecord::score(&text, &golds, Some(confidence));
-                for (z, subset) in subsets.iter().enumerate() {
-                    let rec = match subset {
-                        Some(first) => {
-                            let (t, c) = metarag_generate::qa::reaggregate(first, method);
-                            AnswerRecord::score(&t, &golds, Some(c))
-                        }
-                        None => full,
-                    };
-                    by_size[i][j][z].push(rec);
-                }
-                records[i][j].push(full);
-                winners.push(serde_json::json!({"method": method, "answer": text, "confidence": confidence}));
-            }
             let line = serde_json::json!({
                 "id": q.id, "question": q.question, "gold": golds, "infill": answer.infill,
                 "context": answer.context, "cached": answer.cached,
@@ -726,67 +476,73 @@ fn answer_questions(
             cache.path.display()
         );
     }
-    let mut runs = Vec::new();
-    for (i, infill) in args.infill.iter().enumerate() {
-        for (j, &method) in args.aggregate.iter().enumerate() {
-            let metrics = AnswerMetrics::from_records(&records[i][j]);
-            eprintln!(
-                "answers {:>10} {method:>4}: EM {:.3}  F1 {:.3}  ECE {:.3}  Brier {:.3}  AUROC {:.3}  ({} questions)",
-                infill_name(*infill),
-                metrics.em,
-                metrics.f1,
-                metrics.ece.unwrap_or(f64::NAN),
-                metrics.brier.unwrap_or(f64::NAN),
-                metrics.auroc.unwrap_or(f64::NAN),
-                metrics.questions
-            );
-            runs.push(AnswerRun { infill: infill_name(*infill), method, metrics });
-        }
+    let runs = tally.runs();
+    for r in &runs {
+        let m = &r.metrics;
+        eprintln!(
+            "answers {:>10} {:>4}: EM {:.3}  F1 {:.3}  ECE {:.3}  Brier {:.3}  AUROC {:.3}  ({} questions)",
+            r.infill,
+            r.method,
+            m.em,
+            m.f1,
+            m.ece.unwrap_or(f64::NAN),
+            m.brier.unwrap_or(f64::NAN),
+            m.auroc.unwrap_or(f64::NAN),
+            m.questions
+        );
     }
-    let mean = |v: &Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-    let per_mode = |v: &[Vec<f64>]| -> Vec<(String, f64)> {
-        args.infill.iter().zip(v).filter_map(|(&m, x)| mean(x).map(|x| (infill_name(m), x))).collect()
-    };
     Ok(AnswerReport {
         decoder: format!("{:?}", args.decoding.decoder).to_lowercase(),
         steps: args.decoding.steps,
-        forwards_per_question: per_mode(&forwards),
-        committed_per_step: per_mode(&committed),
-        decoded_per_step: per_mode(&decoded),
+        forwards_per_question: tally.forwards_per_question(),
+        committed_per_step: tally.committed_per_step(),
+        decoded_per_step: tally.decoded_per_step(),
         questions: n,
         samples: args.decoding.samples,
         seed: args.decoding.seed,
         context: args.answer_context,
-        context_retrieval: args.answer_retrieval,
+        context_retrieval: mode_name(args.answer_retrieval),
         context_k: args.context_k,
         context_has_answer: has_answer as f64 / n.max(1) as f64,
         runs,
-        decode_seconds: args.infill.iter().map(|&m| infill_name(m)).zip(decode_seconds).collect(),
+        decode_seconds: tally.decode_seconds(),
         cached: cache.hits,
         cache: cache.path.clone(),
-        aggregate_seconds,
-        samples_curve: args
-            .infill
-            .iter()
-            .enumerate()
-            .flat_map(|(i, infill)| {
-                let by_size = &by_size;
-                let sizes = &sizes;
-                args.aggregate.iter().enumerate().map(move |(j, &method)| SamplesCurve {
-                    infill: infill_name(*infill),
-                    method,
-                    points: sizes
-                        .iter()
-                        .zip(&by_size[i][j])
-                        .map(|(&samples, recs)| {
-                            let m = AnswerMetrics::from_records(recs);
-                            SamplesPoint { samples, em: m.em, f1: m.f1 }
-                        })
-                        .collect(),
-                })
-            })
-            .collect(),
+        aggregate_seconds: tally.aggregate_seconds(),
+        samples_curve: tally.samples_curve(),
     })
+}
+
+/// Everything the candidates depend on, serialized by the settings' serde names (renaming a
+/// Rust type or variant never invalidates a cache): index, decoder and generator, context
+/// retrieval, the decoding configuration per infill mode (the first aggregation method marks
+/// their groups and pruning in the log), and the models manifest.
+fn cache_key(args: &BenchArgs, index_dir: &Path, opts: &RuntimeOptions) -> anyhow::Result<Vec<String>> {
+    let configs = args
+        .infill
+        .iter()
+        .map(|&m| Ok(serde_json::to_string(&args.decoding.config(m, args.aggregate[0])?)?))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string()).unwrap_or_default();
+    let manifest = std::fs::read(opts.models_dir.join("manifest.json")).unwrap_or_default();
+    let index_name = index_dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(vec![
+        index_name,
+        format!(
+            "{} {}",
+            name(args.decoding.decoder.to_possible_value()),
+            name(args.decoding.generator.to_possible_value())
+        ),
+        match args.answer_context {
+            AnswerContext::Retrieved => serde_json::json!({
+                "retrieval": args.answer_retrieval, "k": args.context_k, "rrf_k": args.rrf_k, "weights": args.weights,
+            })
+            .to_string(),
+            AnswerContext::Gold => "gold passage".to_string(),
+        },
+        configs.join("\n"),
+        String::from_utf8_lossy(&manifest).into_owned(),
+    ])
 }
 
 /// The gold passage of `q` (see [`metarag_eval::dataset::gold_passage`]) as the only context
@@ -819,185 +575,8 @@ fn infill_name(infill: crate::ask::InfillArg) -> String {
     format!("{infill:?}").to_lowercase()
 }
 
-/// One question × infill decode, as kept in the answer cache.
-#[derive(Debug, Serialize, serde::Deserialize)]
-struct CachedAnswer {
-    id: String,
-    infill: String,
-    /// Ids of the context chunks, in prompt order.
-    context: Vec<String>,
-    decode_seconds: f64,
-    candidates: Vec<metarag_generate::qa::CandidateReport>,
-    /// Model calls of the decode (absent in caches written before it was kept).
-    #[serde(default)]
-    forwards: Option<usize>,
-    /// Masked decoder: slot tokens committed per candidate per step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    committed_per_step: Option<f64>,
-    /// Masked decoder: the same without the end padding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    decoded_per_step: Option<f64>,
-    /// True when read back from the cache (not stored).
-    #[serde(skip)]
-    cached: bool,
-}
-
-/// Decodes of earlier runs with the same index, context retrieval, decoding settings, seed and
-/// models: OUT/answer-cache-<key>.jsonl, one line per question × infill, appended as each is
-/// decoded, so a rerun (or a run after an interruption) decodes only what is missing.
-struct AnswerCache {
-    path: PathBuf,
-    entries: std::collections::HashMap<(String, String), CachedAnswer>,
-    file: std::fs::File,
-    hits: usize,
-}
-
-impl AnswerCache {
-    fn open(args: &BenchArgs, index_dir: &Path, opts: &RuntimeOptions) -> anyhow::Result<Self> {
-        use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-        // Everything the candidates depend on (the first aggregation method marks their
-        // groups and pruning in the log), serialized by the settings' serde names: renaming a
-        // Rust type or variant never invalidates a cache.
-        let configs = args
-            .infill
-            .iter()
-            .map(|&m| Ok(serde_json::to_string(&args.decoding.config(m, args.aggregate[0])?)?))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string()).unwrap_or_default();
-        let manifest = std::fs::read(opts.models_dir.join("manifest.json")).unwrap_or_default();
-        let index_name = index_dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let parts = [
-            index_name,
-            format!(
-                "{} {}",
-                name(args.decoding.decoder.to_possible_value()),
-                name(args.decoding.generator.to_possible_value())
-            ),
-            match args.answer_context {
-                AnswerContext::Retrieved => serde_json::json!({
-                    "retrieval": args.answer_retrieval, "k": args.context_k, "rrf_k": args.rrf_k, "weights": args.weights,
-                })
-                .to_string(),
-                AnswerContext::Gold => "gold passage".to_string(),
-            },
-            configs.join("\n"),
-            String::from_utf8_lossy(&manifest).into_owned(),
-        ];
-        let path = args.out.join(format!("answer-cache-{}.jsonl", hash_key(parts.iter().map(String::as_str))));
-        let mut entries = std::collections::HashMap::new();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("{}: cannot open", path.display()))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).with_context(|| format!("{}: cannot read", path.display()))?;
-        // A line cut by an interruption (or not parsable) is decoded again.
-        for line in text.lines() {
-            if let Ok(mut a) = serde_json::from_str::<CachedAnswer>(line) {
-                a.cached = true;
-                entries.insert((a.id.clone(), a.infill.clone()), a);
-            }
-        }
-        if !text.is_empty() && !text.ends_with('\n') {
-            file.seek(SeekFrom::End(0))?;
-            file.write_all(b"\n").with_context(|| format!("{}: write failed", path.display()))?;
-        }
-        Ok(AnswerCache { path, entries, file, hits: 0 })
-    }
-
-    /// The cached decode of question `id` in mode `infill`, if it had the same context.
-    fn get(&mut self, id: &str, infill: crate::ask::InfillArg, context: &[String]) -> Option<CachedAnswer> {
-        let a = self.entries.remove(&(id.to_string(), infill_name(infill)))?;
-        (a.context == context).then(|| {
-            self.hits += 1;
-            a
-        })
-    }
-
-    /// Appends a fresh decode (one line, flushed) and returns it.
-    fn put(&mut self, a: CachedAnswer) -> anyhow::Result<CachedAnswer> {
-        use std::io::Write as _;
-        let mut line = serde_json::to_string(&a)?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes()).with_context(|| format!("{}: write failed", self.path.display()))?;
-        Ok(a)
-    }
-}
-
-fn answers_markdown(a: &AnswerReport) -> String {
-    let mut s = String::new();
-    let context = match a.context {
-        AnswerContext::Retrieved => format!("{:?} top {}", a.context_retrieval, a.context_k),
-        AnswerContext::Gold => "the gold passage alone".to_string(),
-    };
-    let _ = writeln!(
-        s,
-        "\n# Answers ({} questions, N = {} samples, seed {}, context: {context}; gold answer in context for {:.1}%)\n",
-        a.questions,
-        a.samples,
-        a.seed,
-        100.0 * a.context_has_answer
-    );
-    let _ = writeln!(s, "| infill | aggregation | EM | F1 | ECE (10 bins) | Brier | AUROC |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
-    for r in &a.runs {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            r.infill,
-            r.method,
-            r.metrics.em,
-            r.metrics.f1,
-            r.metrics.ece.unwrap_or(f64::NAN),
-            r.metrics.brier.unwrap_or(f64::NAN),
-            r.metrics.auroc.unwrap_or(f64::NAN)
-        );
-    }
-    for (m, secs) in &a.decode_seconds {
-        let _ = write!(s, "\n{m}: {secs:.1} s decoding ({:.2} s per question)", secs / a.questions.max(1) as f64);
-        let of = |v: &[(String, f64)]| v.iter().find(|(x, _)| x == m).map(|(_, y)| *y);
-        if let Some(f) = of(&a.forwards_per_question) {
-            let _ = write!(s, "; {f:.1} model calls per question");
-        }
-        if let (Some(c), Some(d)) = (of(&a.committed_per_step), of(&a.decoded_per_step)) {
-            let _ = write!(
-                s,
-                "; {} decoder: {c:.2} slot tokens resolved per candidate per step ({d:.2} decoded, the rest end padding)",
-                a.decoder
-            );
-        }
-        let _ = writeln!(s);
-    }
-    let _ = writeln!(s, "\naggregation (all methods): {:.4} s in all", a.aggregate_seconds);
-    if a.cached > 0 {
-        let _ = writeln!(
-            s,
-            "{} question×mode decodes were reused from {} (their decoding seconds are those of the run that made them)",
-            a.cached,
-            a.cache.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
-        );
-    }
-    s
-}
-
-/// The chunkers with a pipelines/bench-<name>.toml, in report order.
-const ALL_CHUNKERS: [&str; 5] = ["ppl", "margin", "semantic", "fixed", "sentence"];
-
 fn mode_name(mode: Mode) -> String {
     format!("{mode:?}").to_lowercase()
-}
-
-/// The sentence scores of one document under a PPL pipeline, and where its chunks start
-/// (sentence indices, before merging): the data of the perplexity-curve plot.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-struct PplCurve {
-    document: String,
-    /// Mean NLL (nats) per sentence.
-    scores: Vec<f32>,
-    /// Sentence index where each chunk after the first starts.
-    boundaries: Vec<usize>,
 }
 
 /// Scores `doc` with `pipeline`'s chunker (cached in OUT/ppl-curve-<fingerprint>-<doc>.json).
@@ -1017,174 +596,6 @@ fn ppl_curve(doc: &Path, pipeline: &Pipeline, opts: &RuntimeOptions, out: &Path,
     let boundaries =
         chunked.chunks.iter().skip(1).filter_map(|c| sentences.iter().position(|s| s.start == c.span.start)).collect();
     let curve = PplCurve { document: name, scores: chunked.sentence_scores, boundaries };
-    metarag_index::manifest::write_atomic(&cache, serde_json::to_string(&curve)?.as_bytes())?;
+    bench::write_atomic(&cache, serde_json::to_string(&curve)?.as_bytes())?;
     Ok(curve)
-}
-
-/// The run's plots (SVG) in OUT; a plot that cannot be drawn is a warning, not a failure.
-fn draw_plots(
-    out: &Path,
-    runs: &[ChunkerRun],
-    lengths: &[(String, Vec<f64>)],
-    curve: Option<&PplCurve>,
-    answers: Option<&AnswerReport>,
-    steps_curve: &[StepsPoint],
-    stages: &[StageTime],
-) -> Vec<PathBuf> {
-    use crate::plots;
-    // Plots of an earlier run in OUT would not match this report.
-    for stale in [
-        "chunk_lengths.svg",
-        "ppl_curve.svg",
-        "recall_at_k.svg",
-        "accuracy_vs_samples.svg",
-        "accuracy_vs_steps.svg",
-        "stage_times.svg",
-    ] {
-        let _ = std::fs::remove_file(out.join(stale));
-    }
-    let mut written = Vec::new();
-    if !lengths.is_empty() {
-        plots::keep(
-            plots::histograms(
-                &out.join("chunk_lengths.svg"),
-                "Chunk length per chunker",
-                "words per chunk",
-                lengths,
-                30,
-            ),
-            &mut written,
-        );
-    }
-    if let Some(c) = curve {
-        let points: Vec<(f64, f64)> = c.scores.iter().enumerate().map(|(i, &s)| (i as f64, f64::from(s))).collect();
-        let marks: Vec<f64> = c.boundaries.iter().map(|&b| b as f64 - 0.5).collect();
-        plots::keep(
-            plots::lines(
-                &out.join("ppl_curve.svg"),
-                &format!("Perplexity curve of {} (grey: chunk boundaries)", c.document),
-                "sentence",
-                "mean NLL (nats)",
-                &[(String::new(), points)],
-                None,
-                &marks,
-            ),
-            &mut written,
-        );
-    }
-    let recall: Vec<(String, Vec<(f64, f64)>)> = runs
-        .iter()
-        .flat_map(|r| {
-            r.modes.iter().map(move |m| {
-                let pts = m.metrics.recall.iter().enumerate().map(|(k, &v)| ((k + 1) as f64, v)).collect();
-                (format!("{} {}", r.chunker, mode_name(m.mode)), pts)
-            })
-        })
-        .collect();
-    if !recall.is_empty() {
-        plots::keep(
-            plots::lines(&out.join("recall_at_k.svg"), "Recall@k", "k", "recall", &recall, Some((0.0, 1.0)), &[]),
-            &mut written,
-        );
-    }
-    if let Some(a) = answers.filter(|a| !a.samples_curve.is_empty()) {
-        let series: Vec<(String, Vec<(f64, f64)>)> = a
-            .samples_curve
-            .iter()
-            .map(|c| {
-                (format!("{} {}", c.infill, c.method), c.points.iter().map(|p| (p.samples as f64, p.em)).collect())
-            })
-            .collect();
-        plots::keep(
-            plots::lines(
-                &out.join("accuracy_vs_samples.svg"),
-                "Exact match vs number of samples (first N of the same candidates)",
-                "samples N",
-                "exact match",
-                &series,
-                None,
-                &[],
-            ),
-            &mut written,
-        );
-    }
-    if !steps_curve.is_empty() {
-        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-        for p in steps_curve {
-            let name = format!("{} {}", p.infill, p.method);
-            match series.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, pts)) => pts.push((p.steps as f64, p.em)),
-                None => series.push((name, vec![(p.steps as f64, p.em)])),
-            }
-        }
-        for (_, pts) in &mut series {
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
-        plots::keep(
-            plots::lines(
-                &out.join("accuracy_vs_steps.svg"),
-                "Exact match vs denoising steps (masked decoder)",
-                "steps",
-                "exact match",
-                &series,
-                None,
-                &[],
-            ),
-            &mut written,
-        );
-    }
-    if !stages.is_empty() {
-        let items: Vec<(String, f64)> = stages.iter().map(|s| (s.stage.clone(), s.seconds)).collect();
-        plots::keep(plots::bars(&out.join("stage_times.svg"), "Time per stage", "seconds", &items), &mut written);
-    }
-    written
-}
-
-fn stages_markdown(stages: &[StageTime], plots: &[PathBuf]) -> String {
-    let mut s = String::from("\n# Stages\n\n| stage | wall s | peak RSS MiB |\n|---|---:|---:|\n");
-    for st in stages {
-        let mem = st.peak_rss_mib.map_or_else(|| "-".to_string(), |m| format!("{m:.0}"));
-        let _ = writeln!(s, "| {} | {:.1} | {mem} |", st.stage, st.seconds);
-    }
-    if !plots.is_empty() {
-        s.push_str("\nPlots: ");
-        let names: Vec<String> =
-            plots.iter().filter_map(|p| p.file_name()).map(|f| format!("[{0}]({0})", f.to_string_lossy())).collect();
-        s.push_str(&names.join(", "));
-        s.push('\n');
-    }
-    s
-}
-
-/// A key for a list of texts embedded with this build's embedder (sha256, 16 hex digits).
-fn text_key(texts: &[&str]) -> String {
-    hash_key(std::iter::once(crate::pipeline::EMBEDDER_ID).chain(texts.iter().copied()))
-}
-
-/// sha256 of the parts, each followed by a NUL byte; 16 hex digits.
-fn hash_key<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for t in parts {
-        h.update(t.as_bytes());
-        h.update([0u8]);
-    }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Vectors cached as little-endian f32, `n` rows of equal width; None if absent or not that.
-fn read_vectors(path: &Path, n: usize) -> Option<Vec<Vec<f32>>> {
-    let bytes = std::fs::read(path).ok()?;
-    if n == 0 || bytes.len() % (4 * n) != 0 {
-        return None;
-    }
-    let dims = bytes.len() / 4 / n;
-    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Some(floats.chunks(dims).map(<[f32]>::to_vec).collect())
-}
-
-fn write_vectors(path: &Path, vectors: &[Vec<f32>]) -> anyhow::Result<()> {
-    let bytes: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
-    metarag_index::manifest::write_atomic(path, &bytes)?;
-    Ok(())
 }

@@ -29,7 +29,6 @@ mod chunk;
 pub mod engine;
 mod ingest;
 mod pipeline;
-mod plots;
 mod search;
 mod serve;
 mod setup;

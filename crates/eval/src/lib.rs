@@ -6,6 +6,8 @@
 //! - [`retrieval`]: recall@k, MRR@10 and nDCG@10 of ranked chunks, where a chunk is relevant
 //!   when its span covers a gold answer span of the question's document.
 //! - [`answers`]: exact match and token F1 (official SQuAD normalisation), ECE.
+//! - [`bench`]: the benchmark runner's plan, caches, answer tally, reports and plots (the
+//!   model- and index-bound half is `metarag bench`).
 //!
 //! ```
 //! use metarag_eval::retrieval::{Judged, RetrievalMetrics};
@@ -19,6 +21,7 @@
 //! ```
 
 pub mod answers;
+pub mod bench;
 pub mod dataset;
 pub mod retrieval;
 pub mod squad;

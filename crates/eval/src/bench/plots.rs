@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use plotters::prelude::*;
+
+use super::{BenchError, BenchReport};
 
 const SIZE: (u32, u32) = (900, 520);
 // Solid greys (not black with opacity): every SVG renderer shows them the same.
@@ -27,8 +28,8 @@ fn color(i: usize) -> RGBColor {
     P[i % P.len()]
 }
 
-fn err(path: &Path) -> impl Fn(String) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("{}: cannot draw: {e}", path.display())
+fn err(path: &Path) -> impl Fn(String) -> BenchError + '_ {
+    move |message| BenchError::Plot { path: path.to_path_buf(), message }
 }
 
 fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -49,7 +50,7 @@ pub fn lines(
     series: &[(String, Vec<(f64, f64)>)],
     y_range: Option<(f64, f64)>,
     marks: &[f64],
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, BenchError> {
     let e = err(path);
     let (x0, x1) = span(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
     let (y0, y1) = y_range.unwrap_or_else(|| {
@@ -111,7 +112,7 @@ pub fn histograms(
     x_desc: &str,
     sets: &[(String, Vec<f64>)],
     bins: usize,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, BenchError> {
     let e = err(path);
     let bins = bins.max(1);
     let (lo, hi) = span(sets.iter().flat_map(|(_, v)| v.iter().copied()));
@@ -162,7 +163,7 @@ pub fn histograms(
 }
 
 /// Horizontal bars: (label, value) from top to bottom.
-pub fn bars(path: &Path, title: &str, x_desc: &str, items: &[(String, f64)]) -> anyhow::Result<PathBuf> {
+pub fn bars(path: &Path, title: &str, x_desc: &str, items: &[(String, f64)]) -> Result<PathBuf, BenchError> {
     let e = err(path);
     let n = items.len().max(1);
     let top = items.iter().map(|i| i.1).fold(0.0, f64::max).max(1e-9) * 1.1;
@@ -203,10 +204,107 @@ pub fn bars(path: &Path, title: &str, x_desc: &str, items: &[(String, f64)]) -> 
     Ok(path.to_path_buf())
 }
 
-/// Writes `path` (a plot) and says so, or reports the failure without failing the run.
-pub fn keep(result: anyhow::Result<PathBuf>, written: &mut Vec<PathBuf>) {
-    match result.context("plot") {
-        Ok(p) => written.push(p),
-        Err(e) => eprintln!("warning: {e:#}"),
+/// The plots of a bench run (SVG) in `out`, from its report: chunk lengths per configuration,
+/// the perplexity curve, recall@k, accuracy vs samples and vs steps, stage times. Plots of an
+/// earlier run in `out` are removed first; a plot that cannot be drawn is returned as an error
+/// beside the ones written (a run never fails for a plot).
+pub fn draw_all(out: &Path, report: &BenchReport, lengths: &[(String, Vec<f64>)]) -> (Vec<PathBuf>, Vec<BenchError>) {
+    for stale in [
+        "chunk_lengths.svg",
+        "ppl_curve.svg",
+        "recall_at_k.svg",
+        "accuracy_vs_samples.svg",
+        "accuracy_vs_steps.svg",
+        "stage_times.svg",
+    ] {
+        let _ = std::fs::remove_file(out.join(stale));
     }
+    let mut results = Vec::new();
+    if !lengths.is_empty() {
+        results.push(histograms(
+            &out.join("chunk_lengths.svg"),
+            "Chunk length per chunker",
+            "words per chunk",
+            lengths,
+            30,
+        ));
+    }
+    if let Some(c) = &report.ppl_curve {
+        let points: Vec<(f64, f64)> = c.scores.iter().enumerate().map(|(i, &s)| (i as f64, f64::from(s))).collect();
+        let marks: Vec<f64> = c.boundaries.iter().map(|&b| b as f64 - 0.5).collect();
+        results.push(lines(
+            &out.join("ppl_curve.svg"),
+            &format!("Perplexity curve of {} (grey: chunk boundaries)", c.document),
+            "sentence",
+            "mean NLL (nats)",
+            &[(String::new(), points)],
+            None,
+            &marks,
+        ));
+    }
+    let recall: Vec<(String, Vec<(f64, f64)>)> = report
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.modes.iter().map(move |m| {
+                let pts = m.metrics.recall.iter().enumerate().map(|(k, &v)| ((k + 1) as f64, v)).collect();
+                (format!("{} {}", r.chunker, m.mode), pts)
+            })
+        })
+        .collect();
+    if !recall.is_empty() {
+        results.push(lines(&out.join("recall_at_k.svg"), "Recall@k", "k", "recall", &recall, Some((0.0, 1.0)), &[]));
+    }
+    if let Some(a) = report.answers.as_ref().filter(|a| !a.samples_curve.is_empty()) {
+        let series: Vec<(String, Vec<(f64, f64)>)> = a
+            .samples_curve
+            .iter()
+            .map(|c| {
+                (format!("{} {}", c.infill, c.method), c.points.iter().map(|p| (p.samples as f64, p.em)).collect())
+            })
+            .collect();
+        results.push(lines(
+            &out.join("accuracy_vs_samples.svg"),
+            "Exact match vs number of samples (first N of the same candidates)",
+            "samples N",
+            "exact match",
+            &series,
+            None,
+            &[],
+        ));
+    }
+    if !report.steps_curve.is_empty() {
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for p in &report.steps_curve {
+            let name = format!("{} {}", p.infill, p.method);
+            match series.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, pts)) => pts.push((p.steps as f64, p.em)),
+                None => series.push((name, vec![(p.steps as f64, p.em)])),
+            }
+        }
+        for (_, pts) in &mut series {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        results.push(lines(
+            &out.join("accuracy_vs_steps.svg"),
+            "Exact match vs denoising steps (masked decoder)",
+            "steps",
+            "exact match",
+            &series,
+            None,
+            &[],
+        ));
+    }
+    if !report.stages.is_empty() {
+        let items: Vec<(String, f64)> = report.stages.iter().map(|s| (s.stage.clone(), s.seconds)).collect();
+        results.push(bars(&out.join("stage_times.svg"), "Time per stage", "seconds", &items));
+    }
+    let (mut written, mut failed) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(p) => written.push(p),
+            Err(e) => failed.push(e),
+        }
+    }
+    (written, failed)
 }
