@@ -35,18 +35,24 @@ fn main() {
     let cfg = LmConfig { window: 256, max_context: 8192, max_position: 8192, sink_tokens: 4 };
     let opts = RuntimeOptions::default().with_threads(threads);
     for name in which.split(',') {
-        let (lm, template) = match name.trim() {
-            "base" => (CausalLm::load(&opts, cfg.clone()), Template::default()),
-            "infill" => (CausalLm::load_infill(&opts, cfg.clone()), Template::infill()),
-            other => panic!("METARAG_BENCH_MODELS: unknown model {other:?} (base, infill)"),
+        let load = || {
+            match name.trim() {
+                "base" => CausalLm::load(&opts, cfg.clone()),
+                "infill" => CausalLm::load_infill(&opts, cfg.clone()),
+                other => panic!("METARAG_BENCH_MODELS: unknown model {other:?} (base, infill)"),
+            }
+            .expect("load the model (run `python3 onnx/setup.py`)")
         };
-        let lm = lm.expect("load the model (run `python3 onnx/setup.py`)");
+        let template = if name.trim() == "infill" { Template::infill() } else { Template::default() };
+        // The cache path is chosen when a model is built: one of each.
+        let (lm, copied) = (load(), load().with_shared_prefix(false));
         println!("\n## {name}{}\n", if lm.fim_tokens().is_some() { " (FIM prompt)" } else { "" });
-        bench_model(&lm, &template, threads);
+        bench_model(&lm, &copied, &template, threads);
     }
 }
 
-fn bench_model(lm: &CausalLm, template: &Template, threads: usize) {
+/// `lm` decodes with the shared-prefix graph (when installed), `copied` with copied caches.
+fn bench_model(lm: &CausalLm, copied: &CausalLm, template: &Template, threads: usize) {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/corpus/washington-1790.txt"))
         .expect("example corpus");
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -68,10 +74,10 @@ fn bench_model(lm: &CausalLm, template: &Template, threads: usize) {
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     let shared = lm.shared_prefix_decoder().is_some();
     // Warm-up (outside the timings): loads the decoder graph, first-run allocations.
+    let pick = |prefix: bool| if prefix { lm } else { copied };
     for prefix in [false, true] {
-        lm.set_shared_prefix(prefix);
         let cfg = CausalConfig { samples: 2, max_tokens: 2, rescore: false, ..CausalConfig::default() };
-        decode(lm, &prompt, None, &cfg).expect("warm-up decode");
+        decode(pick(prefix), &prompt, None, &cfg).expect("warm-up decode");
     }
     if !shared {
         println!("(no {} beside the model: only the copied-cache path is measured)", metarag_onnx::DECODER_FILE);
@@ -84,7 +90,6 @@ fn bench_model(lm: &CausalLm, template: &Template, threads: usize) {
     for n in [1usize, 4, 8, 16] {
         let mut results = Vec::new();
         for &(batched, prefix) in &modes {
-            lm.set_shared_prefix(prefix);
             let cfg = CausalConfig {
                 samples: n,
                 max_tokens: 16,
@@ -95,7 +100,7 @@ fn bench_model(lm: &CausalLm, template: &Template, threads: usize) {
                 ..CausalConfig::default()
             };
             let t = Instant::now();
-            let out = decode(lm, &prompt, None, &cfg).expect("decode");
+            let out = decode(pick(prefix), &prompt, None, &cfg).expect("decode");
             let wall = t.elapsed().as_secs_f64();
             let dec = (wall - prefill).max(1e-9);
             results.push((batched, prefix, wall, dec, out));

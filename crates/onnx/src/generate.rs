@@ -11,15 +11,14 @@
 //!
 //! Both give the same logits (tested to 2e-3 in `tests/generate.rs`).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array4, Axis, Ix4};
 use ort::session::Session;
-use ort::value::{DynValue, Tensor};
+use ort::value::DynValue;
 
 use metarag_core::model::{CausalModel, FimTokens, Vocabulary};
 
+use crate::kv;
 use crate::lm::{CausalLm, KvCache};
 use crate::math::log_sum_exp;
 use crate::runtime::check_names;
@@ -70,50 +69,30 @@ impl std::fmt::Debug for LmBatch {
 }
 
 impl CausalLm {
-    fn tensors4(&self, values: &[DynValue], context: &'static str) -> Result<Vec<ndarray::Array4<f32>>> {
-        let err = self.ort_err(context);
-        values
-            .iter()
-            .map(|v| {
-                let a = v.try_extract_array::<f32>().map_err(&err)?;
-                let a =
-                    a.into_dimensionality::<Ix4>().map_err(|e| Error::Input(format!("KV tensor is not 4-D: {e}")))?;
-                Ok(a.to_owned())
-            })
-            .collect()
-    }
-
     /// Copies the batch-1 cache into `n` rows.
     fn broadcast(&self, cache: &KvCache, n: usize) -> Result<Vec<DynValue>> {
-        let err = self.ort_err("forking the KV cache");
-        cache
-            .values
-            .iter()
-            .map(|v| {
-                let a = v.try_extract_array::<f32>().map_err(&err)?;
-                let a =
-                    a.into_dimensionality::<Ix4>().map_err(|e| Error::Input(format!("KV tensor is not 4-D: {e}")))?;
-                let (_, h, p, d) = a.dim();
-                let row = a.index_axis(Axis(0), 0);
-                let mut out = Array4::<f32>::zeros((n, h, p, d));
-                for mut r in out.outer_iter_mut() {
-                    r.assign(&row);
-                }
-                Ok(Tensor::from_array(out).map_err(&err)?.into_dyn())
-            })
-            .collect()
+        self.map_cache(&cache.values, "forking the KV cache", |a| kv::broadcast_rows(a, n))
     }
 
     /// Whether forks use the shared-prefix decoder graph (default: yes, when `decoder.onnx`
     /// is beside the model). `false` copies the prompt's cache into every row instead (the
-    /// path for graphs without a decoder; benchmarks compare the two).
-    pub fn set_shared_prefix(&self, on: bool) {
-        self.use_decoder.store(on, Ordering::Relaxed);
+    /// path for graphs without a decoder; benchmarks and tests compare the two). Chosen when
+    /// the model is built: a loaded model never changes its path.
+    ///
+    /// ```no_run
+    /// use metarag_onnx::{CausalLm, LmConfig, RuntimeOptions};
+    /// let copied = CausalLm::load(&RuntimeOptions::default(), LmConfig::default())?.with_shared_prefix(false);
+    /// assert!(copied.shared_prefix_decoder().is_none());
+    /// # Ok::<(), metarag_onnx::Error>(())
+    /// ```
+    pub fn with_shared_prefix(mut self, on: bool) -> Self {
+        self.use_decoder = on;
+        self
     }
 
     /// The shared-prefix decoder graph's path, when there is one and it is enabled.
     pub fn shared_prefix_decoder(&self) -> Option<&std::path::Path> {
-        self.decoder_path.as_deref().filter(|_| self.use_decoder.load(Ordering::Relaxed))
+        self.decoder_path.as_deref().filter(|_| self.use_decoder)
     }
 
     /// The decoder session, loaded (and its contract checked) on first use.
@@ -273,7 +252,7 @@ impl CausalModel for CausalLm {
         let positions = vec![batch.next_position; n];
         let (logits, present) = match &batch.shared {
             Some(prefix) => {
-                // loaded by the fork that made this batch, even if switched off since
+                // loaded by the fork that made this batch
                 let d =
                     self.decoder.get().ok_or_else(|| Error::Input("shared-prefix batch without a decoder".into()))?;
                 let mut session = self.lock_decoder(d)?;
@@ -313,12 +292,7 @@ impl CausalModel for CausalLm {
         if batch.values.is_empty() {
             return Ok(()); // a shared-prefix batch before its first step holds nothing per row
         }
-        let err = self.ort_err("selecting KV rows");
-        let arrays = self.tensors4(&batch.values, "selecting KV rows")?;
-        batch.values = arrays
-            .into_iter()
-            .map(|a| Ok(Tensor::from_array(a.select(Axis(0), keep)).map_err(&err)?.into_dyn()))
-            .collect::<Result<_>>()?;
+        batch.values = self.map_cache(&batch.values, "selecting KV rows", |a| kv::select_rows(a, keep))?;
         Ok(())
     }
 

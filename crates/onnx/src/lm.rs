@@ -6,16 +6,17 @@
 use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use ndarray::{Axis, Ix4};
+use ndarray::{Array4, ArrayView4, Ix4};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
+use crate::kv;
 use crate::math::log_sum_exp;
 use crate::runtime::{RuntimeOptions, check_names};
 use crate::{Error, Result};
@@ -136,7 +137,8 @@ pub struct CausalLm {
     /// The shared-prefix decoder graph (`decoder.onnx` beside the model), loaded on first use.
     pub(crate) decoder_path: Option<PathBuf>,
     pub(crate) decoder: OnceLock<crate::generate::Decoder>,
-    pub(crate) use_decoder: AtomicBool,
+    /// Whether forks use the shared-prefix graph (chosen when built: [`CausalLm::with_shared_prefix`]).
+    pub(crate) use_decoder: bool,
     pub(crate) opts: RuntimeOptions,
     /// The FIM sentinels, for a model trained to fill in the middle ([`FIM_FILE`]).
     pub(crate) fim: Option<metarag_core::model::FimTokens>,
@@ -251,7 +253,7 @@ impl CausalLm {
             prefix_names,
             decoder_path,
             decoder: OnceLock::new(),
-            use_decoder: AtomicBool::new(true),
+            use_decoder: true,
             opts: opts.clone(),
             fim,
             vocab,
@@ -465,9 +467,16 @@ impl CausalLm {
         self.sessions.len()
     }
 
-    /// Keeps the cached positions in `keep` (in order) of every KV tensor (a copy).
-    fn slice_cache(&self, values: &[DynValue], keep: &[Range<usize>]) -> Result<Vec<DynValue>> {
-        let err = self.ort_err("slicing the KV cache");
+    /// Applies `f` to every tensor of a cache, seen as a 4-D array
+    /// `[batch, kv_heads, positions, head_dim]` (see [`crate::kv`]), and returns the results as
+    /// tensors; `context` names the operation in errors.
+    pub(crate) fn map_cache(
+        &self,
+        values: &[DynValue],
+        context: &'static str,
+        f: impl Fn(ArrayView4<'_, f32>) -> std::result::Result<Array4<f32>, String>,
+    ) -> Result<Vec<DynValue>> {
+        let err = self.ort_err(context);
         values
             .iter()
             .map(|v| {
@@ -475,11 +484,10 @@ impl CausalLm {
                 let a = a.into_dimensionality::<Ix4>().map_err(|e| Error::Contract {
                     model: self.model.clone(),
                     contract: CONTRACT,
-                    detail: format!("present tensor is not 4-D: {e}"),
+                    detail: format!("{context}: present tensor is not 4-D: {e}"),
                 })?;
-                let parts: Vec<_> = keep.iter().map(|r| a.slice_axis(Axis(2), r.clone().into())).collect();
-                let owned = ndarray::concatenate(Axis(2), &parts).map_err(|e| Error::Input(e.to_string()))?;
-                Ok(Tensor::from_array(owned.as_standard_layout().into_owned()).map_err(&err)?.into_dyn())
+                let out = f(a).map_err(|detail| Error::Input(format!("{context}: {detail}")))?;
+                Ok(Tensor::from_array(out).map_err(&err)?.into_dyn())
             })
             .collect()
     }
@@ -522,19 +530,12 @@ impl CausalLm {
     fn make_room(&self, session: &mut Session, cache: KvCache, incoming: usize) -> Result<Option<KvCache>> {
         let c = &self.config;
         let mut cache = cache;
-        if cache.tokens.len() + incoming > c.max_context {
-            // Keep the first `sink_tokens` (attention sinks: without them a sliding window
-            // degrades the model) and the most recent tokens.
-            let len = cache.tokens.len();
-            let sinks = c.sink_tokens.min(len);
-            let recent = c.max_context.saturating_sub(incoming + sinks).min(len - sinks);
-            let keep = [0..sinks, len - recent..len];
-            let mut tokens = cache.tokens[..sinks].to_vec();
-            tokens.extend_from_slice(&cache.tokens[len - recent..]);
-            cache =
-                KvCache { values: self.slice_cache(&cache.values, &keep)?, tokens, next_position: cache.next_position };
+        if let Some(keep) = kv::slide(cache.tokens.len(), incoming, c.sink_tokens, c.max_context) {
+            let values = self.map_cache(&cache.values, "sliding the KV cache", |a| kv::keep_positions(a, &keep))?;
+            let tokens = keep.iter().flat_map(|r| cache.tokens[r.clone()].iter().copied()).collect();
+            cache = KvCache { values, tokens, next_position: cache.next_position };
         }
-        if cache.next_position as usize + incoming > c.max_position {
+        if kv::must_rebase(cache.next_position, incoming, c.max_position) {
             let tokens = std::mem::take(&mut cache.tokens);
             if tokens.is_empty() {
                 return Ok(None);
@@ -658,7 +659,9 @@ impl CausalLm {
                     Some(c)
                 } else {
                     Some(KvCache {
-                        values: self.slice_cache(&c.values, std::slice::from_ref(&(0..common)))?,
+                        values: self.map_cache(&c.values, "reusing a prompt's KV cache", |a| {
+                            kv::keep_positions(a, std::slice::from_ref(&(0..common)))
+                        })?,
                         tokens: c.tokens[..common].to_vec(),
                         next_position: common as i64,
                     })
