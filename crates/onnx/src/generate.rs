@@ -11,28 +11,17 @@
 //!
 //! Both give the same logits (tested to 2e-3 in `tests/generate.rs`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use ort::session::Session;
 use ort::value::DynValue;
 
 use metarag_core::model::{CausalModel, FimTokens, Vocabulary};
 
+use crate::graph::{ForwardInputs, Graph};
 use crate::kv;
 use crate::lm::{CausalLm, KvCache};
 use crate::math::log_sum_exp;
-use crate::runtime::check_names;
 use crate::{Error, Result};
-
-/// Contract name of the shared-prefix decoder graph (for errors).
-const DECODER_CONTRACT: &str =
-    "shared-prefix decoder (input_ids, position_ids, prefix.*, past_key_values.* -> logits, present.*)";
-
-/// The shared-prefix decoder session.
-pub(crate) struct Decoder {
-    session: Mutex<Session>,
-    pub(crate) has_logits_from: bool,
-}
 
 /// A computed prompt: its KV cache and the logits after its last token.
 #[derive(Debug)]
@@ -71,7 +60,7 @@ impl std::fmt::Debug for LmBatch {
 impl CausalLm {
     /// Copies the batch-1 cache into `n` rows.
     fn broadcast(&self, cache: &KvCache, n: usize) -> Result<Vec<DynValue>> {
-        self.map_cache(&cache.values, "forking the KV cache", |a| kv::broadcast_rows(a, n))
+        self.graph.map_cache(&cache.values, "forking the KV cache", |a| kv::broadcast_rows(a, n))
     }
 
     /// Whether forks use the shared-prefix decoder graph (default: yes, when `decoder.onnx`
@@ -95,30 +84,15 @@ impl CausalLm {
         self.decoder_path.as_deref().filter(|_| self.use_decoder)
     }
 
-    /// The decoder session, loaded (and its contract checked) on first use.
-    fn decoder(&self) -> Result<Option<&Decoder>> {
+    /// The shared-prefix graph, loaded (and its contract checked) on first use.
+    fn decoder(&self) -> Result<Option<&Graph>> {
         let Some(path) = self.shared_prefix_decoder() else { return Ok(None) };
         if let Some(d) = self.decoder.get() {
             return Ok(Some(d));
         }
-        let session = self.opts.session(path)?;
-        let mut ins: Vec<&str> = vec!["input_ids", "position_ids"];
-        ins.extend(self.prefix_names.iter().map(String::as_str));
-        ins.extend(self.past_names.iter().map(String::as_str));
-        let mut outs: Vec<&str> = vec!["logits"];
-        outs.extend(self.present_names.iter().map(String::as_str));
-        check_names(&session, path, DECODER_CONTRACT, &ins, &outs)?;
-        let has_logits_from = session.inputs().iter().any(|o| o.name() == "logits_from");
-        let _ = self.decoder.set(Decoder { session: Mutex::new(session), has_logits_from });
+        let graph = Graph::shared_prefix(&self.opts, path, &self.graph)?;
+        let _ = self.decoder.set(graph);
         Ok(self.decoder.get())
-    }
-
-    fn lock_decoder<'a>(&self, d: &'a Decoder) -> Result<std::sync::MutexGuard<'a, Session>> {
-        d.session.lock().map_err(|_| Error::Ort {
-            model: self.decoder_path.clone().unwrap_or_default(),
-            context: "decoder session lock",
-            detail: "a previous run panicked".into(),
-        })
     }
 
     /// Logits for whole rows of tokens read after `prefix` by the shared-prefix graph (rows of
@@ -127,7 +101,7 @@ impl CausalLm {
     /// ([`crate::BlockDenoiser`]) a row's tokens see each other whole.
     pub fn prefix_rows(&self, prefix: &LmPrefix, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
         let d = self.decoder()?.ok_or_else(|| {
-            Error::Input(format!("{}: no shared-prefix graph beside the model", self.model.display()))
+            Error::Input(format!("{}: no shared-prefix graph beside the model", self.graph.path().display()))
         })?;
         let (n, t) = (rows.len(), rows.first().map_or(0, Vec::len));
         if n == 0 || t == 0 {
@@ -141,11 +115,10 @@ impl CausalLm {
         self.check_fits(start as usize + t)?;
         let ids: Vec<i64> = rows.iter().flatten().map(|&x| i64::from(x)).collect();
         let positions: Vec<i64> = (0..n).flat_map(|_| (0..t as i64).map(move |j| start + j)).collect();
-        let mut session = self.lock_decoder(d)?;
-        let (logits, _) =
-            self.forward(&mut session, n, ids, None, positions, Some(&prefix.cache.values), None, 0, |lg, _| {
-                lg.to_vec()
-            })?;
+        let mut session = d.lock()?;
+        let inputs =
+            ForwardInputs { batch: n, ids, positions, prefix: Some(&prefix.cache.values), ..ForwardInputs::default() };
+        let (logits, _) = d.forward(&mut session, inputs, |lg, _| lg.to_vec())?;
         Ok(logits)
     }
 
@@ -192,7 +165,7 @@ impl CausalModel for CausalLm {
             return Err(Error::Input("empty prompt".into()).into());
         }
         self.check_fits(prompt.len())?;
-        let mut session = self.lock()?;
+        let mut session = self.graph.lock()?;
         // Window by window so a long prompt never needs one huge forward; nothing slides out.
         let window = self.config().window.max(1);
         let mut cache: Option<KvCache> = None;
@@ -255,24 +228,29 @@ impl CausalModel for CausalLm {
                 // loaded by the fork that made this batch
                 let d =
                     self.decoder.get().ok_or_else(|| Error::Input("shared-prefix batch without a decoder".into()))?;
-                let mut session = self.lock_decoder(d)?;
+                let mut session = d.lock()?;
                 let past = (batch.past > 0).then_some(batch.values.as_slice());
-                self.forward(&mut session, n, ids, None, positions, Some(&prefix.values), past, 0, |lg, _| lg.to_vec())?
+                let inputs = ForwardInputs {
+                    batch: n,
+                    ids,
+                    positions,
+                    prefix: Some(&prefix.values),
+                    past,
+                    ..ForwardInputs::default()
+                };
+                d.forward(&mut session, inputs, |lg, _| lg.to_vec())?
             }
             None => {
-                let attention = vec![1i64; n * (batch.past + 1)];
-                let mut session = self.lock()?;
-                self.forward(
-                    &mut session,
-                    n,
+                let mut session = self.graph.lock()?;
+                let inputs = ForwardInputs {
+                    batch: n,
                     ids,
-                    Some(attention),
                     positions,
-                    None,
-                    Some(&batch.values),
-                    0,
-                    |lg, _| lg.to_vec(),
-                )?
+                    attention: Some(vec![1i64; n * (batch.past + 1)]),
+                    past: Some(&batch.values),
+                    ..ForwardInputs::default()
+                };
+                self.graph.forward(&mut session, inputs, |lg, _| lg.to_vec())?
             }
         };
         batch.values = present;
@@ -292,7 +270,7 @@ impl CausalModel for CausalLm {
         if batch.values.is_empty() {
             return Ok(()); // a shared-prefix batch before its first step holds nothing per row
         }
-        batch.values = self.map_cache(&batch.values, "selecting KV rows", |a| kv::select_rows(a, keep))?;
+        batch.values = self.graph.map_cache(&batch.values, "selecting KV rows", |a| kv::select_rows(a, keep))?;
         Ok(())
     }
 
@@ -340,14 +318,28 @@ impl CausalModel for CausalLm {
         };
         let (scores, _) = match self.decoder()? {
             Some(d) => {
-                let mut session = self.lock_decoder(d)?;
-                self.forward(&mut session, n, ids, None, positions, Some(&prefix.cache.values), None, 0, score)?
+                let mut session = d.lock()?;
+                let inputs = ForwardInputs {
+                    batch: n,
+                    ids,
+                    positions,
+                    prefix: Some(&prefix.cache.values),
+                    ..ForwardInputs::default()
+                };
+                d.forward(&mut session, inputs, score)?
             }
             None => {
-                let attention = vec![1i64; n * (prefix.cache.len() + t)];
                 let past = self.broadcast(&prefix.cache, n)?;
-                let mut session = self.lock()?;
-                self.forward(&mut session, n, ids, Some(attention), positions, None, Some(&past), 0, score)?
+                let mut session = self.graph.lock()?;
+                let inputs = ForwardInputs {
+                    batch: n,
+                    ids,
+                    positions,
+                    attention: Some(vec![1i64; n * (prefix.cache.len() + t)]),
+                    past: Some(&past),
+                    ..ForwardInputs::default()
+                };
+                self.graph.forward(&mut session, inputs, score)?
             }
         };
         for (o, s) in out.iter_mut().zip(scores) {

@@ -25,6 +25,7 @@
 mod embed;
 mod error;
 mod generate;
+mod graph;
 mod kv;
 mod lm;
 mod margin;

@@ -3,25 +3,21 @@
 //! `logits`, `present.{i}.key/value`), with per-token log-probabilities, windowed scoring of
 //! long documents through the KV cache, and prompt-prefix caching.
 
-use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use ndarray::{Array4, ArrayView4, Ix4};
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor};
+use ort::session::Session;
+use ort::value::DynValue;
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
+use crate::graph::{ForwardInputs, Graph};
 use crate::kv;
 use crate::math::log_sum_exp;
-use crate::runtime::{RuntimeOptions, check_names};
+use crate::runtime::RuntimeOptions;
 use crate::{Error, Result};
-
-const CONTRACT: &str = "causal-LM";
 
 /// Where the default causal LM lives inside the models directory.
 pub const SMOLLM2_DIR: &str = "smollm2-135m-instruct";
@@ -119,24 +115,14 @@ impl KvCache {
 /// # Ok::<(), metarag_onnx::Error>(())
 /// ```
 pub struct CausalLm {
-    pub(crate) model: PathBuf,
+    /// The causal graph (the scorer's and the copied-cache decoder's).
+    pub(crate) graph: Graph,
     tokenizer_path: PathBuf,
-    /// One session by default; [`CausalLm::with_sessions`] makes more, so that documents
-    /// scored on several threads run side by side instead of queueing on one.
-    sessions: Vec<Mutex<Session>>,
-    next_session: AtomicUsize,
     tokenizer: Tokenizer,
-    layers: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    pub(crate) past_names: Vec<String>,
-    pub(crate) present_names: Vec<String>,
     config: LmConfig,
-    has_logits_from: bool,
-    pub(crate) prefix_names: Vec<String>,
     /// The shared-prefix decoder graph (`decoder.onnx` beside the model), loaded on first use.
     pub(crate) decoder_path: Option<PathBuf>,
-    pub(crate) decoder: OnceLock<crate::generate::Decoder>,
+    pub(crate) decoder: OnceLock<Graph>,
     /// Whether forks use the shared-prefix graph (chosen when built: [`CausalLm::with_shared_prefix`]).
     pub(crate) use_decoder: bool,
     pub(crate) opts: RuntimeOptions,
@@ -145,19 +131,11 @@ pub struct CausalLm {
     /// Tokens in the tokenizer's vocabulary: every id given from outside is checked against
     /// it, and every logits row must be at least this wide.
     vocab: usize,
-    run_nanos: AtomicU64,
-    run_tokens: AtomicU64,
 }
 
 impl std::fmt::Debug for CausalLm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CausalLm")
-            .field("model", &self.model)
-            .field("layers", &self.layers)
-            .field("kv_heads", &self.kv_heads)
-            .field("head_dim", &self.head_dim)
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("CausalLm").field("graph", &self.graph).field("config", &self.config).finish()
     }
 }
 
@@ -192,73 +170,20 @@ impl CausalLm {
         config.check()?;
         let tok = Tokenizer::from_file(tokenizer)
             .map_err(|e| Error::Tokenizer { path: tokenizer.to_path_buf(), detail: e.to_string() })?;
-        let session = opts.session(model)?;
-        check_names(
-            &session,
-            model,
-            CONTRACT,
-            &["input_ids", "attention_mask", "position_ids", "past_key_values.0.key"],
-            &["logits", "present.0.key"],
-        )?;
-        let layers = (0..)
-            .take_while(|i| session.inputs().iter().any(|o| o.name() == format!("past_key_values.{i}.key")))
-            .count();
-        let past0 = session
-            .inputs()
-            .iter()
-            .find(|o| o.name() == "past_key_values.0.key")
-            .and_then(|o| o.dtype().tensor_shape().map(|s| s.to_vec()));
-        let (kv_heads, head_dim) = match past0.as_deref() {
-            Some([_, h, _, d]) if *h > 0 && *d > 0 => (*h as usize, *d as usize),
-            other => {
-                return Err(Error::Contract {
-                    model: model.to_path_buf(),
-                    contract: CONTRACT,
-                    detail: format!(
-                        "past_key_values.0.key must be [batch, kv_heads, past, head_dim] with fixed kv_heads and head_dim, got {other:?}"
-                    ),
-                });
-            }
-        };
-        let mut past_names = Vec::with_capacity(2 * layers);
-        let mut present_names = Vec::with_capacity(2 * layers);
-        let mut prefix_names = Vec::with_capacity(2 * layers);
-        for i in 0..layers {
-            for kind in ["key", "value"] {
-                past_names.push(format!("past_key_values.{i}.{kind}"));
-                present_names.push(format!("present.{i}.{kind}"));
-                prefix_names.push(format!("prefix.{i}.{kind}"));
-            }
-        }
-        let decoder_path = Some(model.with_file_name(DECODER_FILE)).filter(|p| p.is_file());
-        let outs: Vec<&str> = present_names.iter().map(String::as_str).collect();
-        let ins: Vec<&str> = past_names.iter().map(String::as_str).collect();
-        check_names(&session, model, CONTRACT, &ins, &outs)?;
-        let has_logits_from = session.inputs().iter().any(|o| o.name() == "logits_from");
         let vocab = tok.get_vocab_size(true);
+        let graph = Graph::causal(opts, model, vocab)?;
         let fim = read_fim(&model.with_file_name(FIM_FILE), vocab)?;
         Ok(CausalLm {
-            model: model.to_path_buf(),
+            graph,
             tokenizer_path: tokenizer.to_path_buf(),
-            sessions: vec![Mutex::new(session)],
-            next_session: AtomicUsize::new(0),
             tokenizer: tok,
-            layers,
-            kv_heads,
-            head_dim,
-            past_names,
-            present_names,
             config,
-            has_logits_from,
-            prefix_names,
-            decoder_path,
+            decoder_path: Some(model.with_file_name(DECODER_FILE)).filter(|p| p.is_file()),
             decoder: OnceLock::new(),
             use_decoder: true,
             opts: opts.clone(),
             fim,
             vocab,
-            run_nanos: AtomicU64::new(0),
-            run_tokens: AtomicU64::new(0),
         })
     }
 
@@ -283,12 +208,14 @@ impl CausalLm {
     /// Time spent inside ONNX Runtime's `run` and the number of token positions fed to it,
     /// since load (for benchmarks: everything else is overhead).
     pub fn model_time(&self) -> (Duration, u64) {
-        (Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)), self.run_tokens.load(Ordering::Relaxed))
+        let (t, n) = self.graph.run_time();
+        let (dt, dn) = self.decoder.get().map_or((Duration::ZERO, 0), Graph::run_time);
+        (t + dt, n + dn)
     }
 
     /// Number of transformer layers.
     pub fn layers(&self) -> usize {
-        self.layers
+        self.graph.layers()
     }
 
     /// Token ids of `text` (no BOS or other special token added; special-token text such as
@@ -318,130 +245,6 @@ impl CausalLm {
         })
     }
 
-    pub(crate) fn ort_err(&self, context: &'static str) -> impl Fn(ort::Error) -> Error + '_ {
-        move |e| Error::Ort { model: self.model.clone(), context, detail: e.to_string() }
-    }
-
-    /// One forward pass of `batch` rows of `t` tokens each over an optional past (whose
-    /// length is `attention_mask` width minus `t`). `f` sees the logits
-    /// `[batch, t - logits_from, vocab]` while they are still inside ONNX Runtime's buffer
-    /// (`logits_from` is ignored, i.e. 0, for graphs without that optional input); the
-    /// `present` tensors are returned.
-    ///
-    /// With `shared` (the shared-prefix decoder graph, see [`crate::generate`]) there is no
-    /// attention mask: `attention` is `None`, `shared` holds the prompt's batch-1 cache and
-    /// `past`/`present` only the rows' own tokens.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward<R>(
-        &self,
-        session: &mut Session,
-        batch: usize,
-        ids: Vec<i64>,
-        attention: Option<Vec<i64>>,
-        positions: Vec<i64>,
-        shared: Option<&[DynValue]>,
-        past: Option<&[DynValue]>,
-        logits_from: usize,
-        f: impl FnOnce(&[f32], usize) -> R,
-    ) -> Result<(R, Vec<DynValue>)> {
-        let t = ids.len() / batch.max(1);
-        let err = self.ort_err("forward pass");
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + 2 * self.past_names.len());
-        inputs.push(("input_ids".into(), Tensor::from_array(([batch, t], ids)).map_err(&err)?.into()));
-        if let Some(attention) = attention {
-            let total = attention.len() / batch.max(1);
-            inputs
-                .push(("attention_mask".into(), Tensor::from_array(([batch, total], attention)).map_err(&err)?.into()));
-        }
-        inputs.push(("position_ids".into(), Tensor::from_array(([batch, t], positions)).map_err(&err)?.into()));
-        if let Some(values) = shared {
-            for (name, v) in self.prefix_names.iter().zip(values) {
-                inputs.push((name.as_str().into(), v.into()));
-            }
-        }
-        match past {
-            Some(values) => {
-                for (name, v) in self.past_names.iter().zip(values) {
-                    inputs.push((name.as_str().into(), v.into()));
-                }
-            }
-            None => {
-                for name in &self.past_names {
-                    let empty =
-                        Tensor::<f32>::from_array(([batch, self.kv_heads, 0, self.head_dim], Vec::<f32>::new()))
-                            .map_err(&err)?;
-                    inputs.push((name.as_str().into(), empty.into()));
-                }
-            }
-        }
-        // Only the last positions' logits when the graph allows it (optional `logits_from`).
-        let has_logits_from =
-            if shared.is_some() { self.decoder.get().is_some_and(|d| d.has_logits_from) } else { self.has_logits_from };
-        let logits_from = if has_logits_from { logits_from.min(t.saturating_sub(1)) } else { 0 };
-        if logits_from > 0 {
-            inputs.push((
-                "logits_from".into(),
-                Tensor::from_array(([1], vec![logits_from as i64])).map_err(&err)?.into(),
-            ));
-        }
-        let started = Instant::now();
-        let mut outputs = session.run(inputs).map_err(&err)?;
-        self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.run_tokens.fetch_add((batch * t) as u64, Ordering::Relaxed);
-        let logits = outputs
-            .get("logits")
-            .ok_or_else(|| Error::Contract {
-                model: self.model.clone(),
-                contract: CONTRACT,
-                detail: "no `logits` output".into(),
-            })?
-            .try_extract_tensor::<f32>()
-            .map_err(&err)?;
-        let (shape, data) = logits;
-        let vocab = shape.last().copied().unwrap_or(0) as usize;
-        let rows = t - logits_from;
-        if vocab < self.vocab || data.len() != batch * rows * vocab {
-            return Err(Error::Contract {
-                model: self.model.clone(),
-                contract: CONTRACT,
-                detail: format!(
-                    "logits shape {shape:?}, expected [{batch}, {rows}, vocab ≥ {}] (the tokenizer's)",
-                    self.vocab
-                ),
-            });
-        }
-        let r = f(data, vocab);
-        let mut present = Vec::with_capacity(self.present_names.len());
-        for name in &self.present_names {
-            present.push(outputs.remove(name.as_str()).ok_or_else(|| Error::Contract {
-                model: self.model.clone(),
-                contract: CONTRACT,
-                detail: format!("no `{name}` output"),
-            })?);
-        }
-        Ok((r, present))
-    }
-
-    /// A free session, or (all busy) the next one in turn, waited for.
-    pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
-        let poisoned = || Error::Ort {
-            model: self.model.clone(),
-            context: "session lock",
-            detail: "a previous run panicked".into(),
-        };
-        if self.sessions.len() > 1 {
-            for s in &self.sessions {
-                match s.try_lock() {
-                    Ok(guard) => return Ok(guard),
-                    Err(std::sync::TryLockError::WouldBlock) => {}
-                    Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
-                }
-            }
-        }
-        let i = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
-        self.sessions[i].lock().map_err(|_| poisoned())
-    }
-
     /// Runs the graph in `n` sessions of `threads / n` intra-op threads each (at least one),
     /// for callers that score `n` documents at once: on 2 cores, margin judging of two files
     /// finishes 1.09x sooner than on one session of two threads (PPL scoring, with its long
@@ -454,42 +257,13 @@ impl CausalLm {
     /// # Ok::<(), metarag_onnx::Error>(())
     /// ```
     pub fn with_sessions(mut self, n: usize) -> Result<Self> {
-        if n <= 1 {
-            return Ok(self);
-        }
-        let opts = self.opts.clone().with_threads(self.opts.intra_threads / n);
-        self.sessions = (0..n).map(|_| opts.session(&self.model).map(Mutex::new)).collect::<Result<_>>()?;
+        self.graph = self.graph.with_sessions(&self.opts, n)?;
         Ok(self)
     }
 
     /// How many sessions run the graph.
     pub fn sessions(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Applies `f` to every tensor of a cache, seen as a 4-D array
-    /// `[batch, kv_heads, positions, head_dim]` (see [`crate::kv`]), and returns the results as
-    /// tensors; `context` names the operation in errors.
-    pub(crate) fn map_cache(
-        &self,
-        values: &[DynValue],
-        context: &'static str,
-        f: impl Fn(ArrayView4<'_, f32>) -> std::result::Result<Array4<f32>, String>,
-    ) -> Result<Vec<DynValue>> {
-        let err = self.ort_err(context);
-        values
-            .iter()
-            .map(|v| {
-                let a = v.try_extract_array::<f32>().map_err(&err)?;
-                let a = a.into_dimensionality::<Ix4>().map_err(|e| Error::Contract {
-                    model: self.model.clone(),
-                    contract: CONTRACT,
-                    detail: format!("{context}: present tensor is not 4-D: {e}"),
-                })?;
-                let out = f(a).map_err(|detail| Error::Input(format!("{context}: {detail}")))?;
-                Ok(Tensor::from_array(out).map_err(&err)?.into_dyn())
-            })
-            .collect()
+        self.graph.sessions()
     }
 
     /// Runs `tokens` after `cache` (or from scratch) and returns the new cache; `f` gets the
@@ -507,18 +281,16 @@ impl CausalLm {
         let t = tokens.len();
         let ids: Vec<i64> = tokens.iter().map(|&x| i64::from(x)).collect();
         let positions: Vec<i64> = (start_pos..start_pos + t as i64).collect();
-        let attention = vec![1i64; past_len + t];
-        let (r, present) = self.forward(
-            session,
-            1,
+        let inputs = ForwardInputs {
+            batch: 1,
             ids,
-            Some(attention),
             positions,
-            None,
-            cache.as_ref().map(|c| c.values.as_slice()),
+            attention: Some(vec![1i64; past_len + t]),
+            past: cache.as_ref().map(|c| c.values.as_slice()),
             logits_from,
-            f,
-        )?;
+            ..ForwardInputs::default()
+        };
+        let (r, present) = self.graph.forward(session, inputs, f)?;
         let mut kept = cache.map(|c| c.tokens).unwrap_or_default();
         kept.extend_from_slice(tokens);
         Ok((r, KvCache { values: present, tokens: kept, next_position: start_pos + t as i64 }))
@@ -531,7 +303,8 @@ impl CausalLm {
         let c = &self.config;
         let mut cache = cache;
         if let Some(keep) = kv::slide(cache.tokens.len(), incoming, c.sink_tokens, c.max_context) {
-            let values = self.map_cache(&cache.values, "sliding the KV cache", |a| kv::keep_positions(a, &keep))?;
+            let values =
+                self.graph.map_cache(&cache.values, "sliding the KV cache", |a| kv::keep_positions(a, &keep))?;
             let tokens = keep.iter().flat_map(|r| cache.tokens[r.clone()].iter().copied()).collect();
             cache = KvCache { values, tokens, next_position: cache.next_position };
         }
@@ -556,7 +329,7 @@ impl CausalLm {
         if n < 2 {
             return Ok(nll);
         }
-        let mut session = self.lock()?;
+        let mut session = self.graph.lock()?;
         let mut cache: Option<KvCache> = None;
         let mut start = 0;
         // The last token predicts nothing, so inputs are tokens[..n-1].
@@ -607,9 +380,11 @@ impl CausalLm {
                 positions[r * t + j] = j as i64;
             }
         }
-        let mut session = self.lock()?;
-        let (out, _) =
-            self.forward(&mut session, b, ids, Some(attention), positions, None, None, 0, |logits, vocab| {
+        let mut session = self.graph.lock()?;
+        let (out, _) = self.graph.forward(
+            &mut session,
+            ForwardInputs { batch: b, ids, positions, attention: Some(attention), ..ForwardInputs::default() },
+            |logits, vocab| {
                 batch
                     .par_iter()
                     .enumerate()
@@ -622,7 +397,8 @@ impl CausalLm {
                             .collect::<Vec<f32>>()
                     })
                     .collect::<Vec<_>>()
-            })?;
+            },
+        )?;
         Ok(out)
     }
 
@@ -647,7 +423,7 @@ impl CausalLm {
                 self.config.max_position
             )));
         }
-        let mut session = self.lock()?;
+        let mut session = self.graph.lock()?;
         let reuse = match cache.take() {
             Some(c) => {
                 let common = c.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
@@ -659,7 +435,7 @@ impl CausalLm {
                     Some(c)
                 } else {
                     Some(KvCache {
-                        values: self.map_cache(&c.values, "reusing a prompt's KV cache", |a| {
+                        values: self.graph.map_cache(&c.values, "reusing a prompt's KV cache", |a| {
                             kv::keep_positions(a, std::slice::from_ref(&(0..common)))
                         })?,
                         tokens: c.tokens[..common].to_vec(),
