@@ -7,10 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use metarag_index::{
-    ChunkRecord, EdgeStore, Filter, Point, ServerConfig, ServerStore, Sparse, VectorQuery, VectorSearch, VectorStore,
-    point_id,
-};
+use metarag_index::{ChunkRecord, EdgeStore, Filter, Point, Sparse, VectorQuery, VectorSearch, VectorStore, point_id};
+#[cfg(feature = "server")]
+use metarag_index::{ServerConfig, ServerStore};
 
 const DIMS: usize = 8;
 
@@ -157,6 +156,7 @@ fn edge_store_meets_the_contract() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[cfg(feature = "server")]
 #[test]
 fn server_store_meets_the_contract_when_a_server_is_given() {
     let Ok(url) = std::env::var("METARAG_QDRANT_URL") else {

@@ -22,7 +22,7 @@ use crate::error::io;
 use crate::lexical::LexicalIndex;
 use crate::manifest::{DocEntry, Manifest, Pending};
 use crate::store::{ChunkRecord, Filter, Hit, HybridWeights, Point, VectorQuery, VectorSearch, VectorStore, point_id};
-use crate::{EdgeStore, Error, Result, ServerConfig, ServerStore, sparse};
+use crate::{EdgeStore, Error, Result, sparse};
 
 /// File name of the index configuration.
 pub const CONFIG_FILE: &str = "metarag.toml";
@@ -256,11 +256,21 @@ fn open_stores(dir: &Path, cfg: &IndexConfig, create: bool) -> Result<(Option<Le
             };
             Ok((Some(lexical), Box::new(vectors)))
         }
+        #[cfg(feature = "server")]
         StoreConfig::Server { url, collection } => {
+            use crate::{ServerConfig, ServerStore};
             let sc = ServerConfig::new(url.clone(), collection.clone());
             let store = if create { ServerStore::connect(sc, dims)? } else { ServerStore::connect_existing(sc, dims)? };
             Ok((None, Box::new(store)))
         }
+        #[cfg(not(feature = "server"))]
+        StoreConfig::Server { url, .. } => Err(Error::Vector {
+            store: url.clone(),
+            detail: format!(
+                "{}: the index uses a Qdrant server, but this build has no server support (the `server` feature of metarag-index is off); rebuild with it",
+                dir.display()
+            ),
+        }),
     }
 }
 

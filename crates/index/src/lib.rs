@@ -57,6 +57,7 @@ mod index;
 pub mod ingest;
 mod lexical;
 pub mod manifest;
+#[cfg(feature = "server")]
 mod server;
 mod sparse;
 mod store;
@@ -66,6 +67,7 @@ pub use error::{Error, Result};
 pub use index::{BatchWrite, CONFIG_FILE, Index, IndexConfig, Mode, Query, SearchHit, StoreConfig};
 pub use ingest::{FileOutcome, IngestObserver, IngestOptions, IngestReport, Silent, Stages, document_id, ingest};
 pub use lexical::LexicalIndex;
+#[cfg(feature = "server")]
 pub use server::{ServerConfig, ServerStore};
 pub use sparse::{bm25_document_vector, bm25_query_vector, term_id};
 pub use store::{

@@ -14,6 +14,7 @@ use crate::Result;
 /// Name of the dense vector in every collection.
 pub const DENSE: &str = "dense";
 /// Name of the sparse BM25 vector (server collections).
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub const SPARSE: &str = "bm25";
 
 /// One chunk as stored: where it comes from and its text. This is the payload of a point and
