@@ -64,9 +64,10 @@ pub enum Error {
         /// Which type and why.
         detail: String,
     },
-    /// A model-backed stage (scorer, judge, embedder) failed.
+    /// A model-backed stage (scorer, judge, embedder) failed. The model crate's own error is
+    /// the source (e.g. `metarag_onnx::Error`, reachable with `downcast_ref`), not a string.
     #[error("model: {0}")]
-    Model(String),
+    Model(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -88,8 +89,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps any displayable model error.
-    pub fn model(e: impl std::fmt::Display) -> Self {
-        Error::Model(e.to_string())
+    /// Wraps a model error (any error type, kept as the source), or a message.
+    ///
+    /// ```
+    /// use metarag_core::Error;
+    /// let io = std::io::Error::other("graph missing");
+    /// let e = Error::model(io);
+    /// assert_eq!(e.to_string(), "model: graph missing");
+    /// assert!(std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()));
+    /// assert_eq!(Error::model("empty prompt").to_string(), "model: empty prompt");
+    /// ```
+    pub fn model(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Model(e.into())
     }
 }

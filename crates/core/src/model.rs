@@ -180,7 +180,7 @@ pub trait MaskedDenoiser: Vocabulary {
         let logits = self.denoise(&rows)?;
         let vocab = logits.len() / (n * width);
         if vocab == 0 || logits.len() != n * width * vocab || rows.iter().any(|r| r.len() != width) {
-            return Err(crate::Error::Model(format!(
+            return Err(crate::Error::model(format!(
                 "denoiser returned {} logits for {n} rows of {width} tokens (slots of equal length needed)",
                 logits.len()
             )));

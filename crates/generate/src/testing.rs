@@ -31,7 +31,7 @@ impl Vocabulary for WordVocab {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         text.split_whitespace()
             .map(|w| {
-                self.ids.get(w).copied().ok_or_else(|| Error::Model(format!("scripted vocabulary has no word `{w}`")))
+                self.ids.get(w).copied().ok_or_else(|| Error::model(format!("scripted vocabulary has no word `{w}`")))
             })
             .collect()
     }
@@ -125,7 +125,7 @@ impl ScriptedLm {
     fn logits(&self, ctx: &[u32]) -> Result<Vec<f32>> {
         let l = (self.next)(ctx);
         if l.len() != self.vocab.vocab_size() {
-            return Err(Error::Model(format!(
+            return Err(Error::model(format!(
                 "script gave {} logits for a {}-word vocabulary",
                 l.len(),
                 self.vocab.vocab_size()
@@ -163,7 +163,7 @@ impl CausalModel for ScriptedLm {
 
     fn prefill(&self, prompt: &[u32]) -> Result<ScriptedPrefix> {
         if prompt.is_empty() {
-            return Err(Error::Model("empty prompt".into()));
+            return Err(Error::model("empty prompt"));
         }
         self.forwards.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut p) = self.prompts.lock() {
@@ -179,7 +179,7 @@ impl CausalModel for ScriptedLm {
     }
     fn step(&self, batch: &mut Vec<Vec<u32>>, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.len() != batch.len() {
-            return Err(Error::Model(format!("{} tokens for {} rows", tokens.len(), batch.len())));
+            return Err(Error::model(format!("{} tokens for {} rows", tokens.len(), batch.len())));
         }
         self.forwards.fetch_add(1, Ordering::Relaxed);
         self.row_steps.fetch_add(batch.len(), Ordering::Relaxed);
@@ -288,7 +288,7 @@ impl MaskedDenoiser for ScriptedDenoiser {
         for r in rows {
             let l = (self.logits)(r);
             if l.len() != r.len() * self.vocab_size() {
-                return Err(Error::Model(format!("script gave {} logits for {} positions", l.len(), r.len())));
+                return Err(Error::model(format!("script gave {} logits for {} positions", l.len(), r.len())));
             }
             out.extend(l);
         }

@@ -68,6 +68,6 @@ pub enum Error {
 
 impl From<Error> for metarag_core::Error {
     fn from(e: Error) -> Self {
-        metarag_core::Error::Model(e.to_string())
+        metarag_core::Error::Model(Box::new(e))
     }
 }

@@ -146,7 +146,7 @@ impl Vocabulary for CausalLm {
     fn decode(&self, ids: &[u32]) -> metarag_core::Result<String> {
         self.tokenizer()
             .decode(ids, true)
-            .map_err(|e| metarag_core::Error::Model(format!("decoding {} tokens: {e}", ids.len())))
+            .map_err(|e| metarag_core::Error::model(format!("decoding {} tokens: {e}", ids.len())))
     }
     fn vocab_size(&self) -> usize {
         self.tokenizer().get_vocab_size(true)

@@ -136,7 +136,7 @@ impl<'a> LmMarginJudge<'a> {
 impl MarginJudge for LmMarginJudge<'_> {
     fn margin(&self, chunk: &[&str], next: &str) -> metarag_core::Result<f32> {
         let prompt = self.prompt(chunk, next)?;
-        let poisoned = |_| metarag_core::Error::Model("judge cache poisoned".into());
+        let poisoned = |_| metarag_core::Error::model("judge cache poisoned");
         let me = std::thread::current().id();
         let mut cache = if self.config.reuse_prefix {
             let mut caches = self.caches.lock().map_err(poisoned)?;

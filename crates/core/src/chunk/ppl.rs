@@ -125,7 +125,7 @@ impl<S: SentenceScorer> Chunker for PplChunker<S> {
         let pieces: Vec<&str> = sentences.iter().map(|s| &doc.text[s.clone()]).collect();
         let scores = self.scorer.score_sentences(&pieces)?;
         if scores.len() != sentences.len() {
-            return Err(Error::Model(format!(
+            return Err(Error::model(format!(
                 "{}: scorer returned {} scores for {} sentences",
                 doc.id,
                 scores.len(),

@@ -95,7 +95,7 @@ impl<E: SentenceEmbedder> Chunker for SemanticChunker<E> {
         for batch in groups.chunks(self.config.batch.max(1)) {
             let out = self.embedder.embed(batch)?;
             if out.len() != batch.len() {
-                return Err(Error::Model(format!(
+                return Err(Error::model(format!(
                     "{}: embedder returned {} vectors for {} texts",
                     doc.id,
                     out.len(),
