@@ -57,6 +57,7 @@ mod index;
 pub mod ingest;
 mod lexical;
 pub mod manifest;
+mod search;
 #[cfg(feature = "server")]
 mod server;
 mod sparse;
@@ -64,9 +65,10 @@ mod store;
 
 pub use edge::EdgeStore;
 pub use error::{Error, Result};
-pub use index::{BatchWrite, CONFIG_FILE, Index, IndexConfig, Mode, Query, SearchHit, StoreConfig};
+pub use index::{BatchWrite, CONFIG_FILE, Index, IndexConfig, StoreConfig};
 pub use ingest::{FileOutcome, IngestObserver, IngestOptions, IngestReport, Silent, Stages, document_id, ingest};
 pub use lexical::LexicalIndex;
+pub use search::{Mode, Query, SearchHit};
 #[cfg(feature = "server")]
 pub use server::{ServerConfig, ServerStore};
 pub use sparse::{bm25_document_vector, bm25_query_vector, term_id};
