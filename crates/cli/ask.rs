@@ -332,7 +332,7 @@ struct Output<'a> {
 
 pub fn run(args: &AskArgs) -> anyhow::Result<ExitCode> {
     let question = args.question.join(" ");
-    let (_, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
+    let (_, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
     let mode = Mode::from(args.mode);
     let index = crate::search::open_for(&args.index, mode, &opts)?;
     let hits = index.search(&Query::new(question.clone()).k(args.k).mode(mode))?;

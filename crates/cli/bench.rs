@@ -181,7 +181,7 @@ fn squad_json(path: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
+    let (threads, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut log = StageLog::default();
     let (dir, data) = log.run("dataset", || {
@@ -200,7 +200,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let qvecs = log.run("embed questions", || {
         let texts: Vec<&str> = data.questions.iter().map(|q| q.question.as_str()).collect();
-        let cache = bench::vectors_path(&args.out, crate::pipeline::EMBEDDER_ID, &texts);
+        let cache = bench::vectors_path(&args.out, metarag_onnx::EMBEDDER_ID, &texts);
         if let Some(v) = bench::read_vectors(&cache, texts.len()) {
             return Ok(v);
         }
@@ -588,7 +588,7 @@ fn ppl_curve(doc: &Path, pipeline: &Pipeline, opts: &RuntimeOptions, out: &Path,
         return Ok(c);
     }
     let text = std::fs::read_to_string(doc).with_context(|| format!("{}: cannot read", doc.display()))?;
-    let models = crate::pipeline::Models::load(pipeline, opts, false, false, 1)?;
+    let models = metarag_onnx::Models::load(pipeline, opts, false, false, 1)?;
     let chunker = models.chunker(&pipeline.chunker)?;
     let document = metarag_core::Document::from_text(name.clone(), text);
     let sentences = metarag_core::split::RuleSplitter::default().split(&document.text);

@@ -15,7 +15,7 @@ use metarag_core::split::RuleSplitter;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::pipeline::Models;
+use metarag_onnx::Models;
 
 /// How to chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -297,7 +297,7 @@ fn process(
 
 pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
-    let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
+    let (threads, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
     let files = collect_files(&args.paths);
     let pipeline = pipeline_of(args)?;
     // Margin judging gains from a session per document (57.5 s vs 62.5 s for two files on

@@ -28,7 +28,7 @@ use metarag_onnx::RuntimeOptions;
 use serde::Serialize;
 
 use crate::ask::{DecoderArg, GenerateArgs, Generator, GeneratorArg, InfillArg, context};
-use crate::pipeline::Models;
+use metarag_onnx::Models;
 
 /// What went wrong, sorted by whose fault it is (a server maps them to 400, 503 and 500).
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ impl Engine {
         }
         let m = Arc::new(
             Models::load(&self.index.config().pipeline, &self.opts, false, false, 1)
-                .map_err(EngineError::Unavailable)?,
+                .map_err(|e| EngineError::Unavailable(e.into()))?,
         );
         *slot = Some(Arc::clone(&m));
         Ok(m)

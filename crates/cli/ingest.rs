@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use metarag_core::load::{FileLoader, LoadOptions, is_probably_binary, quiet_pdf_panics};
+use metarag_core::load::{LoadOptions, is_probably_binary, quiet_pdf_panics};
 use metarag_core::pipeline::Pipeline;
-use metarag_core::split::RuleSplitter;
-use metarag_index::{FileOutcome, Index, IngestObserver, IngestOptions, Stages, StoreConfig, ingest};
+use metarag_index::{FileOutcome, Index, IngestObserver, IngestOptions, StoreConfig, ingest};
 use metarag_onnx::RuntimeOptions;
 
-use crate::pipeline::Models;
+use metarag_onnx::Models;
 
 /// The pipeline used when neither --pipeline nor an existing index says otherwise.
 pub const DEFAULT_PIPELINE: &str = include_str!("../../pipelines/default.toml");
@@ -318,21 +317,9 @@ fn run_ingest(
     let margin = matches!(pipeline.chunker, metarag_core::pipeline::ChunkerConfig::Margin { .. });
     let sessions = job.lm_sessions.unwrap_or(if margin { files.len() } else { 1 }).clamp(1, threads.max(1));
     let models = Models::load(pipeline, opts, true, true, sessions)?;
-    let chunker = models.chunker(&pipeline.chunker)?;
-    let sizer = pipeline.merge.as_ref().map(|m| models.sizer(m)).transpose()?;
-    let embedder = models.embedder.as_deref().context("internal: embedder not loaded")?;
-    let loader =
-        FileLoader::new(LoadOptions { pdf_timeout: Duration::from_secs(job.file_timeout), ..LoadOptions::default() });
-    let splitter = RuleSplitter::default();
-    let stages = Stages {
-        loader: &loader,
-        splitter: &splitter,
-        chunker: chunker.as_ref(),
-        merge: pipeline.merge.as_ref().zip(sizer.as_deref()).map(|(m, s)| (m.target, s)),
-        embedder,
-        embed_batch: pipeline.embedder.batch,
-        tokens: models.tokenizer.as_deref().map(|t| t as &dyn metarag_core::model::TokenOffsets),
-    };
+    let load = LoadOptions { pdf_timeout: Duration::from_secs(job.file_timeout), ..LoadOptions::default() };
+    let built = metarag_index::BuiltStages::build(pipeline, &models, load)?;
+    let stages = built.stages();
     let options =
         IngestOptions { batch_docs: job.batch_docs, prune: job.prune, shard: job.shard, ..IngestOptions::default() };
     let bar = ProgressBar::new(1);
@@ -362,7 +349,7 @@ fn run_ingest(
 
 pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
-    let (threads, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
+    let (threads, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
     let pipeline = resolve_pipeline(args)?;
     let store = match &args.qdrant_url {
         Some(url) => StoreConfig::Server { url: url.clone(), collection: args.collection.clone() },

@@ -28,7 +28,6 @@ mod bench;
 mod chunk;
 pub mod engine;
 mod ingest;
-mod pipeline;
 mod search;
 mod serve;
 mod setup;
@@ -38,7 +37,7 @@ use std::process::ExitCode;
 pub use engine::{AskOptions, Asked, Chunking, Engine, EngineError};
 pub use ingest::{DEFAULT_PIPELINE, IngestSettings, Ingested, ingest_inputs};
 pub use metarag_onnx::RuntimeOptions;
-pub use pipeline::{EMBEDDER_ID, Models, runtime};
+pub use metarag_onnx::{EMBEDDER_ID, Models, runtime};
 
 use clap::{Parser, Subcommand};
 

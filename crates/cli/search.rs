@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use metarag_index::{Index, Mode, Query, SearchHit};
-use metarag_onnx::{Embedder, RuntimeOptions};
+use metarag_onnx::RuntimeOptions;
 
 /// Retrieval mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,11 +87,9 @@ pub fn open_for(dir: &std::path::Path, mode: Mode, opts: &RuntimeOptions) -> any
     if mode == Mode::Bm25 {
         return Ok(index);
     }
-    let model = &index.config().pipeline.embedder.model;
-    if model != crate::pipeline::EMBEDDER_ID {
-        anyhow::bail!("{}: the index was embedded with {model:?}, which this build cannot load", dir.display());
-    }
-    Ok(index.with_embedder(Arc::new(Embedder::load(opts)?)))
+    let embedder = metarag_onnx::query_embedder(&index.config().pipeline, opts)
+        .with_context(|| format!("{}: cannot embed queries for this index", dir.display()))?;
+    Ok(index.with_embedder(Arc::new(embedder)))
 }
 
 pub fn parse_weights(s: &str) -> Result<[f32; 2], String> {

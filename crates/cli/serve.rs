@@ -367,7 +367,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             args.addr
         );
     }
-    let (_, opts) = crate::pipeline::runtime(args.threads, args.models.as_deref());
+    let (_, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
     let engine = Engine::open(&args.index, opts)?;
     // The pipeline's models load now (a /chunk never waits for them); the answer model
     // loads with the first /ask.

@@ -50,6 +50,7 @@
 //! # Ok::<(), metarag_index::Error>(())
 //! ```
 
+mod built;
 pub mod crash;
 mod edge;
 mod error;
@@ -63,6 +64,7 @@ mod server;
 mod sparse;
 mod store;
 
+pub use built::BuiltStages;
 pub use edge::EdgeStore;
 pub use error::{Error, Result};
 pub use index::{BatchWrite, CONFIG_FILE, Index, IndexConfig, StoreConfig};

@@ -64,6 +64,14 @@ pub enum Error {
     /// An argument is out of range.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A pipeline (or an index built with it) names an embedder this build cannot load.
+    #[error("unknown embedder {model:?}: this build embeds with {supported} (384 dims)")]
+    UnknownEmbedder {
+        /// The embedder the pipeline names.
+        model: String,
+        /// The one this build has.
+        supported: &'static str,
+    },
 }
 
 impl From<Error> for metarag_core::Error {

@@ -10,6 +10,8 @@
 //! - [`LmMarginJudge`]: margin sampling over the chat template
 //!   ([`metarag_core::model::MarginJudge`]).
 //! - [`Embedder`]: MiniLM sentence embeddings ([`metarag_core::model::SentenceEmbedder`]).
+//! - [`Models`]: the models a pipeline needs, loaded once; the pipeline's
+//!   [`metarag_core::pipeline::ModelProvider`] ([`registry`]).
 //!
 //! ```no_run
 //! use metarag_core::model::SentenceScorer;
@@ -31,6 +33,7 @@ mod lm;
 mod margin;
 mod masked;
 mod math;
+pub mod registry;
 pub mod runtime;
 mod tokens;
 
@@ -40,5 +43,6 @@ pub use generate::{LmBatch, LmPrefix};
 pub use lm::{CausalLm, DECODER_FILE, FIM_FILE, INFILL_DIR, KvCache, LmConfig, SMOLLM2_DIR};
 pub use margin::{JudgeConfig, LmMarginJudge};
 pub use masked::{BlockDenoiser, DENOISER_FILE, MASKED_DIR, MASKED_FILE, MaskedLm, SYNTHETIC_DENOISER_DIR};
+pub use registry::{EMBEDDER_ID, Models, query_embedder, runtime};
 pub use runtime::{RuntimeOptions, models_dir};
 pub use tokens::TokenizerFile;
