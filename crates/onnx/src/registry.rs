@@ -73,6 +73,10 @@ impl Models {
             || matches!(c, ChunkerConfig::Fixed { .. })
             || pipeline.merge.as_ref().is_some_and(|m| m.unit == MergeUnit::Tokens);
         let need_embed = embed || matches!(c, ChunkerConfig::Semantic { .. });
+        // Settings first: an unknown embedder is refused before any model loads.
+        if need_embed && pipeline.embedder.model != EMBEDDER_ID {
+            return Err(Error::UnknownEmbedder { model: pipeline.embedder.model.clone(), supported: EMBEDDER_ID });
+        }
         let lm = if need_lm {
             let cfg = LmConfig {
                 window: pipeline.scorer.window,
