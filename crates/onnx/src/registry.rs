@@ -74,8 +74,8 @@ impl Models {
             || pipeline.merge.as_ref().is_some_and(|m| m.unit == MergeUnit::Tokens);
         let need_embed = embed || matches!(c, ChunkerConfig::Semantic { .. });
         // Settings first: an unknown embedder is refused before any model loads.
-        if need_embed && pipeline.embedder.model != EMBEDDER_ID {
-            return Err(Error::UnknownEmbedder { model: pipeline.embedder.model.clone(), supported: EMBEDDER_ID });
+        if need_embed {
+            check_embedder(pipeline)?;
         }
         let lm = if need_lm {
             let cfg = LmConfig {
@@ -110,11 +110,17 @@ impl Models {
 /// The embedder of `pipeline` (what its index was embedded with, and so what its queries must
 /// be embedded with): [`EMBEDDER_ID`], or [`Error::UnknownEmbedder`].
 pub fn query_embedder(pipeline: &Pipeline, opts: &RuntimeOptions) -> Result<Embedder> {
+    check_embedder(pipeline)?;
+    Embedder::load(opts)
+}
+
+/// [`Error::UnknownEmbedder`] unless `pipeline` names the embedder this build has.
+fn check_embedder(pipeline: &Pipeline) -> Result<()> {
     let model = &pipeline.embedder.model;
     if model != EMBEDDER_ID {
         return Err(Error::UnknownEmbedder { model: model.clone(), supported: EMBEDDER_ID });
     }
-    Embedder::load(opts)
+    Ok(())
 }
 
 impl ModelProvider for Models {
