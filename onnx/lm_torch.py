@@ -180,8 +180,16 @@ class SmolLM(torch.nn.Module):
                     out[f"layers.{i}.{name}.lora_b"] = lin.lora_b.detach()
         return out
 
-    def load_adapter_state(self, state: dict) -> None:
+    def load_adapter_state(self, state: dict, partial: bool = False) -> None:
+        """Copy LoRA matrices (and the mask embedding) into the model. `partial`: `state` may cover only
+        some of the adapted layers (an adapter trained on fewer layers); the others keep their initial
+        values (B = 0, so they start as the identity)."""
         expected = set(self.adapter_state())
+        if partial:
+            extra = sorted(set(state) - expected)
+            if extra:
+                raise ValueError(f"adapter does not match the model: unexpected {extra[:4]}")
+            state = {**self.adapter_state(), **state}
         if set(state) != expected:
             missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(f"adapter does not match the model: missing {missing[:4]}, unexpected {extra[:4]}")

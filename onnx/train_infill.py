@@ -709,8 +709,9 @@ def config_of(args) -> dict:
     return {"seed": args.seed, "rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer,
             "lr": args.lr, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
             "fim_share": args.fim_share, "group": args.group, "template": TEMPLATE, "sentinels": SENTINELS, "chunker": CHUNKER,
-            **({"objective": "masked", "block": args.block, "draws": args.draws, "mask_token": MASK_TOKEN,
-                "init": args.init} if args.objective == "masked" else {})}
+            **({"init": args.init, "skip_examples": args.skip_examples} if args.init != "base" else {}),
+            **({"objective": "masked", "block": args.block, "draws": args.draws, "mask_token": MASK_TOKEN}
+               if args.objective == "masked" else {})}
 
 
 def cmd_train(args) -> int:
@@ -749,10 +750,16 @@ def cmd_train(args) -> int:
     mask_id = tok.t.token_to_id(MASK_TOKEN)
     if masked:
         model.add_mask_embedding(mask_id)
-        if args.init != "base" and state is None:
-            init = read_npz_adapter(args.init, args.alpha / args.rank, torch)
-            model.load_adapter_state({**init, "mask_embedding_delta": model.mask_delta.detach().clone()})
-            log(f"LoRA initialised from {args.init}")
+    if args.init != "base" and state is None:
+        init = read_npz_adapter(args.init, args.alpha / args.rank, torch)
+        if masked:
+            init["mask_embedding_delta"] = model.mask_delta.detach().clone()
+        try:  # an adapter of layers >= k may start a run on layers >= k' < k: the new layers start at B = 0
+            model.load_adapter_state(init, partial=True)
+        except ValueError as exc:
+            raise TrainError(f"--init {args.init}: {exc} (use the same --rank and a --first-layer at or below "
+                             "the adapter's)") from exc
+        log(f"LoRA initialised from {args.init}")
     model.to(device)
     params = model.trainable()
     n_params = sum(p.numel() for p in params)
@@ -790,11 +797,16 @@ def cmd_train(args) -> int:
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed from {ckpt_path}: step {step}, example {seen}")
     else:
-        log("evaluating the base model (step 0)")
+        while seen < args.skip_examples:  # a continued adapter starts on the examples it has not seen
+            seen += len(groups[pos % len(groups)]["tails"])
+            pos += 1
+        if seen:
+            log(f"starting at example {seen:,} (--skip-examples)")
+        log("evaluating the starting model (step 0)")
         t = time.time()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             ev = run_eval()
-        curve.append({"step": 0, "examples": 0, "train_loss": None, **ev, "seconds": 0.0})
+        curve.append({"step": 0, "examples": seen, "train_loss": None, **ev, "seconds": 0.0})
         log(f"step 0: {eval_line(ev)} ({time.time() - t:.0f} s)")
 
     def lr_at(s):
@@ -1127,9 +1139,13 @@ def main(argv=None) -> int:
                    help="masked objective: answer slot length in tokens (answer + EOT, padded with EOT; 20 covers "
                         "98%% of the training answers)")
     t.add_argument("--draws", type=int, default=2, help="masked objective: noise levels per example and step")
-    t.add_argument("--init", default=os.path.join(ADAPTER_DIR, ADAPTER_NAME + ".npz"),
-                   help="masked objective: start the LoRA from this committed adapter (default: the infill "
-                        "model), or `base`")
+    t.add_argument("--init", default=None,
+                   help="start the LoRA from this committed adapter, or `base` (default: `base` for the infill "
+                        "objective, the infill model for the masked one). Its layers must be a subset of this "
+                        "run's (--first-layer at or below the adapter's); a resumed checkpoint ignores it")
+    t.add_argument("--skip-examples", type=int, default=0,
+                   help="a fresh run starts this far into the (seeded) example order, e.g. where the --init "
+                        "adapter's training stopped, so it sees new examples first")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--rank", type=int, default=16)
     t.add_argument("--alpha", type=float, default=32.0)
@@ -1159,6 +1175,8 @@ def main(argv=None) -> int:
     e.add_argument("--out", help="also write the results to this JSON file")
     e.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.cmd == "train" and args.init is None:
+        args.init = os.path.join(ADAPTER_DIR, ADAPTER_NAME + ".npz") if args.objective == "masked" else "base"
     models = models_dir(args.models)
     if args.cmd == "data":
         return cmd_data(args)
