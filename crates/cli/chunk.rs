@@ -168,37 +168,6 @@ struct SentenceScore {
     score: Option<f32>,
 }
 
-/// Walks the inputs: files as given, folders recursively (sorted, hidden entries skipped).
-pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            out.push(dir.to_path_buf()); // reported when loading
-            return;
-        };
-        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for p in entries {
-            if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
-                continue;
-            }
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            walk(p, &mut out);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    out
-}
-
 /// The pipeline of `args`: the --pipeline file, or one made of the method options.
 fn pipeline_of(args: &ChunkArgs) -> anyhow::Result<Pipeline> {
     if let Some(file) = &args.pipeline {
@@ -298,7 +267,7 @@ fn process(
 pub fn run(args: &ChunkArgs) -> anyhow::Result<ExitCode> {
     quiet_pdf_panics();
     let (threads, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
-    let files = collect_files(&args.paths);
+    let files = metarag_engine::ingest::collect_files(&args.paths);
     let pipeline = pipeline_of(args)?;
     // Margin judging gains from a session per document (57.5 s vs 62.5 s for two files on
     // 2 cores); PPL scoring does not (22.4 s vs 20.4 s on examples/), so it keeps one.

@@ -1,5 +1,7 @@
-//! metarag as a library: the command line (`setup`, `chunk`, `ingest`, `search`, `ask`,
-//! `bench`, `serve`) and the [`Engine`] that the HTTP server and the Python package share.
+//! The `metarag` command line (`setup`, `chunk`, `ingest`, `search`, `ask`, `bench`,
+//! `serve`): argument parsing and printing over the libraries. The application layer it
+//! calls (the [`Engine`], ingest, the answer generator, the HTTP server) is
+//! `metarag-engine`, re-exported here.
 //!
 //! ```no_run
 //! use metarag::{Engine, RuntimeOptions};
@@ -9,8 +11,6 @@
 //! for hit in engine.search(&Query::new("who is Ishmael").k(3))? {
 //!     println!("{:.3} {}#{}", hit.score, hit.record.path, hit.record.chunk);
 //! }
-//! let asked = engine.ask("What does the narrator ask to be called?", &metarag::AskOptions::default())?;
-//! println!("{} ({:.2})", asked.answer.text, asked.answer.confidence);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -26,7 +26,6 @@ macro_rules! outln {
 mod ask;
 mod bench;
 mod chunk;
-pub mod engine;
 mod ingest;
 mod search;
 mod serve;
@@ -34,10 +33,10 @@ mod setup;
 
 use std::process::ExitCode;
 
-pub use engine::{AskOptions, Asked, Chunking, Engine, EngineError};
-pub use ingest::{DEFAULT_PIPELINE, IngestSettings, Ingested, ingest_inputs};
-pub use metarag_onnx::RuntimeOptions;
-pub use metarag_onnx::{EMBEDDER_ID, Models, runtime};
+pub use metarag_engine::{
+    AskOptions, Asked, Chunking, DEFAULT_PIPELINE, EMBEDDER_ID, Engine, EngineError, IngestSettings, Ingested, Models,
+    RuntimeOptions, ingest_inputs, runtime,
+};
 
 use clap::{Parser, Subcommand};
 

@@ -2,11 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use metarag_index::{Index, Mode, Query, SearchHit};
+use metarag_index::{Mode, Query, SearchHit};
 use metarag_onnx::RuntimeOptions;
 
 /// Retrieval mode.
@@ -57,7 +55,7 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 60.0)]
     rrf_k: f32,
     /// RRF weights "BM25,DENSE" (default 1,1).
-    #[arg(long, value_name = "W1,W2", value_parser = parse_weights)]
+    #[arg(long, value_name = "W1,W2", value_parser = metarag_engine::bench::parse_weights)]
     weights: Option<[f32; 2]>,
     /// JSON output (one array of hits).
     #[arg(long)]
@@ -77,27 +75,6 @@ impl From<ModeArg> for Mode {
             ModeArg::Dense => Mode::Dense,
             ModeArg::Hybrid => Mode::Hybrid,
         }
-    }
-}
-
-/// Opens the index at `dir` for searching in `mode`: with the query embedder unless the mode
-/// is bm25, refusing an index embedded by a model this build cannot load.
-pub fn open_for(dir: &std::path::Path, mode: Mode, opts: &RuntimeOptions) -> anyhow::Result<Index> {
-    let index = Index::open(dir)?;
-    if mode == Mode::Bm25 {
-        return Ok(index);
-    }
-    let embedder = metarag_onnx::query_embedder(&index.config().pipeline, opts)
-        .with_context(|| format!("{}: cannot embed queries for this index", dir.display()))?;
-    Ok(index.with_embedder(Arc::new(embedder)))
-}
-
-pub fn parse_weights(s: &str) -> Result<[f32; 2], String> {
-    let v: Vec<f32> =
-        s.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
-    match v[..] {
-        [a, b] if a >= 0.0 && b >= 0.0 => Ok([a, b]),
-        _ => Err(format!("{s:?}: expected two non-negative numbers, e.g. 1,0.5")),
     }
 }
 
@@ -129,7 +106,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = &args.models {
         opts = opts.with_models_dir(m);
     }
-    let index = open_for(&args.index, mode, &opts)?;
+    let index = metarag_engine::open_index(&args.index, mode, &opts)?;
     let mut q = Query::new(text.clone())
         .k(args.k)
         .mode(mode)

@@ -24,7 +24,7 @@ fi
 wheels="$root/target/wheels"
 rm -f "$wheels"/metarag-*.whl
 echo "building the Python wheel (maturin, release)" >&2
-"$VENV/bin/maturin" build --release --quiet -m crates/python/Cargo.toml -i "$VENV/bin/python" -o "$wheels" >&2
+"$VENV/bin/maturin" build --release --quiet --features testing -m crates/python/Cargo.toml -i "$VENV/bin/python" -o "$wheels" >&2
 "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --force-reinstall "$wheels"/metarag-*.whl
 METARAG_BIN="$root/target/release/metarag" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/python/test_package.py "$@"

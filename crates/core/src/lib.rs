@@ -30,6 +30,8 @@ pub mod load;
 pub mod model;
 pub mod pipeline;
 pub mod split;
+/// Deterministic fakes of the model traits, for tests and examples (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use document::{Chunk, DocKind, Document, tiles};

@@ -16,6 +16,8 @@ pub mod masked;
 pub mod qa;
 pub mod sample;
 pub mod template;
+/// Scripted fakes of the model traits, for tests and examples (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use candidate::{Candidate, Finish, SpanSource};

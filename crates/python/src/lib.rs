@@ -10,8 +10,8 @@
 //!     print(hit.score, hit.path, hit.text[:60])
 //! ```
 //!
-//! Everything here is a thin layer over the `metarag` library's [`Engine`] (the same code as
-//! the CLI and `metarag serve`): the GIL is released while models and the index work, and
+//! Everything here is a thin layer over metarag-engine's [`Engine`] (the same code as the CLI
+//! and `metarag serve`): the GIL is released while models and the index work, and
 //! every error becomes a `metarag.MetaragError` (or `IndexNotFoundError`) carrying the path.
 
 use std::collections::HashMap;
@@ -20,13 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use metarag::{AskOptions, Chunking, Engine, EngineError, IngestSettings, Models, RuntimeOptions};
 use metarag_core::Document;
 use metarag_core::load::{LoadOptions, load_path};
 use metarag_core::pipeline::Pipeline;
-use metarag_index::{CONFIG_FILE, Index as RawIndex, Mode, Query, SearchHit, StoreConfig};
+use metarag_engine::{AskOptions, Engine, EngineError, IngestSettings, Models, RuntimeOptions};
+use metarag_index::{CONFIG_FILE, Index as RawIndex, Mode, Query, StoreConfig};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+
+mod results;
+use results::{Answer, Chunk, Citation, Hit, IngestReport, chunks_of};
 
 /// The Python exception for a failure: `metarag._errors.<kind>(message, path)`.
 fn raise(py: Python<'_>, kind: &str, message: String, path: Option<&Path>) -> PyErr {
@@ -55,7 +58,7 @@ fn engine_error(py: Python<'_>, e: EngineError, path: &Path) -> PyErr {
 
 /// ONNX Runtime options for an optional thread count and models directory.
 fn runtime(threads: Option<usize>, models: Option<PathBuf>) -> (usize, RuntimeOptions) {
-    metarag::runtime(threads, models.as_deref())
+    metarag_engine::runtime(threads, models.as_deref())
 }
 
 /// A pipeline from JSON (the shape of a pipeline TOML file), the TOML text of a file, or the
@@ -72,53 +75,8 @@ fn pipeline_from(py: Python<'_>, json: Option<&str>, file: Option<PathBuf>) -> P
 }
 
 fn toml_default(py: Python<'_>) -> PyResult<Pipeline> {
-    Pipeline::from_toml(metarag::DEFAULT_PIPELINE, Path::new("pipelines/default.toml")).map_err(|e| failed(py, e, None))
-}
-
-/// One chunk of a document: its byte span in the document's text, the text, and the scores
-/// of the sentences in it.
-#[pyclass(frozen, get_all, module = "metarag")]
-#[derive(Clone)]
-struct Chunk {
-    /// The document (its path, or "text" for a string).
-    doc: String,
-    /// Position of the chunk in the document (0-based).
-    index: usize,
-    /// Byte offset of the chunk's start in the document's UTF-8 text.
-    start: usize,
-    /// Byte offset of its end (exclusive).
-    end: usize,
-    /// `text[start:end]` of the document (as UTF-8 bytes).
-    text: String,
-    /// One score per sentence in the chunk (PPL: mean NLL in nats); empty for methods without.
-    scores: Vec<f32>,
-}
-
-#[pymethods]
-impl Chunk {
-    fn __repr__(&self) -> String {
-        let head: String = self.text.chars().take(40).collect();
-        format!(
-            "Chunk(doc={:?}, index={}, start={}, end={}, text={head:?}…)",
-            self.doc, self.index, self.start, self.end
-        )
-    }
-}
-
-/// The chunks of a chunked `doc`, for Python.
-fn chunks_of(doc: &Document, c: &Chunking) -> Vec<Chunk> {
-    c.spans
-        .iter()
-        .enumerate()
-        .map(|(index, s)| Chunk {
-            doc: doc.id.clone(),
-            index,
-            start: s.start,
-            end: s.end,
-            text: doc.text[s.clone()].to_string(),
-            scores: c.scores_in(s).to_vec(),
-        })
-        .collect()
+    Pipeline::from_toml(metarag_engine::DEFAULT_PIPELINE, Path::new("pipelines/default.toml"))
+        .map_err(|e| failed(py, e, None))
 }
 
 /// Models by (pipeline, threads, models directory): `chunk` loads them once per setting.
@@ -170,147 +128,6 @@ fn chunk(
             failed(py, e, path.as_deref())
         }
     })
-}
-
-/// One search result: a chunk of the index and its score.
-#[pyclass(frozen, get_all, module = "metarag")]
-struct Hit {
-    /// BM25 score, cosine similarity or fused (RRF) score, by mode.
-    score: f32,
-    /// 1-based rank in the BM25 list, if it was there.
-    bm25_rank: Option<usize>,
-    /// 1-based rank in the dense list, if it was there.
-    dense_rank: Option<usize>,
-    /// The chunk's point id.
-    id: u64,
-    /// Document id (the normalised path).
-    doc: String,
-    /// The source file as ingested.
-    path: String,
-    /// Document kind: text, markdown, html or pdf.
-    kind: String,
-    /// Position of the chunk in its document.
-    chunk: u32,
-    /// Byte offset of the chunk in the document's text.
-    start: u64,
-    /// Byte offset of its end.
-    end: u64,
-    /// The chunk's text.
-    text: String,
-}
-
-#[pymethods]
-impl Hit {
-    fn __repr__(&self) -> String {
-        format!("Hit(score={:.4}, path={:?}, chunk={})", self.score, self.path, self.chunk)
-    }
-}
-
-impl From<SearchHit> for Hit {
-    fn from(h: SearchHit) -> Self {
-        let r = h.record;
-        Hit {
-            score: h.score,
-            bm25_rank: h.bm25_rank,
-            dense_rank: h.dense_rank,
-            id: r.id,
-            doc: r.doc,
-            path: r.path,
-            kind: r.kind.to_string(),
-            chunk: r.chunk,
-            start: r.start,
-            end: r.end,
-            text: r.text,
-        }
-    }
-}
-
-/// A chunk an answer cites.
-#[pyclass(frozen, get_all, module = "metarag")]
-#[derive(Clone)]
-struct Citation {
-    /// Its number in the prompt (`[n]`).
-    number: usize,
-    /// `path#chunk`.
-    id: String,
-    /// Its file.
-    path: Option<String>,
-    /// Byte offset of the chunk in the file's text.
-    start: Option<usize>,
-    /// Byte offset of its end.
-    end: Option<usize>,
-}
-
-#[pymethods]
-impl Citation {
-    fn __repr__(&self) -> String {
-        format!("Citation(number={}, id={:?})", self.number, self.id)
-    }
-}
-
-/// An answer with its confidence and citations.
-#[pyclass(frozen, get_all, module = "metarag")]
-struct Answer {
-    /// The question.
-    question: String,
-    /// The answer ("" when no candidate had one).
-    text: String,
-    /// Aggregated confidence in [0, 1].
-    confidence: f64,
-    /// The answer occurs in a cited chunk.
-    grounded: bool,
-    /// The chunks it came from.
-    citations: Vec<Citation>,
-    /// Ids of the retrieved chunks given to the model, best first.
-    retrieved: Vec<String>,
-    /// The whole answer as JSON (candidates, statistics), as `metarag ask --json` prints it.
-    json: String,
-}
-
-#[pymethods]
-impl Answer {
-    fn __repr__(&self) -> String {
-        format!("Answer(text={:?}, confidence={:.3}, citations={})", self.text, self.confidence, self.citations.len())
-    }
-}
-
-/// What an ingest did.
-#[pyclass(frozen, get_all, module = "metarag")]
-struct IngestReport {
-    /// Files looked at.
-    files: usize,
-    /// Files chunked and written.
-    ingested: usize,
-    /// Files skipped because unchanged.
-    unchanged: usize,
-    /// Files that failed: (path, error); the others were ingested.
-    failed: Vec<(String, String)>,
-    /// Documents removed because their files were not among the inputs (prune=True).
-    pruned: usize,
-    /// Chunks written.
-    chunks: u64,
-    /// Documents of an interrupted ingest written again.
-    recovered: usize,
-    /// Files in folders skipped because they look binary.
-    skipped_binary: usize,
-    /// Wall-clock seconds.
-    seconds: f64,
-    /// The whole report as JSON (per-stage times), as `metarag ingest --json` prints it.
-    json: String,
-}
-
-#[pymethods]
-impl IngestReport {
-    fn __repr__(&self) -> String {
-        format!(
-            "IngestReport(files={}, ingested={}, unchanged={}, failed={}, chunks={})",
-            self.files,
-            self.ingested,
-            self.unchanged,
-            self.failed.len(),
-            self.chunks
-        )
-    }
 }
 
 /// A metarag index directory (tantivy BM25 + embedded Qdrant vectors), opened for search.
@@ -422,7 +239,7 @@ impl Index {
         let settings =
             IngestSettings { threads: self.threads, progress, prune, file_timeout, ..IngestSettings::default() };
         let cancel = AtomicBool::new(false);
-        let work = || -> anyhow::Result<metarag::Ingested> {
+        let work = || -> anyhow::Result<metarag_engine::Ingested> {
             let mut slot = self.engine.write().map_err(|_| anyhow::anyhow!("a poisoned lock"))?;
             let pipeline = match slot.take() {
                 Some(e) => e.index().config().pipeline.clone(),
@@ -432,7 +249,7 @@ impl Index {
             let result = RawIndex::create_or_open(&self.dir, &pipeline, &StoreConfig::Embedded)
                 .map_err(anyhow::Error::from)
                 .and_then(|mut writer| {
-                    metarag::ingest_inputs(&mut writer, &inputs, &self.opts, &settings, Some(&cancel))
+                    metarag_engine::ingest_inputs(&mut writer, &inputs, &self.opts, &settings, Some(&cancel))
                 });
             match Engine::open(&self.dir, self.opts.clone()) {
                 Ok(engine) => *slot = Some(engine),

@@ -1,9 +1,10 @@
 //! One opened index with everything it answers with: the query embedder, the pipeline's
 //! models (loaded when first needed) and the answer model (loaded by the first question).
-//! `metarag serve` and the Python package are thin layers over it.
+//! `metarag serve`, the command line and the Python package are thin layers over it.
 //!
 //! ```no_run
-//! use metarag::{AskOptions, Engine, RuntimeOptions};
+//! use metarag_engine::{AskOptions, Engine};
+//! use metarag_onnx::RuntimeOptions;
 //!
 //! let engine = Engine::open("idx".as_ref(), RuntimeOptions::default())?;
 //! let asked = engine.ask("What does the narrator ask to be called?", &AskOptions { samples: 4, ..AskOptions::default() })?;
@@ -18,7 +19,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use clap::Parser;
+use anyhow::Context as _;
 use metarag_core::Document;
 pub use metarag_core::chunk::Chunking;
 use metarag_generate::aggregate::Method;
@@ -27,7 +28,7 @@ use metarag_index::{Index, Mode, Query, SearchHit};
 use metarag_onnx::RuntimeOptions;
 use serde::Serialize;
 
-use crate::ask::{DecoderArg, GenerateArgs, Generator, GeneratorArg, InfillArg, context};
+use crate::generator::{AnswerModel, Decoder, GenerateOptions, Generator, Infill, context};
 use metarag_onnx::Models;
 
 /// What went wrong, sorted by whose fault it is (a server maps them to 400, 503 and 500).
@@ -90,23 +91,28 @@ pub struct Engine {
     opts: RuntimeOptions,
     models: Mutex<Option<Arc<Models>>>,
     generator: Mutex<Option<Arc<Generator>>>,
-    /// `ask`'s decoding options at their command-line defaults (a request sets a few).
-    defaults: GenerateArgs,
+    /// `ask`'s decoding options at their defaults (a request sets a few).
+    defaults: GenerateOptions,
 }
 
-/// `ask`'s decoding options, parsed from no arguments.
-#[derive(Parser)]
-struct Defaults {
-    #[command(flatten)]
-    generate: GenerateArgs,
+/// Opens the index at `dir` for searching in `mode`: with the query embedder unless the mode
+/// is bm25, refusing an index embedded by a model this build cannot load.
+pub fn open_index(dir: &Path, mode: Mode, opts: &RuntimeOptions) -> anyhow::Result<Index> {
+    let index = Index::open(dir)?;
+    if mode == Mode::Bm25 {
+        return Ok(index);
+    }
+    let embedder = metarag_onnx::query_embedder(&index.config().pipeline, opts)
+        .with_context(|| format!("{}: cannot embed queries for this index", dir.display()))?;
+    Ok(index.with_embedder(Arc::new(embedder)))
 }
 
 impl Engine {
     /// Opens the index at `dir` with its query embedder; refuses a directory that is not an
     /// index or one embedded by a model this build cannot load.
     pub fn open(dir: &Path, opts: RuntimeOptions) -> anyhow::Result<Self> {
-        let index = crate::search::open_for(dir, Mode::Hybrid, &opts)?;
-        let defaults = Defaults::try_parse_from(["metarag"])?.generate;
+        let index = open_index(dir, Mode::Hybrid, &opts)?;
+        let defaults = GenerateOptions::default();
         Ok(Engine { index, opts, models: Mutex::new(None), generator: Mutex::new(None), defaults })
     }
 
@@ -151,7 +157,7 @@ impl Engine {
             return Ok(Arc::clone(g));
         }
         let g = Arc::new(
-            Generator::load(DecoderArg::Causal, GeneratorArg::Infill, &self.opts).map_err(EngineError::Unavailable)?,
+            Generator::load(Decoder::Causal, AnswerModel::Infill, &self.opts).map_err(EngineError::Unavailable)?,
         );
         *slot = Some(Arc::clone(&g));
         Ok(g)
@@ -175,7 +181,7 @@ impl Engine {
                 options.samples
             )));
         }
-        let infill = if options.extractive { InfillArg::Extractive } else { InfillArg::Free };
+        let infill = if options.extractive { Infill::Extractive } else { Infill::Free };
         let mut args = self.defaults.clone();
         args.samples = options.samples;
         args.seed = options.seed;
