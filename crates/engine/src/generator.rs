@@ -318,3 +318,46 @@ impl Generator {
         })
     }
 }
+
+#[cfg(all(test, feature = "clap"))]
+mod tests {
+    use clap::{Parser, ValueEnum};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        generate: GenerateOptions,
+    }
+
+    #[test]
+    fn the_command_line_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["ask"]).unwrap();
+        assert_eq!(cli.generate, GenerateOptions::default());
+    }
+
+    #[test]
+    fn names_in_cache_keys_are_the_command_line_value_names() {
+        for d in [Decoder::Causal, Decoder::Masked] {
+            assert_eq!(d.to_possible_value().unwrap().get_name(), d.name());
+        }
+        for m in [AnswerModel::Infill, AnswerModel::Base] {
+            assert_eq!(m.to_possible_value().unwrap().get_name(), m.name());
+        }
+    }
+
+    #[test]
+    fn first_hitting_defaults_to_temperature_one_and_others_to_0_7() {
+        let masked = GenerateOptions {
+            decoder: Decoder::Masked,
+            schedule: ScheduleKind::FirstHitting,
+            ..GenerateOptions::default()
+        };
+        let cfg = masked.config(Infill::Extractive, Method::Rpc).unwrap();
+        assert_eq!(cfg.masked.temperature, 1.0);
+        let causal = GenerateOptions::default().config(Infill::Free, Method::Vote).unwrap();
+        assert_eq!(causal.causal.sampler.temperature, 0.7);
+        assert!(!causal.extractive);
+    }
+}
