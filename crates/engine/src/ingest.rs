@@ -210,12 +210,14 @@ pub struct IngestSettings {
 
 impl Default for IngestSettings {
     fn default() -> Self {
+        // The job's defaults, so the limits are set in one place.
+        let job = IngestJob::default();
         IngestSettings {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: false,
-            prune: false,
-            file_timeout: 60,
-            batch_docs: 32,
+            prune: job.prune,
+            file_timeout: job.file_timeout,
+            batch_docs: job.batch_docs,
         }
     }
 }
