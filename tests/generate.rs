@@ -106,10 +106,24 @@ fn ask_answers_the_known_questions_citing_the_right_file() {
     // 16-token answer budget).
     let answers: [&[&str]; 6] =
         [&["ishmael"], &["upon his sword"], &["3,000,000"], &["kentucky"], &["400"], &["bullseye"]];
-    for ((question, file, _), accepted) in KNOWN.iter().zip(answers) {
-        let out = metarag(&["ask", "--index", index.to_str().unwrap(), question, "--json"]);
-        assert!(out.status.success(), "ask failed: {}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // All six from a file in one process (the models load once); the first also alone, which
+    // must give the same answer.
+    let questions = std::env::temp_dir().join(format!("metarag-it-known-questions-{}.txt", std::process::id()));
+    std::fs::write(&questions, KNOWN.iter().map(|k| k.0).collect::<Vec<_>>().join("\n")).unwrap();
+    let out =
+        metarag(&["ask", "--index", index.to_str().unwrap(), "--questions", questions.to_str().unwrap(), "--json"]);
+    let _ = std::fs::remove_file(&questions);
+    assert!(out.status.success(), "ask failed: {}", String::from_utf8_lossy(&out.stderr));
+    let replies: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(replies.len(), KNOWN.len());
+    let alone = metarag(&["ask", "--index", index.to_str().unwrap(), KNOWN[0].0, "--json"]);
+    assert!(alone.status.success(), "ask failed: {}", String::from_utf8_lossy(&alone.stderr));
+    let alone: serde_json::Value = serde_json::from_slice(&alone.stdout).expect("JSON");
+    assert_eq!(alone["text"], replies[0]["text"], "--questions answers as a single ask does");
+    assert_eq!(alone["candidates"].as_array().map(Vec::len), replies[0]["candidates"].as_array().map(Vec::len));
+    for (((question, file, _), accepted), v) in KNOWN.iter().zip(answers).zip(&replies) {
+        assert_eq!(v["question"], *question);
         let text = v["text"].as_str().unwrap().to_string();
         let cited: Vec<String> =
             v["citations"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap_or("").to_string()).collect();

@@ -143,11 +143,12 @@ fn ask_answers_held_out_questions_with_the_infiller() {
     // Held-out documents (never trained on): every question listed must be answered exactly
     // (SQuAD exact match against the dataset's gold answers) by `metarag ask` with its defaults.
     // Held-out questions the shipped adapter answers through the CLI (screened when it was
-    // exported: of 29 held-out questions tried on these documents, 13 were right). A
-    // retrained adapter is screened again; a question that stops passing is a regression.
+    // exported: of 29 held-out questions tried on these documents, 13 were right; the adapter
+    // of layers 7-29 got 40 of all 90). A retrained adapter is screened again; a question
+    // that stops passing is a regression.
     // Re-screened when RPC began weighing whole-path probabilities: "What color does the
     // author believe is the most attractive color?" now gets "blue" (gold "blue speckle").
-    let known: [(&str, &[&str], &str); 11] = [
+    let known: [(&str, &[&str], &str); 20] = [
         ("What is the name of  the superconductor that is below 3.72K?", &["Tin"], "tin.txt"),
         (
             "Where was the Meissner effect first discovered?",
@@ -163,14 +164,29 @@ fn ask_answers_held_out_questions_with_the_infiller() {
         ("What type of allergy did the person have?", &["dust allergies"], ""),
         ("When did they first develop allergies to dust?", &["mid-thirties", "in my mid-thirties"], ""),
         ("How quickly did the pack arrive?", &["less then one week"], "reviews-380.txt"),
+        // Added when the adapter was retrained on layers 7-29 (40 of the 90 held-out questions
+        // whose answers lie in these documents were right, all 11 above among them).
+        ("What's the symbol for Tin?", &["symbol Sn", "Sn"], "tin.txt"),
+        ("What is Tin similar to?", &["germanium and lead"], "tin.txt"),
+        ("What is the chemical formula for cassiterite?", &["SnO2"], "tin.txt"),
+        ("What size are the plates?", &["large"], "reviews-380.txt"),
+        ("All 10 items are stamped with what words?", &["US Shelby CO"], "reviews-380.txt"),
+        ("How does the lid fit?", &["snug"], "reviews-380.txt"),
+        ("How long is the warranty?", &["5 year warranty", "5 year"], "reviews-270.txt"),
+        (
+            "Which settings are actually pretty noisy?",
+            &["middle and upper", "the middle and upper settings"],
+            "reviews-270.txt",
+        ),
+        ("Sometimes  eggs can get as hard as what kind of balls?", &["golf", "golf balls"], "reviews-270.txt"),
     ];
     ask_known_answers("infill", &[], &known, |v| assert_eq!(v["decoder"], "causal"));
 }
 
 /// Ingests the held-out documents of `tests/fixtures/infill-known` and asks every `known`
-/// question (question, gold answers, the file it must cite) through `metarag ask --json` with
-/// `extra` arguments; `check` sees each JSON answer. Every question must be answered exactly
-/// (SQuAD exact match) from a cited chunk of its file.
+/// question (question, gold answers, the file it must cite) through one `metarag ask
+/// --questions FILE --json` with `extra` arguments; `check` sees each JSON answer. Every
+/// question must be answered exactly (SQuAD exact match) from a cited chunk of its file.
 pub fn ask_known_answers(
     name: &str,
     extra: &[&str],
@@ -183,13 +199,22 @@ pub fn ask_known_answers(
     let out = crate::index::metarag(&["ingest", "tests/fixtures/infill-known", "--index", index, "-q"]);
     assert!(out.status.success(), "ingest: {}", String::from_utf8_lossy(&out.stderr));
     let mut wrong = Vec::new();
-    for &(question, golds, file) in known {
-        let mut argv = vec!["ask", "--index", index, question, "--json"];
-        argv.extend_from_slice(extra);
-        let out = crate::index::metarag(&argv);
-        assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        check(&v);
+    // One process answers them all (`ask --questions`: the models load once).
+    let questions = dir.join("questions.txt");
+    let lines: Vec<&str> = known.iter().map(|k| k.0).collect();
+    std::fs::write(&questions, lines.join("\n")).expect("write the questions");
+    let mut argv = vec!["ask", "--index", index, "--questions", questions.to_str().expect("UTF-8"), "--json"];
+    argv.extend_from_slice(extra);
+    let out = crate::index::metarag(&argv);
+    assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a JSON line: {e}: {l}")))
+        .collect();
+    assert_eq!(answers.len(), known.len(), "one JSON line per question");
+    for (&(question, golds, file), v) in known.iter().zip(&answers) {
+        assert_eq!(v["question"], question, "answers come in the file's order");
+        check(v);
         let text = v["text"].as_str().expect("text");
         let cited = v["citations"]
             .as_array()

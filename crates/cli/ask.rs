@@ -1,9 +1,10 @@
 //! `metarag ask`: retrieve chunks, fill the infill template, decode N candidates together,
 //! aggregate them (RPC, vote or lowest perplexity) and cite the chunks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 use metarag_engine::generator::{GenerateOptions, Generator, Infill, context, parse_method};
 use metarag_generate::aggregate::Method;
@@ -19,6 +20,7 @@ use crate::search::ModeArg;
 #[command(after_long_help = "\
 EXAMPLES:
   metarag ask --index idx 'what does the narrator ask to be called?'
+  metarag ask --index idx --questions questions.txt --json > answers.jsonl
   metarag ask --index idx 'who wrote the report?' --samples 16 --aggregate vote --json
   metarag ask --index idx 'when was it released?' --infill free --mirostat 3,0.1
   metarag ask --index idx 'what is the codename?' --decoder masked --schedule threshold
@@ -51,8 +53,12 @@ pub struct AskArgs {
     #[arg(long, value_name = "DIR")]
     index: PathBuf,
     /// The question.
-    #[arg(required = true, value_name = "QUESTION")]
+    #[arg(required_unless_present = "questions", value_name = "QUESTION")]
     question: Vec<String>,
+    /// Ask every non-empty line of FILE (`-`: standard input), loading the models once; with
+    /// --json the answers are JSON Lines, one object per question, in the file's order.
+    #[arg(long, value_name = "FILE", conflicts_with = "question")]
+    questions: Option<PathBuf>,
     /// Aggregation of the candidates.
     #[arg(long, default_value = "rpc", value_parser = parse_method)]
     aggregate: Method,
@@ -88,24 +94,48 @@ struct Output<'a> {
 }
 
 pub fn run(args: &AskArgs) -> anyhow::Result<ExitCode> {
-    let question = args.question.join(" ");
+    let questions = match &args.questions {
+        Some(file) => read_questions(file)?,
+        None => vec![args.question.join(" ")],
+    };
     let (_, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
     let mode = Mode::from(args.mode);
     let index = metarag_engine::open_index(&args.index, mode, &opts)?;
-    let hits = index.search(&Query::new(question.clone()).k(args.k).mode(mode))?;
-    let chunks = context(&hits);
     // Settings are checked before the models load; the loaded model settles the rest.
     args.generate.config(args.infill, args.aggregate)?;
     let generator = Generator::load(args.generate.decoder, args.generate.generator, &opts)?;
     let cfg = generator.config(&args.generate, args.infill, args.aggregate)?;
-    let answer = generator.ask(&question, &chunks, &cfg)?;
-    if args.json {
-        let retrieved = chunks.iter().map(|c| c.id.as_str()).collect();
-        outln!("{}", serde_json::to_string_pretty(&Output { question: &question, answer: &answer, retrieved })?)?;
-        return Ok(ExitCode::SUCCESS);
+    let batch = args.questions.is_some();
+    for (i, question) in questions.iter().enumerate() {
+        let hits = index.search(&Query::new(question.clone()).k(args.k).mode(mode))?;
+        let chunks = context(&hits);
+        let answer = generator.ask(question, &chunks, &cfg)?;
+        if args.json {
+            let retrieved = chunks.iter().map(|c| c.id.as_str()).collect();
+            let out = Output { question, answer: &answer, retrieved };
+            // One question: pretty JSON; a file of them: JSON Lines.
+            let json = if batch { serde_json::to_string(&out)? } else { serde_json::to_string_pretty(&out)? };
+            outln!("{json}")?;
+            continue;
+        }
+        if batch {
+            outln!("{}Q: {question}", if i == 0 { "" } else { "\n" })?;
+        }
+        print_answer(&answer, &chunks)?;
     }
-    print_answer(&answer, &chunks)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The non-empty lines of `file` (`-`: standard input), trimmed.
+fn read_questions(file: &Path) -> anyhow::Result<Vec<String>> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading questions from standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("{}: cannot read the questions", file.display()))?
+    };
+    let questions: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    anyhow::ensure!(!questions.is_empty(), "{}: no questions (one per line)", file.display());
+    Ok(questions)
 }
 
 fn print_answer(a: &Answer, chunks: &[ContextChunk]) -> std::io::Result<()> {
