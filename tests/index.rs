@@ -307,6 +307,21 @@ fn spread(total: usize, n: usize) -> Vec<usize> {
     v
 }
 
+/// The crash points to kill at (1-based): the first point of every kind, so that each step of
+/// the write path is interrupted at least once, and at least `n` in all, spread over the run
+/// (the last point included).
+fn kill_points(names: &[String], n: usize) -> Vec<usize> {
+    let mut v = std::collections::BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        if !names[..i].contains(name) {
+            v.insert(i + 1);
+        }
+    }
+    let kinds = v.len();
+    v.extend(spread(names.len(), n.saturating_sub(kinds).max(2)));
+    v.into_iter().collect()
+}
+
 /// Kills `ingest ARGS` (from copies of `start`) at each of `points`, reruns it, and asserts
 /// each rerun index equals `want` / `want_vectors`, logging a line per point.
 fn kill_and_rerun(
@@ -338,8 +353,8 @@ fn kill_and_rerun(
 }
 
 /// The kill-at-any-point harness: crash points on the write path (`metarag_index::crash`) are
-/// counted in an uninterrupted ingest, then the process aborts at points spread over the run
-/// (as `kill -9` would), the same command is rerun, and the index must equal the
+/// counted in an uninterrupted ingest, then the process aborts at the first point of every kind
+/// and at points spread over the run (as `kill -9` would), the same command is rerun, and the index must equal the
 /// uninterrupted one: same documents, chunk ids, texts, vectors; nothing pending. The same for
 /// an ingest with `--prune` that also replaces changed files and adds a new one.
 #[test]
@@ -365,8 +380,8 @@ fn killed_at_any_write_step_then_rerun_ends_identical() {
     for kind in ["batch.pending", "batch.deleted", "batch.vectors", "batch.lexical", "commit.vectors", "batch.done"] {
         assert!(names.iter().any(|n| n == kind), "no {kind} point in {names:?}");
     }
-    let n = std::env::var("METARAG_KILL_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20usize);
-    kill_and_rerun(&args, None, &names, &spread(names.len(), n), &want, &want_vectors, &base);
+    let n = std::env::var("METARAG_KILL_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(12usize);
+    kill_and_rerun(&args, None, &names, &kill_points(&names, n), &want, &want_vectors, &base);
 
     // --prune, two changed files (one shorter, one longer), one new file, two deleted
     let prune_args = |idx: &Path| {
@@ -389,8 +404,7 @@ fn killed_at_any_write_step_then_rerun_ends_identical() {
     let want2_vectors = dense_of(&clean2);
     let names2 = crash_points(&prune_args, Some(&clean), &base);
     assert!(names2.iter().any(|n| n == "recover.deleted"), "the prune passes no recovery point: {names2:?}");
-    let n2 = (n / 2).max(2);
-    kill_and_rerun(&prune_args, Some(&clean), &names2, &spread(names2.len(), n2), &want2, &want2_vectors, &base);
+    kill_and_rerun(&prune_args, Some(&clean), &names2, &kill_points(&names2, n / 2), &want2, &want2_vectors, &base);
     let _ = std::fs::remove_dir_all(&base);
 }
 

@@ -132,8 +132,6 @@ fn every_sampler_keeps_its_invariants_on_the_trained_model() {
         let cfg = cfg.with_length(len).with_seed(3);
         let n = 3;
         let out = decode(m, prefix, &[], &stop, n, &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let again = decode(m, prefix, &[], &stop, n, &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(out.candidates, again.candidates, "{name}: the same seed gives the same candidates");
         assert!(out.forwards >= 1 && out.forwards <= len, "{name}: {} forwards", out.forwards);
         for c in &out.candidates {
             assert!(!c.tokens.contains(&m.mask_id()), "{name}: a mask is left in {:?}", c.tokens);
@@ -141,8 +139,9 @@ fn every_sampler_keeps_its_invariants_on_the_trained_model() {
         }
         let masks = |s: &[u32]| s.iter().filter(|&&t| t == m.mask_id()).count();
         for i in 0..n {
-            // Candidate i alone (its own random stream) is candidate i of the batch; over its
-            // calls a committed position is never rewritten and each call commits something.
+            // Candidate i alone (its own random stream) is candidate i of the batch (so the
+            // same seed also gives the same candidates in another call); over its calls a
+            // committed position is never rewritten and each call commits something.
             let rec = Recording { inner: m, seen: Mutex::new(Vec::new()) };
             let one = decode_candidates(&rec, prefix, &[], &stop, &[i], &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(one.candidates[0], out.candidates[i], "{name}: candidate {i} alone vs in the batch");
