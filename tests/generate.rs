@@ -108,15 +108,8 @@ fn ask_answers_the_known_questions_citing_the_right_file() {
         [&["ishmael"], &["upon his sword"], &["3,000,000"], &["kentucky"], &["400"], &["bullseye"]];
     // All six from a file in one process (the models load once); the first also alone, which
     // must give the same answer.
-    let questions = std::env::temp_dir().join(format!("metarag-it-known-questions-{}.txt", std::process::id()));
-    std::fs::write(&questions, KNOWN.iter().map(|k| k.0).collect::<Vec<_>>().join("\n")).unwrap();
-    let out =
-        metarag(&["ask", "--index", index.to_str().unwrap(), "--questions", questions.to_str().unwrap(), "--json"]);
-    let _ = std::fs::remove_file(&questions);
-    assert!(out.status.success(), "ask failed: {}", String::from_utf8_lossy(&out.stderr));
-    let replies: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    assert_eq!(replies.len(), KNOWN.len());
+    let questions: Vec<&str> = KNOWN.iter().map(|k| k.0).collect();
+    let replies = crate::infill::ask_questions(index.to_str().unwrap(), &questions, &[]);
     let alone = metarag(&["ask", "--index", index.to_str().unwrap(), KNOWN[0].0, "--json"]);
     assert!(alone.status.success(), "ask failed: {}", String::from_utf8_lossy(&alone.stderr));
     let alone: serde_json::Value = serde_json::from_slice(&alone.stdout).expect("JSON");

@@ -199,19 +199,8 @@ pub fn ask_known_answers(
     let out = crate::index::metarag(&["ingest", "tests/fixtures/infill-known", "--index", index, "-q"]);
     assert!(out.status.success(), "ingest: {}", String::from_utf8_lossy(&out.stderr));
     let mut wrong = Vec::new();
-    // One process answers them all (`ask --questions`: the models load once).
-    let questions = dir.join("questions.txt");
-    let lines: Vec<&str> = known.iter().map(|k| k.0).collect();
-    std::fs::write(&questions, lines.join("\n")).expect("write the questions");
-    let mut argv = vec!["ask", "--index", index, "--questions", questions.to_str().expect("UTF-8"), "--json"];
-    argv.extend_from_slice(extra);
-    let out = crate::index::metarag(&argv);
-    assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
-    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a JSON line: {e}: {l}")))
-        .collect();
-    assert_eq!(answers.len(), known.len(), "one JSON line per question");
+    let questions: Vec<&str> = known.iter().map(|k| k.0).collect();
+    let answers = ask_questions(index, &questions, extra);
     for (&(question, golds, file), v) in known.iter().zip(&answers) {
         assert_eq!(v["question"], question, "answers come in the file's order");
         check(v);
@@ -227,4 +216,24 @@ pub fn ask_known_answers(
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), known.len(), wrong.join("\n"));
+}
+
+/// Asks `questions` through one `metarag ask --index INDEX --questions FILE --json` with `extra`
+/// arguments (the models load once) and returns its JSON Lines, one answer per question.
+pub fn ask_questions(index: &str, questions: &[&str], extra: &[&str]) -> Vec<serde_json::Value> {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("metarag-it-questions-{}-{call}.txt", std::process::id()));
+    std::fs::write(&file, questions.join("\n")).expect("write the questions");
+    let mut argv = vec!["ask", "--index", index, "--questions", file.to_str().expect("UTF-8"), "--json"];
+    argv.extend_from_slice(extra);
+    let out = crate::index::metarag(&argv);
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "ask: {}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a JSON line: {e}: {l}")))
+        .collect();
+    assert_eq!(answers.len(), questions.len(), "one JSON line per question");
+    answers
 }
