@@ -355,8 +355,9 @@ fn kill_and_rerun(
 /// The kill-at-any-point harness: crash points on the write path (`metarag_index::crash`) are
 /// counted in an uninterrupted ingest, then the process aborts at the first point of every
 /// kind and at points spread over the run (as `kill -9` would), the same command is rerun,
-/// and the index must equal the uninterrupted one: same documents, chunk ids, texts, vectors; nothing pending. The same for
-/// an ingest with `--prune` that also replaces changed files and adds a new one.
+/// and the index must equal the uninterrupted one: same documents, chunk ids, texts,
+/// vectors; nothing pending. The same for an ingest with `--prune` that also replaces
+/// changed files and adds a new one.
 #[test]
 fn killed_at_any_write_step_then_rerun_ends_identical() {
     let base = tmp("crash");
