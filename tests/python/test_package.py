@@ -189,6 +189,10 @@ def test_searches_from_threads_agree(index: metarag.Index) -> None:
 
 def test_ctrl_c_stops_an_ingest_and_a_rerun_completes_it(tmp_path: Path) -> None:
     idx = metarag.Index.create(tmp_path / "interrupted")  # PPL: the corpus takes ~20 s
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then
+    # keeps it ignored: a test run as such a job would never see the signal. Install the
+    # handler an interactive Python has, for this test only.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -196,6 +200,7 @@ def test_ctrl_c_stops_an_ingest_and_a_rerun_completes_it(tmp_path: Path) -> None
             idx.ingest([CORPUS])
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     partial = idx.documents
     assert partial < 4, "the ingest stopped early"
     report = idx.ingest([CORPUS])
