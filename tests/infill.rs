@@ -144,8 +144,9 @@ fn ask_answers_held_out_questions_with_the_infiller() {
     // (SQuAD exact match against the dataset's gold answers) by `metarag ask` with its defaults.
     // Held-out questions the shipped adapter answers through the CLI (screened when it was
     // exported: of 29 held-out questions tried on these documents, 13 were right; the adapter
-    // of layers 7-29 got 40 of all 90, its third stage 44, all 20 below among them). A
-    // retrained adapter is screened again; a question that stops passing is a regression.
+    // of layers 7-29 got 40 of all 90, its third stage 44, its fourth 42, all 20 below
+    // among them each time). A retrained adapter is screened again; a question that stops
+    // passing is a regression.
     // Re-screened when RPC began weighing whole-path probabilities: "What color does the
     // author believe is the most attractive color?" now gets "blue" (gold "blue speckle").
     let known: [(&str, &[&str], &str); 20] = [
