@@ -22,6 +22,7 @@
 //! ```
 
 pub mod answer;
+mod atomic;
 pub mod chunk;
 mod document;
 mod error;
@@ -34,6 +35,7 @@ pub mod split;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use atomic::write_atomic;
 pub use document::{Chunk, DocKind, Document, tiles};
 pub use error::{Error, Result};
 pub use split::SentenceSplitter;

@@ -7,8 +7,7 @@
 //! recovery deletes them from both stores and the next ingest writes them again.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,22 +80,10 @@ impl Manifest {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file
+/// ([`metarag_core::write_atomic`], with the `manifest.written` crash point before the rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    crate::crash::point("manifest.written");
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(parent) = path.parent()
-        && let Ok(d) = std::fs::File::open(parent)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    metarag_core::write_atomic(path, bytes, || crate::crash::point("manifest.written")).map_err(|(p, e)| io(p)(e))
 }
 
 #[cfg(test)]

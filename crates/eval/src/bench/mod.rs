@@ -217,9 +217,7 @@ pub fn write_vectors(path: &Path, vectors: &[Vec<f32>]) -> Result<(), BenchError
 /// Writes `bytes` to `path` through a temporary file and a rename: a reader (or a rerun after
 /// an interruption) sees the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    metarag_core::write_atomic(path, bytes, || {}).map_err(|(p, e)| io(&p)(e))
 }
 
 #[cfg(test)]
