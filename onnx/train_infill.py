@@ -29,6 +29,11 @@ for half the examples, empty for the others. A share of the examples (--fim-shar
 general span infilling: a random span of 1-12 words of a training passage is the middle. Loss
 on the middle and EOT only.
 
+`train --context retrieved` (after `data --retrieved`) shapes the contexts like the benchmark's
+retrieved ones instead: the documents cut by pipelines/bench-sentence.toml (sentences merged up
+to 200 words) and exactly two chunks, the answer's and its document's best match for the
+question. `--answer majority` teaches the answer most annotators gave instead of the first.
+
 `--objective masked` trains the masked-diffusion answer model on the same data, from the infill
 adapter: the answer slot is a block of --block tokens (answer, EOT, EOT padding) that sees itself
 whole, noised by masking (see "the masked objective" below); run directory <models>/train/masked/.
@@ -75,6 +80,8 @@ TEMPLATE = {
     "cite": " [{n}]",
 }
 CHUNKER = ["--method", "sentence", "--merge-to", "120"]
+# `train --context retrieved`: the benchmark's own chunker (sentences merged up to 200 words)
+RETRIEVED_PIPELINE = os.path.join("pipelines", "bench-sentence.toml")
 REQUIREMENTS = os.path.join(HERE, "requirements-train.txt")
 ADAPTER_DIR = os.path.join(HERE, "adapters")
 ADAPTER_NAME = "infill-lora"
@@ -161,38 +168,52 @@ def chunks_path(models: str) -> str:
     return os.path.join(data_dir(models), "chunks.jsonl")
 
 
+def retrieved_chunks_path(models: str) -> str:
+    """The corpus cut as `bench --chunkers sentence` cuts SQuAD dev (for `train --context retrieved`)."""
+    return os.path.join(data_dir(models), "chunks-retrieved.jsonl")
+
+
 def cmd_data(args) -> int:
     models = models_dir(args.models)
     r = subprocess.run([sys.executable, os.path.join(HERE, "qa_data.py"), "--models", models, "--check-leaks"])
     if r.returncode:
         raise TrainError("onnx/qa_data.py failed (see above)")
-    out = chunks_path(models)
     meta = json.load(open(os.path.join(data_dir(models), "meta.json")))
-    stamp = hashlib.sha256(json.dumps([meta["files"], args.chunks, CHUNKER]).encode()).hexdigest()
+    if args.chunks == "paragraphs":
+        write_chunks(models, chunks_path(models), [meta["files"], args.chunks, CHUNKER], None, args.metarag)
+    else:
+        write_chunks(models, chunks_path(models), [meta["files"], args.chunks, CHUNKER], CHUNKER, args.metarag)
+    if args.retrieved:
+        pipeline = ["--pipeline", os.path.join(REPO, RETRIEVED_PIPELINE)]
+        with open(os.path.join(REPO, RETRIEVED_PIPELINE), "rb") as f:
+            key = hashlib.sha256(f.read()).hexdigest()
+        write_chunks(models, retrieved_chunks_path(models), [meta["files"], "retrieved", key], pipeline, args.metarag)
+    return 0
+
+
+def write_chunks(models: str, out: str, key: list, chunker: list | None, metarag: str | None) -> None:
+    """Write the corpus's chunks to `out` (one per source paragraph if `chunker` is None, else
+    `metarag chunk <chunker>`), unless the stamp says they are up to date."""
+    stamp = hashlib.sha256(json.dumps(key).encode()).hexdigest()
     if os.path.isfile(out + ".stamp") and open(out + ".stamp").read().strip() == stamp:
         log(f"chunks up to date: {out}")
-        return 0
-    if args.chunks == "paragraphs":
+        return
+    if chunker is None:
         write_paragraph_chunks(data_dir(models), out + ".part")
-        os.replace(out + ".part", out)
-        with open(out + ".stamp", "w") as f:
-            f.write(stamp + "\n")
-        log(f"wrote {out} (one chunk per source paragraph)")
-        return 0
-    binary = args.metarag or os.path.join(REPO, "target", "release", "metarag")
-    if not os.path.isfile(binary):
-        raise TrainError(f"{binary} not found: build it with `cargo build --release` (or pass --metarag PATH)")
-    corpus = os.path.join(data_dir(models), "corpus")
-    log(f"chunking {corpus} with {' '.join(CHUNKER)}")
-    with open(out + ".part", "w") as f:
-        r = subprocess.run([binary, "chunk", corpus, *CHUNKER, "--format", "jsonl", "-q"], stdout=f)
-    if r.returncode:
-        raise TrainError(f"metarag chunk failed (exit status {r.returncode})")
+    else:
+        binary = metarag or os.path.join(REPO, "target", "release", "metarag")
+        if not os.path.isfile(binary):
+            raise TrainError(f"{binary} not found: build it with `cargo build --release` (or pass --metarag PATH)")
+        corpus = os.path.join(data_dir(models), "corpus")
+        log(f"chunking {corpus} with {' '.join(chunker)}")
+        with open(out + ".part", "w") as f:
+            r = subprocess.run([binary, "chunk", corpus, *chunker, "--format", "jsonl", "-q"], stdout=f)
+        if r.returncode:
+            raise TrainError(f"metarag chunk failed (exit status {r.returncode})")
     os.replace(out + ".part", out)
     with open(out + ".stamp", "w") as f:
         f.write(stamp + "\n")
     log(f"wrote {out}")
-    return 0
 
 
 def write_paragraph_chunks(d: str, out: str) -> None:
@@ -229,12 +250,14 @@ class Tok:
         return self.t.decode(ids, skip_special_tokens=True)
 
 
-def load_corpus(models: str):
+def load_corpus(models: str, chunks: str | None = None):
     d = data_dir(models)
-    if not os.path.isfile(chunks_path(models)):
-        raise TrainError(f"{chunks_path(models)} is missing: run `python3 onnx/train_infill.py data` first")
+    chunks = chunks or chunks_path(models)
+    if not os.path.isfile(chunks):
+        fix = " --retrieved" if chunks == retrieved_chunks_path(models) else ""
+        raise TrainError(f"{chunks} is missing: run `python3 onnx/train_infill.py data{fix}` first")
     docs = {}
-    for line in open(chunks_path(models), encoding="utf-8"):
+    for line in open(chunks, encoding="utf-8"):
         r = json.loads(line)
         name = os.path.basename(r["doc"])
         docs.setdefault(name, []).append((r["start"], r["end"]))
@@ -261,30 +284,54 @@ _CHUNKS: dict = {}
 
 def chunk_texts(doc: str, blob: bytes, spans: list) -> list:
     """(text, content words) of each chunk of a document, computed once."""
-    if doc not in _CHUNKS:
+    key = (doc, tuple(spans))  # one document may be cut in several ways (see `data --retrieved`)
+    if key not in _CHUNKS:
         texts = [blob[s:e].decode("utf-8", "replace").strip() for s, e in spans]
-        _CHUNKS[doc] = [(t, words(t)) for t in texts]
-    return _CHUNKS[doc]
+        _CHUNKS[key] = [(t, words(t)) for t in texts]
+    return _CHUNKS[key]
 
 
-def gold_chunk(q: dict, docs: dict):
-    """Index of the chunk of q's document that holds its (first) answer; None if none does."""
-    a = q["answers"][0]
+def target(q: dict, rule: str = "first") -> dict:
+    """The answer an example teaches: the first annotator's (`first`), or the one most annotators
+    gave (`majority`; ties: the earliest of them). SQuAD-style EM/F1 take the best match over all
+    references, so the consensus answer is the one a reader should learn to give."""
+    if rule == "first":
+        return q["answers"][0]
+    counts = Counter(a["text"].strip() for a in q["answers"])
+    best = max(counts.values())
+    return next(a for a in q["answers"] if counts[a["text"].strip()] == best)
+
+
+def gold_chunk(q: dict, docs: dict, rule: str = "first"):
+    """Index of the chunk of q's document that holds its target answer; None if none does."""
+    a = target(q, rule)
     return next((i for i, (s, e) in enumerate(docs.get(q["doc"]) or []) if s <= a["start"] and a["end"] <= e), None)
 
 
-def pick_context(q: dict, texts: dict, docs: dict, rng: random.Random, n_distractors: int | None = None):
+def pick_context(q: dict, texts: dict, docs: dict, rng: random.Random, n_distractors: int | None = None,
+                 rule: str = "first", idf: dict | None = None):
     """The numbered context of a question: its answer's chunk plus 0-2 distractor chunks of the
     same document (the one sharing most words with the question first) in random order.
+    With `idf` (word_idf of the corpus), the context is what `bench --retrieval hybrid` (k = 2)
+    shows the reader: the answer's chunk and the other chunk of its document that best matches
+    the question (idf-weighted word overlap), untrimmed, the answer's chunk first 70% of the
+    time (its rank-1 share there).
     (chunk texts, number of the gold chunk, indexes of the distractors), or None if unusable."""
     blob, spans = texts.get(q["doc"]), docs.get(q["doc"])
     if blob is None or not spans:
         return None
-    gold = gold_chunk(q, docs)
+    gold = gold_chunk(q, docs, rule)
     if gold is None:  # the answer straddles a chunk boundary
         return None
     cached = chunk_texts(q["doc"], blob, spans)
     others = [i for i in range(len(spans)) if i != gold]
+    if idf is not None:
+        qw = words(q["question"])
+        order = [gold]
+        if others:
+            best = max(others, key=lambda i: (sum(idf.get(w, 0.0) for w in qw & cached[i][1]), -i))
+            order = [gold, best] if rng.random() < 0.7 else [best, gold]
+        return [cached[i][0] for i in order], order.index(gold) + 1, set()
     if n_distractors is None:
         n_distractors = rng.choices([0, 1, 2], weights=[2, 6, 2])[0]
     qw = words(q["question"])
@@ -298,6 +345,17 @@ def pick_context(q: dict, texts: dict, docs: dict, rng: random.Random, n_distrac
     order = [gold] + chosen
     rng.shuffle(order)
     return [cached[i][0] for i in order], order.index(gold) + 1, {k for k, i in enumerate(order) if i != gold}
+
+
+def word_idf(texts: dict, docs: dict) -> dict:
+    """log(N / df) of each content word over all N chunks of the corpus."""
+    df: Counter = Counter()
+    n = 0
+    for d, spans in docs.items():
+        for _, ws in chunk_texts(d, texts[d], spans):
+            df.update(ws)
+            n += 1
+    return {w: math.log(n / c) for w, c in df.items()}
 
 
 def qa_example(tok: Tok, q: dict, texts: dict, docs: dict, rng: random.Random, cite: bool | None = None,
@@ -314,16 +372,17 @@ def qa_example(tok: Tok, q: dict, texts: dict, docs: dict, rng: random.Random, c
     return ids, start, {"gold_number": number, "chunks": chunks, "trimmed": sorted(trim)}
 
 
-def qa_group(tok: Tok, qs: list, texts: dict, docs: dict, rng: random.Random, max_distractor: int = 160):
+def qa_group(tok: Tok, qs: list, texts: dict, docs: dict, rng: random.Random, max_distractor: int = 160,
+             rule: str = "first", idf: dict | None = None):
     """Questions whose answers lie in the same chunk, sharing one context: (prefix ids, [(tail ids,
     start)]); prefix + tail is exactly qa_example's sequence for that question and context."""
-    ctx = pick_context(qs[0], texts, docs, rng)
+    ctx = pick_context(qs[0], texts, docs, rng, rule=rule, idf=idf)
     if ctx is None:
         return None
     chunks, number, trim = ctx
     prefix = render_prefix(tok, chunks, trim, max_distractor)
     tails = [render_tail(tok, q["question"], number if rng.random() < 0.5 else None,
-                         " " + q["answers"][0]["text"].strip()) for q in qs]
+                         " " + target(q, rule)["text"].strip()) for q in qs]
     return prefix, tails
 
 
@@ -380,34 +439,38 @@ def fim_example(tok: Tok, text: str, rng: random.Random, side: int = 120):
     return ids + tok.enc(mid) + [tok.ids["eot"]], start, {}
 
 
-def questions_by_chunk(questions: list, docs: dict, split: str, rng: random.Random) -> tuple[list, list]:
+def questions_by_chunk(questions: list, docs: dict, split: str, rng: random.Random,
+                       rule: str = "first") -> tuple[list, list]:
     """The split's questions in a seeded shuffle, and the lists of those whose answers lie in
     the same chunk (in order of first appearance)."""
     qs = [q for q in questions if q["split"] == split and q["doc"] in docs]
     rng.shuffle(qs)
     by_chunk: dict = {}
     for q in qs:
-        g = gold_chunk(q, docs)
+        g = gold_chunk(q, docs, rule)
         if g is not None:
             by_chunk.setdefault((q["doc"], g), []).append(q)
     return qs, list(by_chunk.values())
 
 
-def build_groups(tok: Tok, models: str, split: str, seed: int, fim_share: float, group: int):
+def build_groups(tok: Tok, models: str, split: str, seed: int, fim_share: float, group: int,
+                 rule: str = "first", shape: str = "mixed"):
     """The training examples in groups that share one forward pass of their context: up to
     `group` questions whose answers lie in the same chunk (in the order of a seeded shuffle of
     the questions), and single FIM examples (about fim_share of all examples). Each group:
     {"kind", "prefix": ids, "tails": [(ids, start)], "tokens": the tokens of its examples had
-    each been fed whole}."""
-    texts, docs, questions = load_corpus(models)
+    each been fed whole}. rule: which answer is the target (see `target`); shape: the contexts
+    (see `pick_context`; `retrieved` reads the chunks of `data --retrieved`)."""
+    texts, docs, questions = load_corpus(models, retrieved_chunks_path(models) if shape == "retrieved" else None)
     rng = random.Random(seed)
-    qs, chunks = questions_by_chunk(questions, docs, split, rng)
+    qs, chunks = questions_by_chunk(questions, docs, split, rng, rule)
+    idf = word_idf(texts, docs) if shape == "retrieved" else None
     train_docs = sorted({q["doc"] for q in qs})
     out = []
     for members in chunks:
         for i in range(0, len(members), group):
             part = members[i:i + group]
-            g = qa_group(tok, part, texts, docs, rng)
+            g = qa_group(tok, part, texts, docs, rng, rule=rule, idf=idf)
             if g is None:
                 continue
             prefix, tails = g
@@ -708,7 +771,10 @@ def write_svg(curve: list, path: str) -> None:
 def config_of(args) -> dict:
     return {"seed": args.seed, "rank": args.rank, "alpha": args.alpha, "first_layer": args.first_layer,
             "lr": args.lr, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-            "fim_share": args.fim_share, "group": args.group, "template": TEMPLATE, "sentinels": SENTINELS, "chunker": CHUNKER,
+            "fim_share": args.fim_share, "group": args.group, "template": TEMPLATE, "sentinels": SENTINELS,
+            "chunker": ["--pipeline", RETRIEVED_PIPELINE] if args.context == "retrieved" else CHUNKER,
+            **({"context": args.context} if args.context != "mixed" else {}),
+            **({"answer": args.answer} if args.answer != "first" else {}),
             **({"init": args.init, "skip_examples": args.skip_examples} if args.init != "base" else {}),
             **({"objective": "masked", "block": args.block, "draws": args.draws, "mask_token": MASK_TOKEN}
                if args.objective == "masked" else {})}
@@ -771,7 +837,7 @@ def cmd_train(args) -> int:
         val_qa, val_fim = masked_val_set(tok, models, args.val, args.block), []
         log(f"{too_long:,} questions left out: their answer + EOT is longer than the block ({args.block} tokens)")
     else:
-        groups = build_groups(tok, models, "train", args.seed, args.fim_share, args.group)
+        groups = build_groups(tok, models, "train", args.seed, args.fim_share, args.group, args.answer, args.context)
         val_qa, val_fim = val_sets(tok, models, args.val)
     n_examples = sum(len(g["tails"]) for g in groups)
     shared = sum(len(g["prefix"]) + sum(len(t) + (args.block * args.draws if masked else 0) for t, _ in g["tails"])
@@ -1097,6 +1163,8 @@ def precheck(args, models: str) -> None:
         need += [(os.path.join(models, "cache", "SmolLM2-135M-Instruct.Q4_1.gguf"), "run `python3 onnx/setup.py` first"),
                  (os.path.join(models, "smollm2-135m-instruct", "tokenizer.json"), "run `python3 onnx/setup.py` first"),
                  (chunks_path(models), "run `python3 onnx/train_infill.py data` first")]
+    if args.cmd == "train" and args.context == "retrieved":
+        need.append((retrieved_chunks_path(models), "run `python3 onnx/train_infill.py data --retrieved` first"))
     for path, fix in need:
         if not os.path.isfile(path):
             raise TrainError(f"{path} not found: {fix}")
@@ -1133,8 +1201,19 @@ def main(argv=None) -> int:
     d.add_argument("--chunks", choices=["paragraphs", "metarag"], default="paragraphs",
                    help="context chunks: the source's paragraphs (default; what the shipped adapter was trained "
                         "on) or `metarag chunk " + " ".join(CHUNKER) + "` over each document")
+    d.add_argument("--retrieved", action="store_true",
+                   help="also cut the corpus as the benchmark does (" + RETRIEVED_PIPELINE + "), for "
+                        "`train --context retrieved`")
     t = sub.add_parser("train", help="train (resumes from the checkpoint)")
     add_objective(t)
+    t.add_argument("--context", choices=["mixed", "retrieved"], default="mixed",
+                   help="infill objective: the context of each question. mixed (default): its source chunk and "
+                        "0-2 trimmed distractors of its document, in random order; retrieved: what `bench "
+                        "--retrieval hybrid` shows (k = 2): its chunk cut by " + RETRIEVED_PIPELINE + " and the "
+                        "best-matching other chunk of its document, untrimmed (needs `data --retrieved`)")
+    t.add_argument("--answer", choices=["first", "majority"], default="first",
+                   help="infill objective: the target answer: the first annotator's (default) or the one most "
+                        "annotators gave")
     t.add_argument("--block", type=int, default=20,
                    help="masked objective: answer slot length in tokens (answer + EOT, padded with EOT; 20 covers "
                         "98%% of the training answers)")

@@ -129,6 +129,9 @@ fn training_script_fails_clearly_on_bad_input() {
     // a corrupt checkpoint is named, with what to do
     std::fs::create_dir_all(dir.join("datasets/train-qa")).unwrap();
     std::fs::write(dir.join("datasets/train-qa/chunks.jsonl"), b"").unwrap();
+    // contexts shaped like retrieval need the corpus cut as the benchmark cuts it
+    let (ok, err) = train_script(&dir, &["train", "--context", "retrieved"]);
+    assert!(!ok && err.contains("chunks-retrieved.jsonl not found") && err.contains("data --retrieved"), "{err}");
     let (ok, err) = train_script(&dir, &["export"]);
     assert!(!ok && err.contains("checkpoint.pt not found"), "{err}");
     std::fs::create_dir_all(dir.join("train/infill")).unwrap();
