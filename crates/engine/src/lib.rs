@@ -1,8 +1,8 @@
 //! metarag as an application library: what the command line, the HTTP server and the Python
 //! package share. An [`Engine`] is an opened index with the models that search, chunk and
 //! answer with it; [`ingest`] turns files and folders into an index; [`generator`] loads and
-//! configures the answer model; [`bench`] runs `metarag bench`; `serve` (feature `http`) puts
-//! an engine behind HTTP.
+//! configures the answer model; [`bench`] runs `metarag bench` ([`progress`] shows its long
+//! runs); `serve` (feature `http`) puts an engine behind HTTP.
 //!
 //! ```no_run
 //! use metarag_engine::{AskOptions, Engine};
@@ -22,6 +22,7 @@ pub mod bench;
 pub mod engine;
 pub mod generator;
 pub mod ingest;
+pub mod progress;
 #[cfg(feature = "http")]
 pub mod serve;
 

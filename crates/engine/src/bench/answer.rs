@@ -31,16 +31,11 @@ pub(super) fn answer_questions(
     let mut cache = AnswerCache::open(&args.out, &cache_key(args, index_dir, opts)?)?;
     // Loaded on the first question the cache does not have.
     let mut generator: Option<crate::Generator> = None;
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new((n * args.infill.len()) as u64)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "answering {bar:30} {pos}/{len} questions×modes  {elapsed} (eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let mut bar = crate::progress::Progress::new(
+        "answering questions×modes",
+        (n * args.infill.len()) as u64,
+        "answering {bar:30} {pos}/{len} questions×modes  {elapsed} (eta {eta})",
+        args.quiet,
     );
     let log_path = args.out.join(log_name);
     let mut log = std::io::BufWriter::new(
