@@ -179,10 +179,8 @@ def cmd_data(args) -> int:
     if r.returncode:
         raise TrainError("onnx/qa_data.py failed (see above)")
     meta = json.load(open(os.path.join(data_dir(models), "meta.json")))
-    if args.chunks == "paragraphs":
-        write_chunks(models, chunks_path(models), [meta["files"], args.chunks, CHUNKER], None, args.metarag)
-    else:
-        write_chunks(models, chunks_path(models), [meta["files"], args.chunks, CHUNKER], CHUNKER, args.metarag)
+    write_chunks(models, chunks_path(models), [meta["files"], args.chunks, CHUNKER],
+                 None if args.chunks == "paragraphs" else CHUNKER, args.metarag)
     if args.retrieved:
         pipeline = ["--pipeline", os.path.join(REPO, RETRIEVED_PIPELINE)]
         with open(os.path.join(REPO, RETRIEVED_PIPELINE), "rb") as f:
@@ -325,8 +323,8 @@ def pick_context(q: dict, texts: dict, docs: dict, rng: random.Random, n_distrac
         return None
     cached = chunk_texts(q["doc"], blob, spans)
     others = [i for i in range(len(spans)) if i != gold]
+    qw = words(q["question"])
     if idf is not None:
-        qw = words(q["question"])
         order = [gold]
         if others:
             best = max(others, key=lambda i: (sum(idf.get(w, 0.0) for w in qw & cached[i][1]), -i))
@@ -334,7 +332,6 @@ def pick_context(q: dict, texts: dict, docs: dict, rng: random.Random, n_distrac
         return [cached[i][0] for i in order], order.index(gold) + 1, set()
     if n_distractors is None:
         n_distractors = rng.choices([0, 1, 2], weights=[2, 6, 2])[0]
-    qw = words(q["question"])
     others.sort(key=lambda i: -len(qw & cached[i][1]))
     chosen = []
     if others and n_distractors:
@@ -461,10 +458,11 @@ def build_groups(tok: Tok, models: str, split: str, seed: int, fim_share: float,
     {"kind", "prefix": ids, "tails": [(ids, start)], "tokens": the tokens of its examples had
     each been fed whole}. rule: which answer is the target (see `target`); shape: the contexts
     (see `pick_context`; `retrieved` reads the chunks of `data --retrieved`)."""
-    texts, docs, questions = load_corpus(models, retrieved_chunks_path(models) if shape == "retrieved" else None)
+    retrieved = shape == "retrieved"
+    texts, docs, questions = load_corpus(models, retrieved_chunks_path(models) if retrieved else None)
     rng = random.Random(seed)
     qs, chunks = questions_by_chunk(questions, docs, split, rng, rule)
-    idf = word_idf(texts, docs) if shape == "retrieved" else None
+    idf = word_idf(texts, docs) if retrieved else None
     train_docs = sorted({q["doc"] for q in qs})
     out = []
     for members in chunks:
@@ -1199,8 +1197,8 @@ def main(argv=None) -> int:
     d = sub.add_parser("data", help="build the corpus and its chunks")
     d.add_argument("--metarag", help="the metarag binary (default target/release/metarag)")
     d.add_argument("--chunks", choices=["paragraphs", "metarag"], default="paragraphs",
-                   help="context chunks: the source's paragraphs (default; what the shipped adapter was trained "
-                        "on) or `metarag chunk " + " ".join(CHUNKER) + "` over each document")
+                   help="context chunks: the source's paragraphs (default; stages 1-4 of the shipped adapter, "
+                        "and the validation set) or `metarag chunk " + " ".join(CHUNKER) + "` over each document")
     d.add_argument("--retrieved", action="store_true",
                    help="also cut the corpus as the benchmark does (" + RETRIEVED_PIPELINE + "), for "
                         "`train --context retrieved`")
