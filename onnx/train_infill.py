@@ -720,6 +720,23 @@ def read_npz_adapter(path: str, scale: float, torch) -> dict:
     return {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k != "scale"}
 
 
+def adapter_provenance(path: str) -> dict:
+    """What a run started from, recorded when it starts: `export` overwrites the committed adapter,
+    so its hash (and the training it had, from its card's json) is kept in the checkpoint."""
+    info = {"path": path, "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest()}
+    card = os.path.splitext(path)[0] + ".json"
+    try:
+        with open(card) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return info
+    if meta.get("sha256") == info["sha256"]:  # the card describes this very file
+        trained = meta.get("trained", {})
+        info.update(steps=trained.get("steps"), examples=trained.get("examples"),
+                    first_layer=meta.get("lora", {}).get("first_layer"))
+    return info
+
+
 def atomic_save(obj, path: str, torch) -> None:
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -814,6 +831,7 @@ def cmd_train(args) -> int:
     mask_id = tok.t.token_to_id(MASK_TOKEN)
     if masked:
         model.add_mask_embedding(mask_id)
+    init_info = state.get("init") if state is not None else None
     if args.init != "base" and state is None:
         init = read_npz_adapter(args.init, args.alpha / args.rank, torch)
         if masked:
@@ -824,6 +842,7 @@ def cmd_train(args) -> int:
             raise TrainError(f"--init {args.init}: {exc} (use the same --rank and a --first-layer at or below "
                              "the adapter's)") from exc
         log(f"LoRA initialised from {args.init}")
+        init_info = adapter_provenance(args.init)
     model.to(device)
     params = model.trainable()
     n_params = sum(p.numel() for p in params)
@@ -881,7 +900,7 @@ def cmd_train(args) -> int:
 
     def save():
         atomic_save({"config": cfg, "adapter": model.adapter_state(), "optimizer": opt.state_dict(), "step": step,
-                     "pos": pos, "examples": seen, "curve": curve, "tokens": seen_tokens, "ema": ema, "py_rng": random.getstate(),
+                     "pos": pos, "examples": seen, "curve": curve, "tokens": seen_tokens, "ema": ema, "init": init_info, "py_rng": random.getstate(),
                      "torch_rng": torch.get_rng_state()}, ckpt_path, torch)
         with open(os.path.join(rd, "curve.json.tmp"), "w") as f:
             json.dump({"config": cfg, "curve": curve}, f, indent=1)
@@ -1017,7 +1036,7 @@ def cmd_export(args) -> int:
            if masked else {"fim": {**SENTINELS, "ids": tok.ids, "order": "psm"}}),
         "template": TEMPLATE,
         "trained": {"steps": state["step"], "examples": state.get("examples", state["pos"]), "tokens": state.get("tokens"),
-                    "config": cfg},
+                    "config": cfg, **({"init": state["init"]} if state.get("init") else {})},
         "last_eval": last,
     }
     with open(os.path.join(ADAPTER_DIR, name + ".json"), "w") as f:

@@ -241,3 +241,21 @@ pub fn ask_questions(index: &str, questions: &[&str], extra: &[&str]) -> Vec<ser
     assert_eq!(answers.len(), questions.len(), "one JSON line per question");
     answers
 }
+
+#[test]
+fn a_run_records_the_adapter_it_started_from() {
+    // `export` overwrites the committed adapter, so a continued run keeps its starting point's
+    // hash (and the card's account of its training) from the moment it starts
+    let out = Command::new("python3")
+        .args(["-c", "import json, train_infill as t; print(json.dumps(t.adapter_provenance('adapters/infill-lora.npz')))"])
+        .current_dir(root().join("onnx"))
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let card_path = root().join("onnx/adapters/infill-lora.json");
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&card_path).unwrap()).unwrap();
+    assert_eq!(got["sha256"], card["sha256"], "{got}");
+    assert_eq!(got["steps"], card["trained"]["steps"], "{got}");
+    assert_eq!(got["first_layer"], card["lora"]["first_layer"], "{got}");
+}
