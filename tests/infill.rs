@@ -247,7 +247,10 @@ fn a_run_records_the_adapter_it_started_from() {
     // `export` overwrites the committed adapter, so a continued run keeps its starting point's
     // hash (and the card's account of its training) from the moment it starts
     let out = Command::new("python3")
-        .args(["-c", "import json, train_infill as t; print(json.dumps(t.adapter_provenance('adapters/infill-lora.npz')))"])
+        .args([
+            "-c",
+            "import json, train_infill as t; print(json.dumps(t.adapter_provenance('adapters/infill-lora.npz')))",
+        ])
         .current_dir(root().join("onnx"))
         .output()
         .expect("run python3");
