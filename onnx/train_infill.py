@@ -67,6 +67,8 @@ REPO = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from setup import sha256_file  # noqa: E402
+
 # Sentinels (SmolLM2 special tokens that the instruct model never uses).
 SENTINELS = {"prefix": "<issue_start>", "suffix": "<issue_comment>", "middle": "<issue_closed>",
              "eot": "<|endoftext|>"}
@@ -115,7 +117,7 @@ def ensure_venv(models: str) -> str:
         log(f"creating {os.path.dirname(os.path.dirname(py))}")
         subprocess.run([sys.executable, "-m", "venv", os.path.dirname(os.path.dirname(py))], check=True)
     stamp = os.path.join(models, ".venv-train", ".requirements.sha256")
-    want = hashlib.sha256(open(REQUIREMENTS, "rb").read()).hexdigest()
+    want = sha256_file(REQUIREMENTS)
     if not os.path.isfile(stamp) or open(stamp).read().strip() != want:
         log("installing onnx/requirements-train.txt (torch is large: a few minutes the first time)")
         r = subprocess.run([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", REQUIREMENTS])
@@ -183,8 +185,7 @@ def cmd_data(args) -> int:
                  None if args.chunks == "paragraphs" else CHUNKER, args.metarag)
     if args.retrieved:
         pipeline = ["--pipeline", os.path.join(REPO, RETRIEVED_PIPELINE)]
-        with open(os.path.join(REPO, RETRIEVED_PIPELINE), "rb") as f:
-            key = hashlib.sha256(f.read()).hexdigest()
+        key = sha256_file(os.path.join(REPO, RETRIEVED_PIPELINE))
         write_chunks(models, retrieved_chunks_path(models), [meta["files"], "retrieved", key], pipeline, args.metarag)
     return 0
 
@@ -723,7 +724,7 @@ def read_npz_adapter(path: str, scale: float, torch) -> dict:
 def adapter_provenance(path: str) -> dict:
     """What a run started from, recorded when it starts: `export` overwrites the committed adapter,
     so its hash (and the training it had, from its card's json) is kept in the checkpoint."""
-    info = {"path": path, "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest()}
+    info = {"path": path, "sha256": sha256_file(path)}
     card = os.path.splitext(path)[0] + ".json"
     try:
         with open(card) as f:
@@ -1021,7 +1022,7 @@ def cmd_export(args) -> int:
     size = os.path.getsize(path)
     if size > 8 * 1024 * 1024:
         raise TrainError(f"{path} is {size / 2**20:.1f} MiB, over the 8 MiB limit")
-    sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    sha = sha256_file(path)
     last = state["curve"][-1] if state["curve"] else {}
     info = {
         "name": name, "file": os.path.basename(path), "sha256": sha, "size": size, "dtype": "float16",
