@@ -499,27 +499,56 @@ impl Row {
                 self.commit(p, slot);
             }
             Schedule::LowConfidence | Schedule::Threshold { .. } => {
-                let mut picks: Vec<Pick> = open
-                    .iter()
-                    .map(|&pos| {
-                        let allowed = constraint.and_then(|c| c.allowed(pos, slot, &self.masked));
-                        pick(pos, logits(pos), mask, allowed.as_deref(), deny(pos), t, &mut self.rng, scratch)
-                    })
-                    .collect();
-                // Most confident first; ties to the leftmost position.
-                picks.sort_by(|a, b| b.logprob.total_cmp(&a.logprob).then(a.pos.cmp(&b.pos)));
-                let left = plan.steps_per_block.saturating_sub(self.step).max(1);
-                let k = match cfg.schedule {
-                    Schedule::Threshold { threshold } => {
-                        let above = picks.iter().filter(|p| p.logprob.exp() >= threshold).count();
-                        above.max(picks.len().div_ceil(left)).max(1)
-                    }
-                    // The block's last step takes whatever is left.
-                    _ if left == 1 => picks.len(),
-                    _ => self.quota.get(self.step).copied().unwrap_or(1),
+                let pick_open = |row: &mut Self, slot: &[u32], scratch: &mut Vec<f64>| {
+                    let lead = row.masked.iter().position(|&m| m);
+                    let deny = |pos: usize| if cfg.ordered_end && Some(pos) != lead { stop } else { &[][..] };
+                    let mut picks: Vec<Pick> = (lo..lo + plan.block)
+                        .filter(|&pos| row.masked[pos])
+                        .map(|pos| {
+                            let allowed = constraint.and_then(|c| c.allowed(pos, slot, &row.masked));
+                            pick(pos, logits(pos), mask, allowed.as_deref(), deny(pos), t, &mut row.rng, scratch)
+                        })
+                        .collect();
+                    // Most confident first; ties to the leftmost position.
+                    picks.sort_by(|a, b| b.conf.total_cmp(&a.conf).then(a.pos.cmp(&b.pos)));
+                    picks
                 };
-                for &p in picks.iter().take(k) {
-                    self.commit(p, slot);
+                let mut picks = pick_open(self, slot, scratch);
+                let left = plan.steps_per_block.saturating_sub(self.step).max(1);
+                // (fewest, most) positions this call commits; the threshold schedule commits
+                // every position above the threshold, at least its share of the block.
+                let (fewest, most) = match cfg.schedule {
+                    Schedule::Threshold { .. } => (picks.len().div_ceil(left).max(1), picks.len()),
+                    // The block's last step takes whatever is left.
+                    _ if left == 1 => (picks.len(), picks.len()),
+                    _ => {
+                        let k = self.quota.get(self.step).copied().unwrap_or(1);
+                        (k, k)
+                    }
+                };
+                let above = |p: &Pick| matches!(cfg.schedule, Schedule::Threshold { threshold } if p.conf >= threshold);
+                if constraint.is_none() {
+                    let k = picks.iter().filter(|p| above(p)).count().clamp(fewest, most);
+                    for &p in picks.iter().take(k) {
+                        self.commit(p, slot);
+                    }
+                } else {
+                    // Extractive: one position at a time, the others chosen again under the
+                    // span rule their new neighbour sets, so the tokens one call commits
+                    // together are one span of the context (and the next position of a copied
+                    // span, narrowed to its continuations, is often confident enough to join).
+                    let mut done = 0;
+                    while let Some(&best) = picks.first() {
+                        if done >= most || (done >= fewest && !above(&best)) {
+                            break;
+                        }
+                        self.commit(best, slot);
+                        done += 1;
+                        if cfg.ordered_end && stop.contains(&best.token) && !self.masked[..best.pos].contains(&true) {
+                            break; // the answer ends here
+                        }
+                        picks = pick_open(self, slot, scratch);
+                    }
                 }
             }
         }
@@ -724,6 +753,48 @@ mod tests {
         assert_never_rewritten(&calls, &slot_of(&out.candidates[0], 8), &[2], 8);
         assert_eq!(out.candidates[0].text, "the cat sat on a warm mat");
         assert!((out.tokens_per_forward - 8.0 / 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn extractive_threshold_copies_a_span_in_one_call() {
+        // Position 0 is sure of "the"; positions 1 and 2 are split three ways over the whole
+        // vocabulary, but the context only continues "the" with "cat" and "the cat" with "sat",
+        // so under the span rule (renormalised) each is 0.95 sure once its left neighbour is in.
+        let model = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {
+            (0..row.len())
+                .flat_map(|t| {
+                    let mut l = vec![0.0f32; V];
+                    match t {
+                        1 => l[3] = 6.0,
+                        2 => (l[3], l[4], l[8]) = (3.0, 3.0, 3.0),
+                        3 => (l[3], l[5], l[10]) = (3.0, 3.0, 3.0),
+                        _ => l[END as usize] = 6.0,
+                    }
+                    l
+                })
+                .collect()
+        });
+        let spans = SpanIndex::new(&[vec![3, 4, 5]]);
+        let cfg = MaskedConfig::default()
+            .with_length(6)
+            .with_ordered_end(true)
+            .with_schedule(Schedule::Threshold { threshold: 0.9 });
+        let out = decode_extractive(&model, &[2], &[], &[END], 1, &spans, &cfg).unwrap();
+        // One call: "the", then "cat" and "sat" along the span, then the end the chunk implies.
+        assert_eq!(out.forwards, 1);
+        let c = &out.candidates[0];
+        assert_eq!(c.text, "the cat sat");
+        assert_eq!(c.finish, Finish::Stop);
+        // RPC still sees each token's probability under the model's full softmax.
+        let full = log_softmax(&[3.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])[0] as f32;
+        assert!((c.logprobs[1] - full).abs() < 1e-5, "{} vs {full}", c.logprobs[1]);
+
+        // Without the span rule nothing but "the" is confident: one position per call.
+        let model_free = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {
+            (0..row.len()).flat_map(|t| peaked(V, [3, 4, 5, END][t.saturating_sub(1).min(3)], 1.5)).collect()
+        });
+        let out = decode(&model_free, &[2], &[], &[END], 1, &cfg).unwrap();
+        assert_eq!(out.forwards, 4);
     }
 
     #[test]

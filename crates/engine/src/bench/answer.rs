@@ -143,6 +143,7 @@ pub(super) fn answer_questions(
         decoder: format!("{:?}", args.decoding.decoder).to_lowercase(),
         steps: args.decoding.steps,
         forwards_per_question: tally.forwards_per_question(),
+        answer_tokens_per_second: tally.answer_tokens_per_second(),
         committed_per_step: tally.committed_per_step(),
         decoded_per_step: tally.decoded_per_step(),
         questions: n,

@@ -111,6 +111,8 @@ pub struct AnswerReport {
     pub committed_per_step: Vec<(String, f64)>,
     /// Masked decoder: the same without the end padding an end token implies.
     pub decoded_per_step: Vec<(String, f64)>,
+    /// Answer tokens (all candidates, without the end) per second of decoding, per infill mode.
+    pub answer_tokens_per_second: Vec<(String, f64)>,
     /// Questions answered.
     pub questions: usize,
     /// Candidates per question.
@@ -314,6 +316,9 @@ fn answers_markdown(a: &AnswerReport) -> String {
         if let Some(f) = of(&a.forwards_per_question) {
             let _ = write!(s, "; {f:.1} model calls per question");
         }
+        if let Some(r) = of(&a.answer_tokens_per_second) {
+            let _ = write!(s, "; {r:.1} answer tokens/s ({} decoder, all candidates)", a.decoder);
+        }
         if let (Some(c), Some(d)) = (of(&a.committed_per_step), of(&a.decoded_per_step)) {
             let _ = write!(
                 s,
@@ -364,6 +369,7 @@ mod tests {
             forwards_per_question: vec![("free".into(), 12.0)],
             committed_per_step: vec![],
             decoded_per_step: vec![],
+            answer_tokens_per_second: vec![("free".into(), 4.0)],
             questions: 2,
             samples: 8,
             seed: 7,

@@ -20,6 +20,8 @@ pub struct AnswerTally {
     /// [infill][method][size] -> one record per question, on the first `size` candidates.
     by_size: Vec<Vec<Vec<Vec<AnswerRecord>>>>,
     decode_seconds: Vec<f64>,
+    /// Answer tokens decoded (all candidates), per infill mode.
+    answer_tokens: Vec<usize>,
     forwards: Vec<Vec<f64>>,
     committed: Vec<Vec<f64>>,
     decoded: Vec<Vec<f64>>,
@@ -35,6 +37,7 @@ impl AnswerTally {
             records: vec![vec![Vec::new(); nm]; ni],
             by_size: vec![vec![vec![Vec::new(); sizes.len()]; nm]; ni],
             decode_seconds: vec![0.0; ni],
+            answer_tokens: vec![0; ni],
             forwards: vec![Vec::new(); ni],
             committed: vec![Vec::new(); ni],
             decoded: vec![Vec::new(); ni],
@@ -57,6 +60,7 @@ impl AnswerTally {
     /// against the gold answers, by every method; returns each method's answer and confidence.
     pub fn add(&mut self, infill: usize, answer: &CachedAnswer, golds: &[&str]) -> Vec<(Method, String, f64)> {
         self.decode_seconds[infill] += answer.decode_seconds;
+        self.answer_tokens[infill] += answer.candidates.iter().map(|c| c.candidate.tokens.len()).sum::<usize>();
         if let Some(f) = answer.forwards {
             self.forwards[infill].push(f as f64);
         }
@@ -162,6 +166,18 @@ impl AnswerTally {
         self.infills.iter().cloned().zip(self.decode_seconds.iter().copied()).collect()
     }
 
+    /// Answer tokens per second of decoding, per infill mode: every candidate's answer tokens
+    /// (without the end) over the decoding seconds (prompt reading included), the same measure
+    /// for the causal and the masked decoder.
+    pub fn answer_tokens_per_second(&self) -> Vec<(String, f64)> {
+        self.infills
+            .iter()
+            .zip(self.answer_tokens.iter().zip(&self.decode_seconds))
+            .filter(|(_, (_, s))| **s > 0.0)
+            .map(|(m, (&n, &s))| (m.clone(), n as f64 / s))
+            .collect()
+    }
+
     /// Seconds spent aggregating (all methods, all questions).
     pub fn aggregate_seconds(&self) -> f64 {
         self.aggregate_seconds
@@ -223,6 +239,8 @@ mod tests {
         assert_eq!(vote.last(), Some(&(4, 1.0)));
         assert_eq!(t.forwards_per_question(), vec![("free".to_string(), 5.0)]);
         assert_eq!(t.decode_seconds(), vec![("free".to_string(), 2.0)]);
+        // Four one-token answers in 2 s.
+        assert_eq!(t.answer_tokens_per_second(), vec![("free".to_string(), 2.0)]);
         assert!(t.committed_per_step().is_empty());
     }
 }

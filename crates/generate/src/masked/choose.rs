@@ -12,6 +12,10 @@ pub(super) struct Pick {
     pub(super) pos: usize,
     pub(super) token: u32,
     pub(super) logprob: f64,
+    /// Confidence in the choice: the token's probability under the distribution it was chosen
+    /// from (at temperature 1): the full softmax, or renormalised over `allowed` when the
+    /// extractive rule narrows the position (what the schedules rank and threshold).
+    pub(super) conf: f64,
 }
 
 /// The extractive rule of [`super::decode_extractive`] for one row.
@@ -104,7 +108,7 @@ pub(super) fn pick(
     let Some(best) = best.or_else(|| {
         (0..logits.len()).filter(|&i| i as u32 != mask).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
     }) else {
-        return Pick { pos, token: mask, logprob: f64::NEG_INFINITY };
+        return Pick { pos, token: mask, logprob: f64::NEG_INFINITY, conf: 0.0 };
     };
     let free = !ok(best);
     let token =
@@ -119,5 +123,17 @@ pub(super) fn pick(
         } else {
             best
         };
-    Pick { pos, token: token as u32, logprob: f64::from(logits[token]) - lse }
+    let logprob = f64::from(logits[token]) - lse;
+    let conf = match allowed {
+        Some(a) if !free => {
+            let mass: f64 = a
+                .iter()
+                .filter(|&&i| ok(i as usize) && (i as usize) < logits.len())
+                .map(|&i| (f64::from(logits[i as usize]) - lse).exp())
+                .sum();
+            (logprob.exp() / mass).min(1.0)
+        }
+        _ => logprob.exp(),
+    };
+    Pick { pos, token: token as u32, logprob, conf }
 }
