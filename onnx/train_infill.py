@@ -540,24 +540,28 @@ def answer_block(tok: Tok, text: str, block: int):
     return None if len(ids) > block else ids + [tok.ids["eot"]] * (block - len(ids))
 
 
-def build_masked_groups(tok: Tok, models: str, split: str, seed: int, group: int, block: int):
+def build_masked_groups(tok: Tok, models: str, split: str, seed: int, group: int, block: int,
+                        rule: str = "first", shape: str = "mixed"):
     """Like build_groups, for the masked objective: {"kind": "masked", "prefix", "tails": [(head,
-    block ids)], "tokens"}; and how many questions had answers longer than the block."""
-    texts, docs, questions = load_corpus(models)
+    block ids)], "tokens"}; and how many questions had answers longer than the block. rule and
+    shape as for build_groups (the target answer; `retrieved` contexts)."""
+    retrieved = shape == "retrieved"
+    texts, docs, questions = load_corpus(models, retrieved_chunks_path(models) if retrieved else None)
     rng = random.Random(seed)
-    _, chunks = questions_by_chunk(questions, docs, split, rng)
+    _, chunks = questions_by_chunk(questions, docs, split, rng, rule)
+    idf = word_idf(texts, docs) if retrieved else None
     out, too_long = [], 0
     for members in chunks:
         for i in range(0, len(members), group):
             part = members[i:i + group]
-            ctx = pick_context(part[0], texts, docs, rng)
+            ctx = pick_context(part[0], texts, docs, rng, rule=rule, idf=idf)
             if ctx is None:
                 continue
             chunks, _, trim = ctx
             prefix = render_prefix(tok, chunks, trim, 160)
             rows = []
             for q in part:
-                b = answer_block(tok, q["answers"][0]["text"], block)
+                b = answer_block(tok, target(q, rule)["text"], block)
                 if b is None:
                     too_long += 1
                 else:
@@ -588,39 +592,50 @@ def masked_val_set(tok: Tok, models: str, n: int, block: int, seed: int = 1234) 
     return out
 
 
-def block_attention(torch, heads: list, block: int, width: int):
-    """own_mask [B, W, W] of rows head + block (right-padded to W): causal, and the head's last
-    token and the block see each other whole."""
+def block_attention(torch, heads: list, blocks, width: int):
+    """own_mask [B, W, W] of rows head + block (right-padded to W; blocks: one length for all
+    rows, or one per row): causal, and the head's last token and the block see each other whole."""
     m = torch.ones(width, width, dtype=torch.bool).tril().repeat(len(heads), 1, 1)
     for r, h in enumerate(heads):
-        a = len(h) - 1
-        m[r, a:a + block + 1, a:a + block + 1] = True
+        a, b = len(h) - 1, blocks if isinstance(blocks, int) else blocks[r]
+        m[r, a:a + b + 1, a:a + b + 1] = True
     return m
 
 
+def cut_block(blk: list, block: int, eot: int, gen, torch) -> list:
+    """`--vary-block`: the block cut to a length drawn uniformly from [answer + EOT, block], so
+    the model also serves slots shorter than the one it was trained for."""
+    need = blk.index(eot) + 1 if eot in blk else block
+    return blk[:need + int(torch.randint(block - need + 1, (), generator=gen))]
+
+
 def masked_nll(model, torch, prefix: list, rows: list, block: int, mask_id: int, ts: list | None, gen,
-               frozen_below: int = 0, draws: int = 1):
+               frozen_below: int = 0, draws: int = 1, vary_eot: int | None = None):
     """(1/t) * sum of the masked positions' cross-entropy, for each (head, block) row and t in
-    ts (one noisy copy each; ts None: `draws` levels t ~ U(1/block, 1) per row); a list of
-    scalars, rows-major."""
+    ts (one noisy copy each; ts None: `draws` levels t ~ U(1/L, 1) per row, L the row's block
+    length); a list of scalars, rows-major. vary_eot (the EOT id): each row's block is cut by
+    `cut_block` first."""
     import torch.nn.functional as F
 
     ids, heads, masks, targets, weights = [], [], [], [], []
     for head, blk in rows:
-        levels = ts if ts is not None else [1 / block + (1 - 1 / block) * float(torch.rand((), generator=gen))
+        if vary_eot is not None:
+            blk = cut_block(blk, block, vary_eot, gen, torch)
+        n = len(blk)
+        levels = ts if ts is not None else [1 / n + (1 - 1 / n) * float(torch.rand((), generator=gen))
                                             for _ in range(draws)]
         for t in levels:
-            m = torch.rand(block, generator=gen) < t
+            m = torch.rand(n, generator=gen) < t
             if not bool(m.any()):
-                m[int(torch.randint(block, (), generator=gen))] = True
-            ids.append(head + [mask_id if m[j] else blk[j] for j in range(block)])
+                m[int(torch.randint(n, (), generator=gen))] = True
+            ids.append(head + [mask_id if m[j] else blk[j] for j in range(n)])
             heads.append(head)
             masks.append(m)
             targets.append(blk)
             weights.append(1.0 / t)
     width = max(len(r) for r in ids)
     dev = model.embed.device
-    own = block_attention(torch, heads, block, width).to(dev)
+    own = block_attention(torch, heads, [len(b) for b in targets], width).to(dev)
     _, h = model.shared_prefix_hidden(prefix, ids, own_mask=own, frozen_below=frozen_below)
     out = []
     for r, (head, m, blk, w) in enumerate(zip(heads, masks, targets, weights)):
@@ -792,7 +807,8 @@ def config_of(args) -> dict:
             **({"context": args.context} if args.context != "mixed" else {}),
             **({"answer": args.answer} if args.answer != "first" else {}),
             **({"init": args.init, "skip_examples": args.skip_examples} if args.init != "base" else {}),
-            **({"objective": "masked", "block": args.block, "draws": args.draws, "mask_token": MASK_TOKEN}
+            **({"objective": "masked", "block": args.block, "draws": args.draws, "mask_token": MASK_TOKEN,
+                **({"vary_block": True} if args.vary_block else {})}
                if args.objective == "masked" else {})}
 
 
@@ -851,7 +867,8 @@ def cmd_train(args) -> int:
 
     log("building examples")
     if masked:
-        groups, too_long = build_masked_groups(tok, models, "train", args.seed, args.group, args.block)
+        groups, too_long = build_masked_groups(tok, models, "train", args.seed, args.group, args.block,
+                                               args.answer, args.context)
         val_qa, val_fim = masked_val_set(tok, models, args.val, args.block), []
         log(f"{too_long:,} questions left out: their answer + EOT is longer than the block ({args.block} tokens)")
     else:
@@ -932,7 +949,8 @@ def cmd_train(args) -> int:
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 if masked:  # per example: the bound (1/t) * masked CE, averaged over --draws noise levels
                     vals = masked_nll(model, torch, g["prefix"], g["tails"], args.block, mask_id, None, gen,
-                                      frozen_below=args.first_layer, draws=args.draws)
+                                      frozen_below=args.first_layer, draws=args.draws,
+                                      vary_eot=tok.ids["eot"] if args.vary_block else None)
                     total = sum(vals) / args.draws
                     loss_sum += float(total.detach()) / args.block
                 else:  # per example: the summed NLL of its middle
@@ -1225,16 +1243,19 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="train (resumes from the checkpoint)")
     add_objective(t)
     t.add_argument("--context", choices=["mixed", "retrieved"], default="mixed",
-                   help="infill objective: the context of each question. mixed (default): its source chunk and "
+                   help="the context of each question. mixed (default): its source chunk and "
                         "0-2 trimmed distractors of its document, in random order; retrieved: what `bench "
                         "--retrieval hybrid` shows (k = 2): its chunk cut by " + RETRIEVED_PIPELINE + " and the "
                         "best-matching other chunk of its document, untrimmed (needs `data --retrieved`)")
     t.add_argument("--answer", choices=["first", "majority"], default="first",
-                   help="infill objective: the target answer: the first annotator's (default) or the one most "
+                   help="the target answer: the first annotator's (default) or the one most "
                         "annotators gave")
     t.add_argument("--block", type=int, default=20,
                    help="masked objective: answer slot length in tokens (answer + EOT, padded with EOT; 20 covers "
                         "98%% of the training answers)")
+    t.add_argument("--vary-block", action="store_true",
+                   help="masked objective: cut each example's block to a random length between its answer + "
+                        "EOT and --block, so the model also serves shorter (cheaper) slots at decoding time")
     t.add_argument("--draws", type=int, default=2, help="masked objective: noise levels per example and step")
     t.add_argument("--init", default=None,
                    help="start the LoRA from this committed adapter, or `base` (default: `base` for the infill "
