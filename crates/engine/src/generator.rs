@@ -146,8 +146,9 @@ pub struct GenerateOptions {
     /// Most prompt tokens; retrieved chunks are added by relevance until it is reached.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = GenerateOptions::DEFAULT.max_prompt))]
     pub max_prompt: usize,
-    /// Answer slot length in mask tokens (masked decoder; default: the block the model was
-    /// trained with, 20 tokens; at most that).
+    /// Answer slot length in mask tokens (masked decoder; default: the slot the model's
+    /// masked.json names, else the 20-token block it was trained with; at most the block).
+    /// Candidates that fill a shorter slot without ending are decoded again in the whole block.
     #[cfg_attr(feature = "clap", arg(long))]
     pub length: Option<usize>,
     /// Denoising steps (masked decoder; default: --length, one token per step; fewer steps
@@ -212,6 +213,7 @@ impl GenerateOptions {
             temperature,
             seed: self.seed,
             ordered_end: !self.free_end,
+            widen_to: None,
         };
         if masked && self.length.is_some() {
             cfg.masked.check().context("masked decoder settings")?;
@@ -297,7 +299,8 @@ impl Generator {
     pub fn config(&self, args: &GenerateOptions, infill: Infill, method: Method) -> anyhow::Result<AskConfig> {
         let mut cfg = args.config(infill, method)?;
         if let Generator::Masked(m) = self {
-            cfg.masked.length = args.length.unwrap_or(m.block());
+            cfg.masked.length = args.length.unwrap_or(m.slot());
+            cfg.masked.widen_to = Some(m.block());
             if cfg.masked.length > m.block() {
                 anyhow::bail!(
                     "--length {} is longer than the {}-token block the masked model was trained with",

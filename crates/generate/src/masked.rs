@@ -103,6 +103,12 @@ pub struct MaskedConfig {
     /// padding commits the padding first, from the right, with high confidence, and the
     /// padding eats into the answer.
     pub ordered_end: bool,
+    /// A slot this much longer is tried for candidates that fill `length` without ending
+    /// (None, or not above `length`: never): a short slot is cheap (every call runs every
+    /// slot position of every row), the long one covers the rare long answer. Needs one block
+    /// (`block_length` unset); `steps`, when set, grows in proportion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widen_to: Option<usize>,
 }
 
 impl Default for MaskedConfig {
@@ -115,6 +121,7 @@ impl Default for MaskedConfig {
             temperature: 0.0,
             seed: 0,
             ordered_end: false,
+            widen_to: None,
         }
     }
 }
@@ -159,10 +166,22 @@ impl MaskedConfig {
         self.seed = seed;
         self
     }
+    /// Sets [`MaskedConfig::widen_to`].
+    pub fn with_widen_to(mut self, widen_to: usize) -> Self {
+        self.widen_to = Some(widen_to);
+        self
+    }
     /// Sets [`MaskedConfig::ordered_end`].
     pub fn with_ordered_end(mut self, ordered_end: bool) -> Self {
         self.ordered_end = ordered_end;
         self
+    }
+
+    /// The configuration of the widened slot ([`MaskedConfig::widen_to`]), if it applies.
+    fn wider(&self) -> Option<MaskedConfig> {
+        let wide = self.widen_to.filter(|&w| w > self.length && self.block_length.is_none())?;
+        let steps = self.steps.map(|s| (s * wide).div_ceil(self.length).clamp(1, wide));
+        Some(MaskedConfig { length: wide, steps, widen_to: None, ..self.clone() })
     }
 
     /// Steps in effect (`steps`, else `length`).
@@ -313,7 +332,42 @@ pub fn decode_extractive<M: MaskedDenoiser + ?Sized>(
     run(model, prefix, suffix, stop, &indices, Some(spans), cfg)
 }
 
+/// [`run_slot`], then again with the [`MaskedConfig::widen_to`] slot for the candidates that
+/// filled the first one without ending; the statistics count both passes.
 fn run<M: MaskedDenoiser + ?Sized>(
+    model: &M,
+    prefix: &[u32],
+    suffix: &[u32],
+    stop: &[u32],
+    indices: &[usize],
+    spans: Option<&SpanIndex>,
+    cfg: &MaskedConfig,
+) -> Result<MaskedOutput> {
+    let mut out = run_slot(model, prefix, suffix, stop, indices, spans, cfg)?;
+    let Some(wide) = cfg.wider() else {
+        return Ok(out);
+    };
+    let again: Vec<usize> = out.candidates.iter().filter(|c| c.finish == Finish::Length).map(|c| c.index).collect();
+    if again.is_empty() {
+        return Ok(out);
+    }
+    let more = run_slot(model, prefix, suffix, stop, &again, spans, &wide)?;
+    let (a, b) = (out.row_steps as f64, more.row_steps as f64);
+    let total = (a + b).max(1.0);
+    out.tokens_per_forward = (out.tokens_per_forward * a + more.tokens_per_forward * b) / total;
+    out.decoded_per_forward = (out.decoded_per_forward * a + more.decoded_per_forward * b) / total;
+    out.forwards += more.forwards;
+    out.row_forwards += more.row_forwards;
+    out.row_steps += more.row_steps;
+    for c in more.candidates {
+        if let Some(slot) = out.candidates.iter_mut().find(|x| x.index == c.index) {
+            *slot = c;
+        }
+    }
+    Ok(out)
+}
+
+fn run_slot<M: MaskedDenoiser + ?Sized>(
     model: &M,
     prefix: &[u32],
     suffix: &[u32],
@@ -753,6 +807,32 @@ mod tests {
         assert_never_rewritten(&calls, &slot_of(&out.candidates[0], 8), &[2], 8);
         assert_eq!(out.candidates[0].text, "the cat sat on a warm mat");
         assert!((out.tokens_per_forward - 8.0 / 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_full_short_slot_is_decoded_again_wider() {
+        // "the cat sat on a warm mat <end>" does not fit 4 positions: the candidate is decoded
+        // again in 8, as if asked for 8, and both passes are counted.
+        let cfg = MaskedConfig::default().with_length(4).with_ordered_end(true);
+        let short = decode(&table_model(vec![3.0]), &[2], &[], &[END], 2, &cfg).unwrap();
+        assert!(short.candidates.iter().all(|c| c.finish == Finish::Length && c.tokens == ANSWER[..4]));
+        let wide = decode(&table_model(vec![3.0]), &[2], &[], &[END], 2, &cfg.clone().with_length(8)).unwrap();
+        let model = table_model(vec![3.0]);
+        let out = decode(&model, &[2], &[], &[END], 2, &cfg.clone().with_widen_to(8)).unwrap();
+        assert_eq!(out.candidates, wide.candidates);
+        assert_eq!(out.candidates[0].text, "the cat sat on a warm mat");
+        assert_eq!(out.forwards, short.forwards + wide.forwards);
+        assert_eq!(out.row_steps, short.row_steps + wide.row_steps);
+        assert_eq!(model.forwards(), out.forwards);
+
+        // An answer that fits is decoded once.
+        let fits = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {
+            (0..row.len()).flat_map(|t| peaked(V, [3, 4, END][t.saturating_sub(1).min(2)], 3.0)).collect()
+        });
+        let out = decode(&fits, &[2], &[], &[END], 2, &cfg.clone().with_widen_to(8)).unwrap();
+        assert_eq!(out.candidates[0].text, "the cat");
+        assert_eq!(fits.forwards(), out.forwards);
+        assert_eq!(out.forwards, 3);
     }
 
     #[test]

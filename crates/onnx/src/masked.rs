@@ -268,6 +268,10 @@ struct MaskedJson {
     block: usize,
     /// A token the training prompts started with (the FIM prefix sentinel), if any.
     start_id: Option<u32>,
+    /// The default answer slot, when shorter than the block (a model trained on blocks cut
+    /// to random lengths serves short slots as well).
+    #[serde(default)]
+    slot: Option<usize>,
 }
 
 /// The trained block-diffusion answer denoiser: the prompt (`start_id` + the template's
@@ -319,12 +323,21 @@ impl BlockDenoiser {
         if info.block == 0 {
             return Err(bad("block is 0".into()));
         }
+        if let Some(slot) = info.slot.filter(|&s| s == 0 || s > info.block) {
+            return Err(bad(format!("slot {slot} is not in 1..={} (the block)", info.block)));
+        }
         Ok(BlockDenoiser { lm, info, prompt: Mutex::new(None) })
     }
 
     /// The answer block length the model was trained with (the default slot length).
     pub fn block(&self) -> usize {
         self.info.block
+    }
+
+    /// The default answer slot length: what `masked.json` says (a model trained on blocks cut
+    /// to random lengths), else the block.
+    pub fn slot(&self) -> usize {
+        self.info.slot.unwrap_or(self.info.block)
     }
 
     /// The causal model that reads the prompt.
