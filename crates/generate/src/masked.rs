@@ -837,22 +837,11 @@ mod tests {
 
     #[test]
     fn extractive_threshold_copies_a_span_in_one_call() {
-        // Position 0 is sure of "the"; positions 1 and 2 are split three ways over the whole
-        // vocabulary, but the context only continues "the" with "cat" and "the cat" with "sat",
-        // so under the span rule (renormalised) each is 0.95 sure once its left neighbour is in.
+        // Every position is sure of its token, the last one of the end. A call commits one
+        // position at a time and chooses the others again under the rules their neighbours set,
+        // so the end, denied while it is not the leftmost mask, joins in the same call.
         let model = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {
-            (0..row.len())
-                .flat_map(|t| {
-                    let mut l = vec![0.0f32; V];
-                    match t {
-                        1 => l[3] = 6.0,
-                        2 => (l[3], l[4], l[8]) = (3.0, 3.0, 3.0),
-                        3 => (l[3], l[5], l[10]) = (3.0, 3.0, 3.0),
-                        _ => l[END as usize] = 6.0,
-                    }
-                    l
-                })
-                .collect()
+            (0..row.len()).flat_map(|t| peaked(V, [3, 4, 5, END][t.saturating_sub(1).min(3)], 7.0)).collect()
         });
         let spans = SpanIndex::new(&[vec![3, 4, 5]]);
         let cfg = MaskedConfig::default()
@@ -860,16 +849,15 @@ mod tests {
             .with_ordered_end(true)
             .with_schedule(Schedule::Threshold { threshold: 0.9 });
         let out = decode_extractive(&model, &[2], &[], &[END], 1, &spans, &cfg).unwrap();
-        // One call: "the", then "cat" and "sat" along the span, then the end the chunk implies.
         assert_eq!(out.forwards, 1);
         let c = &out.candidates[0];
         assert_eq!(c.text, "the cat sat");
         assert_eq!(c.finish, Finish::Stop);
-        // RPC still sees each token's probability under the model's full softmax.
-        let full = log_softmax(&[3.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])[0] as f32;
+        // Each token's log-probability is under the model's full softmax.
+        let full = log_softmax(&peaked(V, 4, 7.0))[4] as f32;
         assert!((c.logprobs[1] - full).abs() < 1e-5, "{} vs {full}", c.logprobs[1]);
 
-        // Without the span rule nothing but "the" is confident: one position per call.
+        // An unsure model commits one position per call.
         let model_free = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {
             (0..row.len()).flat_map(|t| peaked(V, [3, 4, 5, END][t.saturating_sub(1).min(3)], 1.5)).collect()
         });

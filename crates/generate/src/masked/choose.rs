@@ -12,9 +12,8 @@ pub(super) struct Pick {
     pub(super) pos: usize,
     pub(super) token: u32,
     pub(super) logprob: f64,
-    /// Confidence in the choice: the token's probability under the distribution it was chosen
-    /// from (at temperature 1): the full softmax, or renormalised over `allowed` when the
-    /// extractive rule narrows the position (what the schedules rank and threshold).
+    /// Confidence in the choice (what the schedules rank and threshold): the token's
+    /// probability under the model's full softmax.
     pub(super) conf: f64,
 }
 
@@ -124,16 +123,9 @@ pub(super) fn pick(
             best
         };
     let logprob = f64::from(logits[token]) - lse;
-    let conf = match allowed {
-        Some(a) if !free => {
-            let mass: f64 = a
-                .iter()
-                .filter(|&&i| ok(i as usize) && (i as usize) < logits.len())
-                .map(|&i| (f64::from(logits[i as usize]) - lse).exp())
-                .sum();
-            (logprob.exp() / mass).min(1.0)
-        }
-        _ => logprob.exp(),
-    };
+    // Confidence is the model's own (full softmax): renormalising over the span rule's few
+    // allowed tokens made a continuation look sure where the model wanted neither (measured:
+    // 50 SQuAD dev questions, threshold 0.9, EM 0.16 with 5.9 tokens per step).
+    let conf = logprob.exp();
     Pick { pos, token: token as u32, logprob, conf }
 }
