@@ -203,7 +203,8 @@ fn ask_answers_held_out_questions_with_the_masked_model() {
 /// Held-out questions (SQuAD-Shifts, documents never trained on) the shipped masked adapter
 /// answers exactly through the CLI: question, gold answers, the file it must cite.
 /// Screened when the adapter was exported: of the first 12 held-out questions tried on tin.txt,
-/// these were answered exactly and cited (plus the infiller's superconductor question).
+/// the second adapter (default slot 10) answered 7 exactly and cited; the five the first
+/// adapter answered are listed (four of them, plus the infiller's superconductor question).
 const KNOWN: [(&str, &[&str], &str); 5] = [
     ("What is the name of  the superconductor that is below 3.72K?", &["Tin"], "tin.txt"),
     ("What's the symbol for Tin?", &["symbol Sn", "Sn"], "tin.txt"),
