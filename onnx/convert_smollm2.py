@@ -173,6 +173,25 @@ def load_weights(reader: GGUFReader, hp: dict) -> dict:
     return w
 
 
+def lora_product(b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """B @ A of a LoRA pair ([out, r] @ [r, in]) with bits that do not depend on the CPU.
+
+        >>> lora_product(np.ones((2, 1), np.float32), np.full((1, 3), 0.5, np.float32)).tolist()
+        [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]
+
+    BLAS sgemm picks its kernel at run time (SSE, AVX2, AVX-512), and the kernels sum in
+    different orders, some with fused multiply-adds: on an AVX-512 machine the merged graphs
+    came out with other sha256 sums than the pinned ones (computed on an AVX2 machine), and
+    setup refused them. Here the product is a fixed sequence of rank-1 updates made of
+    elementwise float32 multiplies and adds, each correctly rounded by IEEE 754 whatever the
+    vector width, so every machine writes the same bytes.
+    """
+    out = np.zeros((b.shape[0], a.shape[1]), np.float32)
+    for k in range(a.shape[0]):
+        out += np.multiply.outer(b[:, k], a[k])
+    return out
+
+
 def apply_adapter(w: dict, hp: dict, path: str) -> dict:
     """Merges a LoRA adapter (onnx/train_infill.py's npz) into the weights: W' = W + scale * B @ A.
 
@@ -205,7 +224,7 @@ def apply_adapter(w: dict, hp: dict, path: str) -> dict:
     for (layer, name), ab in sorted(pairs.items()):
         if set(ab) != {"a", "b"} or layer >= len(w["layers"]):
             raise ConvertError(f"adapter {path}: incomplete or out-of-range entry layers.{layer}.{name}")
-        delta = (scale * (ab["b"] @ ab["a"])).T  # [in, out]
+        delta = (scale * lora_product(ab["b"], ab["a"])).T  # [in, out]
         if name == "q":
             delta = delta * qscale
         target = w["layers"][layer][name]

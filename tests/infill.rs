@@ -262,3 +262,37 @@ fn a_run_records_the_adapter_it_started_from() {
     assert_eq!(got["steps"], card["trained"]["steps"], "{got}");
     assert_eq!(got["first_layer"], card["lora"]["first_layer"], "{got}");
 }
+
+/// The adapter merge writes the same bytes on every CPU: setup pins the merged graphs' sha256,
+/// and BLAS sgemm kernels (picked at run time per CPU) round differently, which once made an
+/// AVX-512 machine's merge fail the pins written on an AVX2 machine. Forcing two OpenBLAS
+/// kernels (one with fused multiply-adds, one without) must not change the merge's product.
+#[test]
+fn adapter_merge_does_not_depend_on_the_blas_kernel() {
+    let models = std::env::var_os("METARAG_MODELS").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("models"));
+    let python = models.join(".venv/bin/python");
+    assert!(python.is_file(), "{} missing (run `python3 onnx/setup.py`)", python.display());
+    let script = "import hashlib, sys\n\
+        import numpy as np\n\
+        sys.path.insert(0, 'onnx')\n\
+        from convert_smollm2 import lora_product\n\
+        z = np.load('onnx/adapters/infill-lora.npz')\n\
+        h = hashlib.sha256()\n\
+        for k in sorted(z.files):\n\
+        \x20   if k.endswith('lora_a'):\n\
+        \x20       h.update(lora_product(z[k[:-1] + 'b'].astype(np.float32), z[k].astype(np.float32)).tobytes())\n\
+        print(h.hexdigest())\n";
+    let digest = |core: &str| {
+        let out = Command::new(&python)
+            .args(["-c", script])
+            .env("OPENBLAS_CORETYPE", core)
+            .current_dir(root())
+            .output()
+            .expect("run the models venv's python");
+        assert!(out.status.success(), "{core}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (fma, plain) = (digest("Haswell"), digest("Prescott"));
+    assert_eq!(fma.len(), 64, "{fma}");
+    assert_eq!(fma, plain, "the merged deltas differ between OpenBLAS kernels");
+}
