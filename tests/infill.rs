@@ -269,9 +269,7 @@ fn a_run_records_the_adapter_it_started_from() {
 /// kernels (one with fused multiply-adds, one without) must not change the merge's product.
 #[test]
 fn adapter_merge_does_not_depend_on_the_blas_kernel() {
-    let models =
-        std::env::var_os("METARAG_MODELS").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("models"));
-    let python = models.join(".venv/bin/python");
+    let python = metarag_onnx::models_dir().join(".venv/bin/python");
     assert!(python.is_file(), "{} missing (run `python3 onnx/setup.py`)", python.display());
     let script = "import hashlib, sys\n\
         import numpy as np\n\
