@@ -99,21 +99,29 @@ impl Embedder {
     /// Embeds up to any number of texts, `batch` at a time, and fewer when they are long: a
     /// run holds at most [`TOKENS_PER_RUN`] tokens (estimated from the bytes), since its
     /// attention buffers grow with texts × tokens² (32 texts of 256 tokens took ~1 GB).
+    /// Texts are batched longest first, so each batch pads to a length close to its own
+    /// texts' instead of the longest of whatever happened to sit next to them; the vectors
+    /// come back in the order of `texts`.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let estimate = |t: &str| (t.len() / 3 + 2).min(self.max_tokens);
-        let mut out = Vec::with_capacity(texts.len());
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+        let mut out = vec![Vec::new(); texts.len()];
         let mut start = 0;
-        while start < texts.len() {
+        while start < order.len() {
             let (mut end, mut longest) = (start, 0);
-            while end < texts.len() && end - start < self.batch {
-                let l = longest.max(estimate(texts[end]));
+            while end < order.len() && end - start < self.batch {
+                let l = longest.max(estimate(texts[order[end]]));
                 if end > start && l * (end + 1 - start) > TOKENS_PER_RUN {
                     break;
                 }
                 longest = l;
                 end += 1;
             }
-            out.extend(self.embed_one_batch(&texts[start..end])?);
+            let batch: Vec<&str> = order[start..end].iter().map(|&i| texts[i]).collect();
+            for (&i, v) in order[start..end].iter().zip(self.embed_one_batch(&batch)?) {
+                out[i] = v;
+            }
             start = end;
         }
         Ok(out)

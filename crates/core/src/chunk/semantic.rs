@@ -18,13 +18,14 @@ pub struct SemanticConfig {
     pub buffer: usize,
     /// Breakpoint percentile of the distances, 0–100 (default 95).
     pub percentile: f32,
-    /// Sentences embedded per model call (default 32).
+    /// Sentence groups handed to the embedder per call (default 1024). The embedder makes its
+    /// own model batches, longest texts together, so a larger call pads less.
     pub batch: usize,
 }
 
 impl Default for SemanticConfig {
     fn default() -> Self {
-        SemanticConfig { buffer: 1, percentile: 95.0, batch: 32 }
+        SemanticConfig { buffer: 1, percentile: 95.0, batch: 1024 }
     }
 }
 
