@@ -1,5 +1,6 @@
-//! Chunking throughput with the real SmolLM2-135M (fp32 ONNX) on the committed example
-//! corpus: PPL chunking, margin-sampling chunking, and everything that is not the model.
+//! Chunking throughput with the real models on the committed example corpus: PPL chunking and
+//! margin-sampling chunking (SmolLM2-135M, fp32 ONNX), semantic chunking (MiniLM), and
+//! everything that is not the model.
 //!
 //! Run: `cargo bench --bench chunking` (after `python3 onnx/setup.py`). Threads: 2, or
 //! `METARAG_BENCH_THREADS`. Besides criterion's timings it prints tokens/s and the share of
@@ -9,11 +10,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use metarag_core::chunk::{Chunker, MarginChunker, MarginConfig, PplChunker, PplConfig};
+use metarag_core::chunk::{
+    Chunker, GroupEmbedding, MarginChunker, MarginConfig, PplChunker, PplConfig, SemanticChunker, SemanticConfig,
+};
 use metarag_core::load::{LoadOptions, load_path};
 use metarag_core::split::{RuleSplitter, SentenceSplitter};
 use metarag_core::{Document, tiles};
-use metarag_onnx::{CausalLm, JudgeConfig, LmConfig, LmMarginJudge, RuntimeOptions};
+use metarag_onnx::{CausalLm, Embedder, JudgeConfig, LmConfig, LmMarginJudge, RuntimeOptions};
 
 fn threads() -> usize {
     std::env::var("METARAG_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2)
@@ -88,6 +91,37 @@ fn bench(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+
+    // Semantic chunking: every sentence group of a document handed to the embedder in one call
+    // (the default: it batches them longest first, so batches pad little) against 32 groups per
+    // call (the previous default: batches padded to whatever long group sat among them), and
+    // groups = "mean" (each sentence embedded once, a group's vector the mean of its sentences').
+    let embedder = Embedder::load(&opts).expect("load MiniLM (run python3 onnx/setup.py)");
+    let semantic_with = |batch: usize, groups: GroupEmbedding| {
+        let chunker = SemanticChunker::new(&embedder, SemanticConfig { batch, groups, ..SemanticConfig::default() });
+        docs.iter()
+            .map(|d| {
+                let s = RuleSplitter::default().split(&d.text);
+                chunker.chunk(d, &s).expect("chunk").chunks.len()
+            })
+            .sum::<usize>()
+    };
+    let default_batch = SemanticConfig::default().batch;
+    let variants = [
+        ("semantic", default_batch, GroupEmbedding::Joined),
+        ("semantic, 32 groups per call", 32, GroupEmbedding::Joined),
+        ("semantic, mean groups", default_batch, GroupEmbedding::Mean),
+    ];
+    semantic_with(default_batch, GroupEmbedding::Joined);
+    for (name, batch, groups) in variants {
+        let t0 = Instant::now();
+        let chunks = semantic_with(batch, groups);
+        let wall = t0.elapsed().as_secs_f64();
+        eprintln!("[{name}] {tokens} tokens -> {chunks} chunks in {wall:.2} s: {:.0} tokens/s", tokens as f64 / wall);
+    }
+    for (name, batch, groups) in variants {
+        g.bench_function(name, |b| b.iter(|| semantic_with(batch, groups)));
+    }
 
     // Margin sampling on the first document only (it is several times slower).
     let first = &docs[..1];

@@ -40,8 +40,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::{
-    BoundaryRule, Chars, ChunkSizer, Chunker, Chunking, FixedChunker, MarginChunker, MarginConfig, PplChunker,
-    PplConfig, SemanticChunker, SemanticConfig, SentenceChunker, TokenSizer, Words,
+    BoundaryRule, Chars, ChunkSizer, Chunker, Chunking, FixedChunker, GroupEmbedding, MarginChunker, MarginConfig,
+    PplChunker, PplConfig, SemanticChunker, SemanticConfig, SentenceChunker, TokenSizer, Words,
 };
 use crate::model::{MarginJudge, SentenceEmbedder, SentenceScorer, TokenOffsets};
 use crate::split::RuleSplitter;
@@ -77,9 +77,9 @@ impl ChunkerConfig {
                 models.judge()?,
                 MarginConfig { threshold: *threshold, ..MarginConfig::default() },
             )),
-            ChunkerConfig::Semantic { percentile } => Box::new(SemanticChunker::new(
+            ChunkerConfig::Semantic { percentile, groups } => Box::new(SemanticChunker::new(
                 models.embedder()?,
-                SemanticConfig { percentile: *percentile, ..SemanticConfig::default() },
+                SemanticConfig { percentile: *percentile, groups: *groups, ..SemanticConfig::default() },
             )),
             ChunkerConfig::Sentence => Box::new(SentenceChunker),
             ChunkerConfig::Fixed { size } => Box::new(FixedChunker::new(models.tokens()?, *size)?),
@@ -170,6 +170,10 @@ pub enum ChunkerConfig {
         /// Breakpoint percentile of the sentence distances.
         #[serde(default = "default_percentile")]
         percentile: f32,
+        /// How a sentence group's vector is made: "joined" (embed the group's text, the
+        /// default) or "mean" (embed each sentence once, average the group's vectors).
+        #[serde(default)]
+        groups: GroupEmbedding,
     },
     /// One chunk per sentence.
     Sentence,
@@ -285,7 +289,8 @@ mod tests {
         for c in [
             ChunkerConfig::default(),
             ChunkerConfig::Margin { threshold: 0.1 },
-            ChunkerConfig::Semantic { percentile: 90.0 },
+            ChunkerConfig::Semantic { percentile: 90.0, groups: GroupEmbedding::Joined },
+            ChunkerConfig::Semantic { percentile: 90.0, groups: GroupEmbedding::Mean },
             ChunkerConfig::Sentence,
             ChunkerConfig::Fixed { size: 64 },
         ] {
@@ -308,7 +313,7 @@ mod tests {
             ChunkerConfig::default(),
             ChunkerConfig::Ppl { threshold: 0.0, rule: PplRule::Both, adaptive: false, overlap: false },
             ChunkerConfig::Margin { threshold: 0.0 },
-            ChunkerConfig::Semantic { percentile: 50.0 },
+            ChunkerConfig::Semantic { percentile: 50.0, groups: GroupEmbedding::Mean },
             ChunkerConfig::Sentence,
             ChunkerConfig::Fixed { size: 4 },
         ] {
@@ -342,7 +347,10 @@ mod tests {
     fn a_missing_model_is_an_error_and_the_baselines_need_none() {
         assert!(ChunkerConfig::Sentence.build(&Nothing).is_ok());
         assert!(MergeConfig { target: 5, unit: MergeUnit::Words }.sizer(&Nothing).is_ok());
-        let e = ChunkerConfig::Semantic { percentile: 95.0 }.build(&Nothing).err().map(|e| e.to_string());
+        let e = ChunkerConfig::Semantic { percentile: 95.0, groups: GroupEmbedding::Joined }
+            .build(&Nothing)
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(e.as_deref(), Some("invalid configuration: no embedder loaded"));
         assert!(ChunkerConfig::default().build(&Nothing).is_err());
         assert!(MergeConfig { target: 5, unit: MergeUnit::Tokens }.sizer(&Nothing).is_err());

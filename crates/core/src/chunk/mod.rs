@@ -45,7 +45,7 @@ pub use document::{Chunking, chunk_document};
 pub use margin::{MarginChunker, MarginConfig};
 pub use merge::{Chars, ChunkSizer, TokenSizer, Words, merge};
 pub use ppl::{BoundaryRule, PplChunker, PplConfig, ppl_boundaries};
-pub use semantic::{SemanticChunker, SemanticConfig, percentile};
+pub use semantic::{GroupEmbedding, SemanticChunker, SemanticConfig, percentile};
 
 use crate::{Chunk, Document, Result};
 

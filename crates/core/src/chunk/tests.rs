@@ -22,6 +22,13 @@ fn chunkers() -> Vec<(&'static str, Box<dyn Chunker>)> {
         ),
         ("margin", Box::new(MarginChunker::new(FakeJudge, MarginConfig::default()))),
         ("semantic", Box::new(SemanticChunker::new(FakeEmbedder::default(), SemanticConfig::default()))),
+        (
+            "semantic-mean",
+            Box::new(SemanticChunker::new(
+                FakeEmbedder::default(),
+                SemanticConfig { groups: GroupEmbedding::Mean, ..SemanticConfig::default() },
+            )),
+        ),
         ("sentence", Box::new(SentenceChunker)),
         ("fixed", Box::new(FixedChunker::new(FakeTokens, 7).expect("size"))),
     ]
@@ -137,4 +144,38 @@ fn percentile_matches_numpy_linear() {
     assert_eq!(percentile(&[3.0, 1.0, 2.0], 100.0), 3.0);
     assert!((percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 95.0) - 4.8).abs() < 1e-6);
     assert!(percentile(&[], 50.0).is_nan());
+}
+
+/// Records every text it is asked to embed (and embeds it with [`FakeEmbedder`]).
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<String>>);
+
+impl crate::model::SentenceEmbedder for Recording {
+    fn embed(&self, texts: &[&str]) -> crate::Result<Vec<Vec<f32>>> {
+        self.0.lock().expect("lock").extend(texts.iter().map(|t| t.to_string()));
+        FakeEmbedder::default().embed(texts)
+    }
+}
+
+#[test]
+fn semantic_mean_groups_embed_each_sentence_once_and_agree_without_neighbours() {
+    let text = "The cat sat on the mat. The cat sat again. Quantum chromodynamics binds quarks. \
+                Gluons carry the strong force. The cat slept. It was a long day for the cat.";
+    let doc = Document::from_text("d", text);
+    let sentences = RuleSplitter::default().split(text);
+    let rec = Recording::default();
+    let mean = SemanticConfig { groups: GroupEmbedding::Mean, percentile: 50.0, ..SemanticConfig::default() };
+    let out = SemanticChunker::new(&rec, mean.clone()).chunk(&doc, &sentences).expect("chunk");
+    assert!(tiles(&spans(&out), text.len()));
+    let seen = rec.0.lock().expect("lock").clone();
+    let want: Vec<String> = sentences.iter().map(|r| text[r.clone()].trim().to_string()).collect();
+    assert_eq!(seen, want, "mean groups embed each sentence once, in order");
+    // With no neighbours a group is its sentence: both ways give the same distances.
+    let joined = SemanticConfig { buffer: 0, groups: GroupEmbedding::Joined, ..mean.clone() };
+    let alone = SemanticConfig { buffer: 0, ..mean };
+    let a = SemanticChunker::new(FakeEmbedder::default(), joined).chunk(&doc, &sentences).expect("chunk");
+    let b = SemanticChunker::new(FakeEmbedder::default(), alone).chunk(&doc, &sentences).expect("chunk");
+    assert_eq!(spans(&a), spans(&b));
+    let bits = |c: &Chunked| c.sentence_scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
 }
