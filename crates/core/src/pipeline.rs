@@ -170,8 +170,8 @@ pub enum ChunkerConfig {
         /// Breakpoint percentile of the sentence distances.
         #[serde(default = "default_percentile")]
         percentile: f32,
-        /// How a sentence group's vector is made: "joined" (embed the group's text, the
-        /// default) or "mean" (embed each sentence once, average the group's vectors).
+        /// How a sentence group's vector is made: "mean" (embed each sentence once, average
+        /// the group's vectors; the default) or "joined" (embed the group's text).
         #[serde(default)]
         groups: GroupEmbedding,
     },

@@ -26,7 +26,7 @@ pub struct SemanticConfig {
     /// Sentence groups handed to the embedder per call (default 1024). The embedder makes its
     /// own model batches, longest texts together, so a larger call pads less.
     pub batch: usize,
-    /// How a group's vector is made (default: [`GroupEmbedding::Joined`]).
+    /// How a group's vector is made (default: [`GroupEmbedding::Mean`]).
     pub groups: GroupEmbedding,
 }
 
@@ -34,16 +34,19 @@ pub struct SemanticConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GroupEmbedding {
-    /// Embed the group's text (the sentences joined as they stand in the document).
-    #[default]
+    /// Embed the group's text (the sentences joined as they stand in the document): the
+    /// LlamaIndex baseline's way.
     Joined,
-    /// Embed each sentence once and average the unit vectors of the group's sentences.
+    /// Embed each sentence once and average the unit vectors of the group's sentences (the
+    /// default: on SQuAD dev it held hybrid recall@5, 0.850 against 0.834, with 2.5x less model
+    /// time).
+    #[default]
     Mean,
 }
 
 impl Default for SemanticConfig {
     fn default() -> Self {
-        SemanticConfig { buffer: 1, percentile: 95.0, batch: 1024, groups: GroupEmbedding::Joined }
+        SemanticConfig { buffer: 1, percentile: 95.0, batch: 1024, groups: GroupEmbedding::Mean }
     }
 }
 
