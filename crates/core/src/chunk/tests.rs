@@ -21,12 +21,12 @@ fn chunkers() -> Vec<(&'static str, Box<dyn Chunker>)> {
             )),
         ),
         ("margin", Box::new(MarginChunker::new(FakeJudge, MarginConfig::default()))),
-        ("semantic", Box::new(SemanticChunker::new(FakeEmbedder::default(), SemanticConfig::default()))),
+        ("semantic (mean groups)", Box::new(SemanticChunker::new(FakeEmbedder::default(), SemanticConfig::default()))),
         (
-            "semantic-mean",
+            "semantic-joined",
             Box::new(SemanticChunker::new(
                 FakeEmbedder::default(),
-                SemanticConfig { groups: GroupEmbedding::Mean, ..SemanticConfig::default() },
+                SemanticConfig { groups: GroupEmbedding::Joined, ..SemanticConfig::default() },
             )),
         ),
         ("sentence", Box::new(SentenceChunker)),
