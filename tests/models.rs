@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use metarag_core::chunk::MarginPrompt;
 use metarag_core::model::MarginJudge;
 use metarag_core::model::{SentenceEmbedder, SentenceScorer, TokenOffsets};
 use metarag_onnx::{CausalLm, Embedder, JudgeConfig, LmConfig, LmMarginJudge, RuntimeOptions, TokenizerFile};
@@ -175,42 +176,77 @@ fn margin_judge_reuses_its_prefix_cache_exactly() {
     let o = oracle();
     let sentences = oracle_sentences(&o);
     let lm = lm();
-    let warm = LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge");
-    // Merged, merged, then a new chunk: the cache is extended, then cut back.
-    let calls: [(&[&str], &str); 3] =
-        [(&sentences[..1], sentences[1]), (&sentences[..2], sentences[2]), (&sentences[2..3], sentences[3])];
-    for (chunk, next) in calls {
-        let cached = warm.margin(chunk, next).expect("margin");
-        let fresh =
-            LmMarginJudge::new(&lm, JudgeConfig::default()).expect("judge").margin(chunk, next).expect("margin");
-        assert!((cached - fresh).abs() < 1e-4, "cached {cached} vs fresh {fresh}");
-        assert!((-1.0..=1.0).contains(&cached));
-    }
-    // Two documents judged at once on two threads keep their own caches: same margins.
-    std::thread::scope(|scope| {
-        let runs: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| {
-                    calls.iter().map(|(chunk, next)| warm.margin(chunk, next).expect("margin")).collect::<Vec<f32>>()
-                })
-            })
-            .collect();
-        for run in runs {
-            for (got, (chunk, next)) in run.join().expect("thread").into_iter().zip(calls) {
-                let fresh = LmMarginJudge::new(&lm, JudgeConfig::default())
-                    .expect("judge")
-                    .margin(chunk, next)
-                    .expect("margin");
-                assert!((got - fresh).abs() < 1e-4, "parallel {got} vs fresh {fresh}");
-            }
+    for prompt in [MarginPrompt::Exact, MarginPrompt::Cached] {
+        let config = JudgeConfig { prompt, ..JudgeConfig::default() };
+        let judge = || LmMarginJudge::new(&lm, config.clone()).expect("judge");
+        let warm = judge();
+        // Merged, merged, then a new chunk: the cache is extended, then cut back.
+        let calls: [(&[&str], &str); 3] =
+            [(&sentences[..1], sentences[1]), (&sentences[..2], sentences[2]), (&sentences[2..3], sentences[3])];
+        for (chunk, next) in calls {
+            let cached = warm.margin(chunk, next).expect("margin");
+            let fresh = judge().margin(chunk, next).expect("margin");
+            assert!((cached - fresh).abs() < 1e-4, "{prompt:?}: cached {cached} vs fresh {fresh}");
+            assert!((-1.0..=1.0).contains(&cached));
         }
-    });
-    // The prompt holds the chunk three times and the chat template around it.
-    let p = warm.prompt(&sentences[..1], sentences[1]).expect("prompt");
-    let text = lm.tokenizer().decode(&p, false).expect("decode");
-    assert!(text.starts_with("<|im_start|>system\n"), "{text}");
-    assert!(text.ends_with("Please answer 1 or 2.<|im_end|>\n<|im_start|>assistant\n"), "{text}");
-    assert_eq!(text.matches(sentences[0]).count(), 3, "{text}");
+        // Two documents judged at once on two threads keep their own caches: same margins.
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        calls
+                            .iter()
+                            .map(|(chunk, next)| warm.margin(chunk, next).expect("margin"))
+                            .collect::<Vec<f32>>()
+                    })
+                })
+                .collect();
+            for run in runs {
+                for (got, (chunk, next)) in run.join().expect("thread").into_iter().zip(calls) {
+                    let fresh = judge().margin(chunk, next).expect("margin");
+                    assert!((got - fresh).abs() < 1e-4, "{prompt:?}: parallel {got} vs fresh {fresh}");
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn margin_prompts_read_as_specified() {
+    let o = oracle();
+    let s = oracle_sentences(&o);
+    let lm = lm();
+    let text = |prompt, chunk: &[&str], next: &str| {
+        let judge = LmMarginJudge::new(&lm, JudgeConfig { prompt, ..JudgeConfig::default() }).expect("judge");
+        let ids = judge.prompt(chunk, next).expect("prompt");
+        (lm.tokenizer().decode(&ids, false).expect("decode"), ids)
+    };
+    // The exact prompt is the reference code's English query, character for character: its
+    // system message, its indentation, the stripped sentences joined by a space.
+    let (a, b) = (s[0].trim(), s[1].trim());
+    let want = format!(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nThis is a text chunking task. \
+         You are a text analysis expert. Please choose one of the following two options based on the logical \
+         structure and semantic content of the provided sentence:\n        1. Split \"{a} {b}\" into \"{a}\" and \
+         \"{b}\" two parts;\n        2. Keep \"{a} {b}\" unsplit in its original form;\n        Please answer 1 or \
+         2.<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(text(MarginPrompt::Exact, &s[..1], s[1]).0, want);
+    // The cached prompt shows each sentence once, one per line, the candidate last, and a
+    // merged candidate's prompt extends the previous one up to the end of that candidate.
+    let (one, first) = text(MarginPrompt::Cached, &s[..1], s[1]);
+    let (two, second) = text(MarginPrompt::Cached, &s[..2], s[2]);
+    assert_eq!(one.matches(a).count(), 1, "{one}");
+    assert!(one.contains(&format!("\n{a}\n{b}\n")), "{one}");
+    assert!(two.contains(&format!("\n{a}\n{b}\n{}\n", s[2].trim())), "{two}");
+    assert!(one.ends_with("Please answer 1 or 2.<|im_end|>\n<|im_start|>assistant\n"), "{one}");
+    let shared = first.iter().zip(&second).take_while(|(x, y)| x == y).count();
+    let tail = lm.encode("\n\nPlease answer 1 or 2.<|im_end|>\n<|im_start|>assistant\n").expect("encode");
+    assert!(
+        shared >= first.len() - tail.len(),
+        "{shared} of {}: only the question after the candidate is recomputed",
+        first.len()
+    );
 }
 
 /// Two sessions score two documents at once, each like the single session does.

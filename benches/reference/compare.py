@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`metarag chunk` side by side with the reference chunkers: speed and boundary agreement.
 
-    benches/reference/run.sh [--threads N] [--repeats N] [--methods ppl,semantic,margin]
+    benches/reference/run.sh [--threads N] [--repeats N] [--methods ppl,semantic,margin,margin-cached]
                              [--texts FILE...]
 
 Runs in <models>/tools/reference-venv (made by run.sh; pins in requirements.txt). In ONE run it
@@ -11,7 +11,10 @@ times, on the same texts and the same number of threads:
             the reference find_minima rule, "either", θ = 0 on both sides);
   semantic  `metarag chunk --method semantic` vs chonkie's SemanticChunker on all-MiniLM-L6-v2;
   margin    `metarag chunk --method margin` vs lmchunker's llm_chunker_ms (the first text only:
-            the reference recomputes the whole prompt for every sentence).
+            the reference recomputes the whole prompt for every sentence);
+  margin-cached  `metarag chunk --method margin --margin-prompt cached` (the chunk once, then
+            the sentence and the question) vs the same reference run, and vs metarag's exact
+            prompt when `margin` ran too.
 
 Both language models are SmolLM2-135M-Instruct from the same GGUF: metarag's ONNX conversion of
 it, and transformers reading it directly. Speeds are tokens/s with one token count per text (the
@@ -63,7 +66,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads on both sides (default 2)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per measurement after the warm-up, median kept (default 3; margin: 1)")
-    p.add_argument("--methods", default="ppl,semantic,margin", help="comma-separated subset of ppl,semantic,margin")
+    p.add_argument("--methods", default="ppl,semantic,margin,margin-cached",
+                   help="comma-separated subset of ppl,semantic,margin,margin-cached")
     p.add_argument("--texts", nargs="+", metavar="FILE",
                    help="instead of SQuAD dev: the first file alone, then all of them joined")
     p.add_argument("--out", default=os.path.join(REPO, "target", "bench"), help="output directory")
@@ -159,7 +163,7 @@ class Reference:
         self.torch = torch
         self.sentences: dict[str, list[str]] = {}
         self.load_s = {"framework": time.perf_counter() - t0}
-        if "ppl" in methods or "margin" in methods:
+        if "ppl" in methods or any(m.startswith("margin") for m in methods):
             t0 = time.perf_counter()
             self._load_lm(args.models)
             self.load_s["lm"] = time.perf_counter() - t0
@@ -326,7 +330,15 @@ def licence(package: str) -> str:
 # --------------------------------------------------------------------------- run
 
 # metarag's options per method: θ where the method has one (semantic keeps its percentile 95).
-METARAG_OPTIONS = {"ppl": ["--threshold", str(THETA)], "margin": ["--threshold", str(THETA)], "semantic": []}
+METARAG_OPTIONS = {
+    "ppl": ["--threshold", str(THETA)],
+    "margin": ["--threshold", str(THETA)],
+    "margin-cached": ["--threshold", str(THETA), "--margin-prompt", "cached"],
+    "semantic": [],
+}
+# The `metarag chunk --method` and the reference chunker of each compared method.
+METARAG_METHOD = {"ppl": "ppl", "margin": "margin", "margin-cached": "margin", "semantic": "semantic"}
+REFERENCE_METHOD = METARAG_METHOD
 
 
 def time_metarag(args, runs: int, path: str, method: str) -> tuple[list[dict], float, float]:
@@ -334,7 +346,7 @@ def time_metarag(args, runs: int, path: str, method: str) -> tuple[list[dict], f
     chunking times they report."""
     walls, reported = [], []
     for _ in range(runs):
-        chunks, wall, rep = run_metarag(args, path, method, *METARAG_OPTIONS[method])
+        chunks, wall, rep = run_metarag(args, path, METARAG_METHOD[method], *METARAG_OPTIONS[method])
         walls.append(wall)
         reported.append(rep)
     return chunks, statistics.median(walls), statistics.median(reported)
@@ -383,18 +395,26 @@ def main() -> None:
             log(f"sentence NLL, metarag vs reference: max |diff| {checks['ppl_sentence_nll']['max_abs_diff']:.2e} "
                 f"over {len(pairs)} sentences")
 
+        reference_runs = {}  # (reference method, text): (chunks, seconds), each run once
+        metarag_chunks = {}  # (method, text): metarag's chunks
         for method in methods:
-            runs = 1 if method == "margin" else args.repeats
-            time_reference(ref, 1, method, warm)  # warm-up, once per side
-            run_metarag(args, warmup, method)
+            margin = method.startswith("margin")
+            runs = 1 if margin else args.repeats
+            ref_method = REFERENCE_METHOD[method]
+            if not any(k[0] == ref_method for k in reference_runs):
+                time_reference(ref, 1, ref_method, warm)  # warm-up, once per side
+            run_metarag(args, warmup, METARAG_METHOD[method], *METARAG_OPTIONS[method])
             framework_and_model = ref.load_s["framework"] + ref.load_s["semantic" if method == "semantic" else "lm"]
-            for t in texts[:1] if method == "margin" else texts:
+            for t in texts[:1] if margin else texts:
                 log(f"{method} on {t['name']}: metarag, {runs} run(s)")
                 m_chunks, m_wall, m_s = time_metarag(args, runs, t["path"], method)
                 if m_s <= 0:
                     raise SystemExit(f"reference: {t['name']} is too short to time (under 0.05 s)")
-                log(f"{method} on {t['name']}: reference, {runs} run(s)")
-                r_chunks, r_s = time_reference(ref, runs, method, t)
+                metarag_chunks[method, t["name"]] = [c["text"] for c in m_chunks]
+                if (ref_method, t["name"]) not in reference_runs:
+                    log(f"{ref_method} on {t['name']}: reference, {runs} run(s)")
+                    reference_runs[ref_method, t["name"]] = time_reference(ref, runs, ref_method, t)
+                r_chunks, r_s = reference_runs[ref_method, t["name"]]
                 row = {
                     "method": method, "text": t["name"], "tokens": t["tokens"], "runs": runs,
                     "metarag_s": m_s, "metarag_wall_s": m_wall, "reference_s": r_s,
@@ -406,6 +426,12 @@ def main() -> None:
                 row["ratio"] = row["metarag_tok_s"] / row["reference_tok_s"]
                 row["ratio_whole"] = row["metarag_whole_tok_s"] / row["reference_whole_tok_s"]
                 row.update(agreement(t["text"], [c["text"] for c in m_chunks], r_chunks))
+                exact = metarag_chunks.get(("margin", t["name"]))
+                if method == "margin-cached" and exact is not None:
+                    # Against metarag's own exact prompt: the same implementation, another prompt.
+                    a = agreement(t["text"], [c["text"] for c in m_chunks], exact)
+                    row["vs_exact"] = {"chunks_exact": a["chunks_reference"], "exact_in_cached": a["reference_in_metarag"],
+                                       "cached_in_exact": a["metarag_in_reference"]}
                 row["load_avg_1m"] = os.getloadavg()[0]  # well above --threads: something else ran too
                 log(f"{method} on {t['name']}: {row['metarag_tok_s']:.0f} vs {row['reference_tok_s']:.0f} tokens/s "
                     f"(x{row['ratio']:.2f}), chunks {row['chunks_metarag']} vs {row['chunks_reference']}")
@@ -464,6 +490,12 @@ def markdown(r: dict) -> str:
             f"| {x['ratio']:.2f} | {x['metarag_whole_tok_s']:.0f} | {x['reference_whole_tok_s']:.0f} "
             f"| {x['ratio_whole']:.2f} | {x['chunks_metarag']} / {x['chunks_reference']} "
             f"| {x['reference_in_metarag']:.0%} | {x['metarag_in_reference']:.0%} |")
+    for x in r["results"]:
+        if "vs_exact" in x:
+            e = x["vs_exact"]
+            lines += ["", f"margin-cached vs metarag's exact prompt on {x['text']}: {x['chunks_metarag']} / "
+                      f"{e['chunks_exact']} chunks; {e['exact_in_cached']:.0%} of the exact prompt's ends are "
+                      f"the cached prompt's, {e['cached_in_exact']:.0%} the other way."]
     loads = [x["load_avg_1m"] for x in r["results"]]
     if loads:
         lines += ["", f"1-minute load average after each row: {min(loads):.1f} to {max(loads):.1f} "

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use metarag_core::chunk::{ChunkSizer, Chunker, GroupEmbedding, chunk_document};
+use metarag_core::chunk::{ChunkSizer, Chunker, GroupEmbedding, MarginPrompt, chunk_document};
 use metarag_core::load::{LoadOptions, load_path, quiet_pdf_panics};
 use metarag_core::pipeline::{ChunkerConfig, MergeConfig, MergeUnit, Pipeline, PplRule, ScorerConfig};
 use metarag_core::split::RuleSplitter;
@@ -48,6 +48,15 @@ pub enum Groups {
     Joined,
     /// Embed each sentence once; a group's vector is the mean of its sentences'.
     Mean,
+}
+
+/// Value of --margin-prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Prompt {
+    /// Meta-Chunking's prompt (the chunk three times).
+    Exact,
+    /// The chunk once, then the sentence and the question: each step reuses the chunk's cache.
+    Cached,
 }
 
 /// Unit of --merge-to.
@@ -90,7 +99,7 @@ pub struct ChunkArgs {
     /// step and scorer settings replace the method options below.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "method", "threshold", "rule", "adaptive", "overlap", "merge_to", "merge_unit", "size", "percentile",
-        "semantic_groups", "window", "max_context",
+        "semantic_groups", "margin_prompt", "window", "max_context",
     ])]
     pipeline: Option<PathBuf>,
     /// Chunking method.
@@ -126,6 +135,12 @@ pub struct ChunkArgs {
     /// `joined` embeds the group's text (LlamaIndex's way, about 3x the model work).
     #[arg(long, value_enum, default_value_t = Groups::Mean)]
     semantic_groups: Groups,
+    /// --method margin: the judge's prompt. `exact` is the paper's, which quotes the growing
+    /// chunk three times; `cached` shows it once, then the sentence, then the question, so
+    /// each step reuses the chunk's KV cache and runs only the new sentences (faster; its
+    /// boundaries differ somewhat, see README).
+    #[arg(long, value_enum, default_value_t = Prompt::Exact)]
+    margin_prompt: Prompt,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
@@ -198,7 +213,13 @@ fn pipeline_of(args: &ChunkArgs) -> anyhow::Result<Pipeline> {
             adaptive: args.adaptive,
             overlap: args.overlap,
         },
-        Method::Margin => ChunkerConfig::Margin { threshold },
+        Method::Margin => ChunkerConfig::Margin {
+            threshold,
+            prompt: match args.margin_prompt {
+                Prompt::Exact => MarginPrompt::Exact,
+                Prompt::Cached => MarginPrompt::Cached,
+            },
+        },
         Method::Semantic => ChunkerConfig::Semantic {
             percentile: args.percentile,
             groups: match args.semantic_groups {

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::{
     BoundaryRule, Chars, ChunkSizer, Chunker, Chunking, FixedChunker, GroupEmbedding, MarginChunker, MarginConfig,
-    PplChunker, PplConfig, SemanticChunker, SemanticConfig, SentenceChunker, TokenSizer, Words,
+    MarginPrompt, PplChunker, PplConfig, SemanticChunker, SemanticConfig, SentenceChunker, TokenSizer, Words,
 };
 use crate::model::{MarginJudge, SentenceEmbedder, SentenceScorer, TokenOffsets};
 use crate::split::RuleSplitter;
@@ -53,8 +53,8 @@ use crate::{Document, Error, Result};
 pub trait ModelProvider {
     /// The sentence scorer of PPL chunking (the causal LM, windowed by [`ScorerConfig`]).
     fn scorer(&self) -> Result<&dyn SentenceScorer>;
-    /// The split-or-keep judge of margin chunking.
-    fn judge(&self) -> Result<Box<dyn MarginJudge + '_>>;
+    /// The split-or-keep judge of margin chunking, reading `prompt`.
+    fn judge(&self, prompt: MarginPrompt) -> Result<Box<dyn MarginJudge + '_>>;
     /// The sentence embedder (semantic chunking).
     fn embedder(&self) -> Result<&dyn SentenceEmbedder>;
     /// Token offsets (fixed-size chunks, merging by tokens).
@@ -73,8 +73,8 @@ impl ChunkerConfig {
                 let config = PplConfig { threshold: *threshold, rule, adaptive: *adaptive, overlap: *overlap };
                 Box::new(PplChunker::new(models.scorer()?, config))
             }
-            ChunkerConfig::Margin { threshold } => Box::new(MarginChunker::new(
-                models.judge()?,
+            ChunkerConfig::Margin { threshold, prompt } => Box::new(MarginChunker::new(
+                models.judge(*prompt)?,
                 MarginConfig { threshold: *threshold, ..MarginConfig::default() },
             )),
             ChunkerConfig::Semantic { percentile, groups } => Box::new(SemanticChunker::new(
@@ -164,6 +164,10 @@ pub enum ChunkerConfig {
         /// Starting threshold on P("2") − P("1").
         #[serde(default)]
         threshold: f32,
+        /// The judge's prompt: "exact" (Meta-Chunking's, the default) or "cached" (the chunk
+        /// once, then the sentence and the question: each step reuses the chunk's KV cache).
+        #[serde(default, skip_serializing_if = "MarginPrompt::is_default")]
+        prompt: MarginPrompt,
     },
     /// Embedding-similarity breakpoints.
     Semantic {
@@ -288,7 +292,8 @@ mod tests {
     fn every_method_round_trips() {
         for c in [
             ChunkerConfig::default(),
-            ChunkerConfig::Margin { threshold: 0.1 },
+            ChunkerConfig::Margin { threshold: 0.1, prompt: MarginPrompt::Cached },
+            ChunkerConfig::Margin { threshold: 0.0, prompt: MarginPrompt::Exact },
             ChunkerConfig::Semantic { percentile: 90.0, groups: GroupEmbedding::Joined },
             ChunkerConfig::Semantic { percentile: 90.0, groups: GroupEmbedding::Mean },
             ChunkerConfig::Sentence,
@@ -312,7 +317,7 @@ mod tests {
         for c in [
             ChunkerConfig::default(),
             ChunkerConfig::Ppl { threshold: 0.0, rule: PplRule::Both, adaptive: false, overlap: false },
-            ChunkerConfig::Margin { threshold: 0.0 },
+            ChunkerConfig::Margin { threshold: 0.0, prompt: MarginPrompt::Exact },
             ChunkerConfig::Semantic { percentile: 50.0, groups: GroupEmbedding::Mean },
             ChunkerConfig::Sentence,
             ChunkerConfig::Fixed { size: 4 },
@@ -332,7 +337,7 @@ mod tests {
         fn scorer(&self) -> Result<&dyn SentenceScorer> {
             Err(Error::Config("no causal LM loaded".into()))
         }
-        fn judge(&self) -> Result<Box<dyn MarginJudge + '_>> {
+        fn judge(&self, _: MarginPrompt) -> Result<Box<dyn MarginJudge + '_>> {
             Err(Error::Config("no causal LM loaded".into()))
         }
         fn embedder(&self) -> Result<&dyn SentenceEmbedder> {

@@ -137,7 +137,7 @@ impl crate::pipeline::ModelProvider for FakeModels {
     fn scorer(&self) -> Result<&dyn SentenceScorer> {
         Ok(&self.scorer)
     }
-    fn judge(&self) -> Result<Box<dyn MarginJudge + '_>> {
+    fn judge(&self, _: crate::chunk::MarginPrompt) -> Result<Box<dyn MarginJudge + '_>> {
         Ok(Box::new(FakeJudge))
     }
     fn embedder(&self) -> Result<&dyn SentenceEmbedder> {

@@ -527,7 +527,7 @@ mod tests {
         batch.embedder.batch = 7;
         assert_eq!(fp(&batch), fp(&default), "embedding settings do not re-chunk");
         let mut theta = default.clone();
-        theta.chunker = metarag_core::pipeline::ChunkerConfig::Margin { threshold: 0.0 };
+        theta.chunker = metarag_core::pipeline::ChunkerConfig::Margin { threshold: 0.0, prompt: Default::default() };
         assert_ne!(fp(&theta), fp(&default));
         let mut window = default.clone();
         window.scorer.window = 128;

@@ -1,28 +1,41 @@
 //! [`MarginJudge`]: margin sampling with the instruction model's chat template, reusing the
-//! KV cache of the prompt prefix across the calls of one document.
+//! KV cache of the prompt prefix across the calls of one document. Two prompts
+//! ([`MarginPrompt`]): the paper's, and a cache-friendly one that shows the chunk once.
 
 use std::sync::Mutex;
 use std::thread::ThreadId;
 
+use metarag_core::chunk::MarginPrompt;
 use metarag_core::model::MarginJudge;
 
 use crate::lm::{CausalLm, KvCache};
 use crate::{Error, Result};
 
-/// The Meta-Chunking margin prompt, split where the chunk and the next sentence go.
+/// The Meta-Chunking margin prompt (lmchunker's English query, its line indentation
+/// included), split where the chunk and the next sentence go.
 const PARTS: [&str; 5] = [
-    "This is a text chunking task. You are a text analysis expert. Please choose one of the following two options based on the logical structure and semantic content of the provided sentence:\n1. Split \"",
+    "This is a text chunking task. You are a text analysis expert. Please choose one of the following two options based on the logical structure and semantic content of the provided sentence:\n        1. Split \"",
     "\" into \"",
     "\" and \"",
-    "\" two parts;\n2. Keep \"",
-    "\" unsplit in its original form;\nPlease answer 1 or 2.",
+    "\" two parts;\n        2. Keep \"",
+    "\" unsplit in its original form;\n        Please answer 1 or 2.",
+];
+
+/// The cache-friendly prompt, split where the sentences go: the chunk's sentences one per line,
+/// then the candidate sentence on the next line, then the question about the last line. The
+/// candidate is shown as the chunk's sentences are, so when it is merged the next call's
+/// prompt shares everything up to the end of it, and each call runs only the new candidate
+/// and the question.
+const CACHED_PARTS: [&str; 2] = [
+    "This is a text chunking task. You are a text analysis expert. Below is a text, one sentence per line. Based on the logical structure and semantic content, choose one of the following two options for its last sentence:\n1. Split it from the sentences before it, into two parts;\n2. Keep it with the sentences before it, in their original form.\n\nText:",
+    "\n\nPlease answer 1 or 2.",
 ];
 
 /// Most per-thread KV caches kept (the oldest is dropped beyond this).
 const MAX_THREAD_CACHES: usize = 16;
 
-/// The default system prompt of SmolLM2's chat template.
-const SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+/// The system prompt the reference code gives the model.
+const SYSTEM: &str = "You are a helpful assistant.";
 
 /// Settings of [`LmMarginJudge`].
 #[derive(Debug, Clone, PartialEq)]
@@ -34,20 +47,24 @@ pub struct JudgeConfig {
     /// false recomputes every prompt from scratch, as the reference implementation does; the
     /// margins are the same either way, test-checked).
     pub reuse_prefix: bool,
+    /// Which prompt the model reads (default: the paper's, [`MarginPrompt::Exact`]).
+    pub prompt: MarginPrompt,
 }
 
 impl Default for JudgeConfig {
     fn default() -> Self {
-        JudgeConfig { max_chunk_tokens: 384, reuse_prefix: true }
+        JudgeConfig { max_chunk_tokens: 384, reuse_prefix: true, prompt: MarginPrompt::Exact }
     }
 }
 
 /// Margin judge over a [`CausalLm`] with a chat template (`<|im_start|>role\n…<|im_end|>`).
 ///
-/// The prompt is laid out so that everything up to the end of the first copy of the chunk is
-/// shared with the previous call when the previous sentence was merged; that prefix's KV
+/// Either prompt is laid out so that everything up to the end of the (first copy of the) chunk
+/// is shared with the previous call when the previous sentence was merged; that prefix's KV
 /// cache is reused. Pieces are tokenized one by one, so the shared prefix has identical
-/// tokens from call to call.
+/// tokens from call to call. With [`MarginPrompt::Exact`] each call still runs two more copies
+/// of the chunk; with [`MarginPrompt::Cached`] only the last merged sentence, the candidate and
+/// the question.
 pub struct LmMarginJudge<'a> {
     lm: &'a CausalLm,
     config: JudgeConfig,
@@ -73,9 +90,13 @@ impl<'a> LmMarginJudge<'a> {
     pub fn new(lm: &'a CausalLm, config: JudgeConfig) -> Result<Self> {
         lm.token_id("<|im_start|>")?;
         lm.token_id("<|im_end|>")?;
-        let head = lm.encode(&format!("<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{}", PARTS[0]))?;
-        let parts = PARTS[1..4].iter().map(|p| lm.encode(p)).collect::<Result<Vec<_>>>()?;
-        let tail = lm.encode(&format!("{}<|im_end|>\n<|im_start|>assistant\n", PARTS[4]))?;
+        let (first, middle, last) = match config.prompt {
+            MarginPrompt::Exact => (PARTS[0], &PARTS[1..4], PARTS[4]),
+            MarginPrompt::Cached => (CACHED_PARTS[0], &[][..], CACHED_PARTS[1]),
+        };
+        let head = lm.encode(&format!("<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{first}"))?;
+        let parts = middle.iter().map(|p| lm.encode(p)).collect::<Result<Vec<_>>>()?;
+        let tail = lm.encode(&format!("{last}<|im_end|>\n<|im_start|>assistant\n"))?;
         Ok(LmMarginJudge {
             one: lm.token_id("1")?,
             two: lm.token_id("2")?,
@@ -102,32 +123,55 @@ impl<'a> LmMarginJudge<'a> {
         Ok(t)
     }
 
+    /// The tokens of one sentence as the prompt shows it. In the paper's prompt, as the
+    /// reference code quotes it: stripped, and after a space unless it comes `first` in its
+    /// quote. In the cached one, on a line of its own, whitespace runs made one space.
+    fn piece(&self, sentence: &str, first: bool) -> Result<Vec<u32>> {
+        match self.config.prompt {
+            MarginPrompt::Exact if first => self.tokens_of(sentence.trim()),
+            MarginPrompt::Exact => self.tokens_of(&format!(" {}", sentence.trim())),
+            MarginPrompt::Cached => {
+                let words: Vec<&str> = sentence.split_whitespace().collect();
+                self.tokens_of(&format!("\n{}", words.join(" ")))
+            }
+        }
+    }
+
     /// The prompt's token ids for `chunk` + `next`.
     pub fn prompt(&self, chunk: &[&str], next: &str) -> Result<Vec<u32>> {
-        let mut chunk_tokens: Vec<Vec<u32>> = Vec::new();
+        // The sentences shown: the last ones that fit in max_chunk_tokens (at least one).
+        let mut shown = 0;
         let mut total = 0;
         for p in chunk.iter().rev() {
-            let t = self.tokens_of(p)?;
-            if total + t.len() > self.config.max_chunk_tokens && !chunk_tokens.is_empty() {
+            let t = self.piece(p, false)?.len();
+            if total + t > self.config.max_chunk_tokens && shown > 0 {
                 break;
             }
-            total += t.len();
-            chunk_tokens.push(t);
+            total += t;
+            shown += 1;
         }
-        chunk_tokens.reverse();
-        let c: Vec<u32> = chunk_tokens.concat();
-        let n = self.tokens_of(next)?;
+        let shown = &chunk[chunk.len() - shown..];
+        let mut c = Vec::with_capacity(total);
+        for (i, p) in shown.iter().enumerate() {
+            c.extend(self.piece(p, i == 0)?);
+        }
+        let n = self.piece(next, false)?;
         let mut p = Vec::with_capacity(self.head.len() + 4 * (c.len() + n.len()) + 64);
         p.extend(&self.head);
         p.extend(&c);
-        p.extend(&n);
-        p.extend(&self.parts[0]);
-        p.extend(&c);
-        p.extend(&self.parts[1]);
-        p.extend(&n);
-        p.extend(&self.parts[2]);
-        p.extend(&c);
-        p.extend(&n);
+        match self.config.prompt {
+            MarginPrompt::Exact => {
+                p.extend(&n);
+                p.extend(&self.parts[0]);
+                p.extend(&c);
+                p.extend(&self.parts[1]);
+                p.extend(&self.piece(next, true)?);
+                p.extend(&self.parts[2]);
+                p.extend(&c);
+                p.extend(&n);
+            }
+            MarginPrompt::Cached => p.extend(&n),
+        }
         p.extend(&self.tail);
         Ok(p)
     }

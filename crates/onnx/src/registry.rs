@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use metarag_core::chunk::{ChunkSizer, Chunker};
+use metarag_core::chunk::{ChunkSizer, Chunker, MarginPrompt};
 use metarag_core::model::{MarginJudge, SentenceEmbedder, SentenceScorer, TokenOffsets};
 use metarag_core::pipeline::{ChunkerConfig, MergeConfig, MergeUnit, ModelProvider, Pipeline};
 
@@ -128,9 +128,10 @@ impl ModelProvider for Models {
         Ok(self.lm.as_deref().ok_or_else(|| Models::missing("causal LM"))?)
     }
 
-    fn judge(&self) -> metarag_core::Result<Box<dyn MarginJudge + '_>> {
+    fn judge(&self, prompt: MarginPrompt) -> metarag_core::Result<Box<dyn MarginJudge + '_>> {
         let lm = self.lm.as_deref().ok_or_else(|| Models::missing("causal LM"))?;
-        Ok(Box::new(LmMarginJudge::new(lm, JudgeConfig::default()).map_err(metarag_core::Error::model)?))
+        let config = JudgeConfig { prompt, ..JudgeConfig::default() };
+        Ok(Box::new(LmMarginJudge::new(lm, config).map_err(metarag_core::Error::model)?))
     }
 
     fn embedder(&self) -> metarag_core::Result<&dyn SentenceEmbedder> {

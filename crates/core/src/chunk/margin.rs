@@ -27,6 +27,38 @@ impl Default for MarginConfig {
     }
 }
 
+/// Which judge prompt a margin chunker's model reads.
+///
+/// `Exact` is Meta-Chunking's prompt: it quotes the chunk three times (chunk + sentence,
+/// chunk, chunk + sentence), so each step recomputes the growing chunk twice. `Cached` shows
+/// the chunk once, then the candidate sentence, then a short question, so consecutive steps
+/// share everything up to the end of the chunk and each step only runs the sentence just
+/// merged, the candidate and a few tokens of template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarginPrompt {
+    /// The paper's prompt (the chunk three times).
+    #[default]
+    Exact,
+    /// The chunk once, then the sentence, then the question (cache-friendly).
+    Cached,
+}
+
+impl MarginPrompt {
+    /// The name used in pipeline files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MarginPrompt::Exact => "exact",
+            MarginPrompt::Cached => "cached",
+        }
+    }
+
+    /// True for the default (pipeline files leave it out).
+    pub fn is_default(&self) -> bool {
+        *self == MarginPrompt::default()
+    }
+}
+
 /// Margin-sampling chunker: for each next sentence, asks the [`MarginJudge`] for
 /// `P("2") - P("1")` given the WHOLE current chunk; merges when the margin exceeds θ.
 ///

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use baseline::{FixedChunker, SentenceChunker};
 pub use document::{Chunking, chunk_document};
-pub use margin::{MarginChunker, MarginConfig};
+pub use margin::{MarginChunker, MarginConfig, MarginPrompt};
 pub use merge::{Chars, ChunkSizer, TokenSizer, Words, merge};
 pub use ppl::{BoundaryRule, PplChunker, PplConfig, ppl_boundaries};
 pub use semantic::{GroupEmbedding, SemanticChunker, SemanticConfig, percentile};
