@@ -187,10 +187,24 @@ class Reference:
         # which SmolLM2 never adds. The margin chunker encodes its prompt with special tokens,
         # and encodes ['1', '2'] as a pair to find the answer tokens: with BOS that pair is
         # [BOS, '1', BOS, '2'] and the margin becomes P('1') - P(BOS). Turn it off.
-        self.tok = AutoTokenizer.from_pretrained(cache, gguf_file=GGUF)
-        self.tok.add_bos_token = False
+        gguf_tok = AutoTokenizer.from_pretrained(cache, gguf_file=GGUF)
+        gguf_tok.add_bos_token = False
+        # Pitfall 3: the GGUF loader's tokenizer pre-tokenizes with the plain GPT-2 rule, while
+        # SmolLM2 splits digits first (a Digits pre-tokenizer, in the GGUF metadata and in
+        # metarag's tokenizer.json): "\n        1." (the margin prompt's indentation) comes out
+        # as [Ċ + 7 spaces, Ġ, 1, .] instead of [Ċ + 8 spaces, 1, .], so the reference's margin
+        # prompt was not the model's. Both sides use SmolLM2's tokenizer.json, the differing
+        # case is checked. Prose tokenizes the same either way (the PPL check below).
+        from transformers import PreTrainedTokenizerFast
+
+        self.tok = PreTrainedTokenizerFast(
+            tokenizer_file=os.path.join(models, "smollm2-135m-instruct", "tokenizer.json"),
+            bos_token=gguf_tok.bos_token, eos_token=gguf_tok.eos_token, unk_token=gguf_tok.unk_token)
+        probe = "sentence:\n        1. Split"
+        if self.tok.encode(probe) == gguf_tok.encode(probe):
+            raise SystemExit("reference: the GGUF tokenizer now splits digits as SmolLM2 does: drop pitfall 3")
         if self.tok.encode(["1", "2"]) != self.tok.convert_tokens_to_ids(["1", "2"]):
-            raise SystemExit("reference: the tokenizer still adds special tokens")
+            raise SystemExit("reference: the tokenizer adds special tokens")
 
         # NLTK's punkt model (which lmchunker's split_text_by_punctuation needs) is on no
         # reachable host: the reference gets metarag's sentences of the same text instead.

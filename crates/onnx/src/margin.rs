@@ -21,7 +21,7 @@ const PARTS: [&str; 5] = [
     "\" unsplit in its original form;\n        Please answer 1 or 2.",
 ];
 
-/// The cache-friendly prompt, split where the sentences go: the chunk's sentences one per line,
+/// The cache-friendly prompt, before and after the sentences: the chunk's sentences one per line,
 /// then the candidate sentence on the next line, then the question about the last line. The
 /// candidate is shown as the chunk's sentences are, so when it is merged the next call's
 /// prompt shares everything up to the end of it, and each call runs only the new candidate
@@ -59,24 +59,25 @@ impl Default for JudgeConfig {
 
 /// Margin judge over a [`CausalLm`] with a chat template (`<|im_start|>role\n…<|im_end|>`).
 ///
-/// Either prompt is laid out so that everything up to the end of the (first copy of the) chunk
-/// is shared with the previous call when the previous sentence was merged; that prefix's KV
-/// cache is reused. Pieces are tokenized one by one, so the shared prefix has identical
-/// tokens from call to call. With [`MarginPrompt::Exact`] each call still runs two more copies
-/// of the chunk; with [`MarginPrompt::Cached`] only the last merged sentence, the candidate and
-/// the question.
+/// Either prompt is laid out so that, when the previous sentence was merged, everything up to
+/// the end of the (first copy of the) chunk is shared with the previous call's prompt; the KV
+/// cache of the longest common token prefix is reused. With [`MarginPrompt::Exact`] each call
+/// still runs two more copies of the chunk; with [`MarginPrompt::Cached`] only the candidate
+/// and the question.
 pub struct LmMarginJudge<'a> {
     lm: &'a CausalLm,
     config: JudgeConfig,
-    head: Vec<u32>,
-    parts: Vec<Vec<u32>>,
-    tail: Vec<u32>,
+    /// The prompt's text around the chunk and the sentence: before, between, after.
+    head: String,
+    parts: &'static [&'static str],
+    tail: String,
     one: u32,
     two: u32,
     /// One KV cache per calling thread: a thread chunks one document at a time, so its
     /// calls share prefixes; documents chunked in parallel must not evict each other's.
     caches: Mutex<Vec<(ThreadId, KvCache)>>,
-    piece_cache: Mutex<Vec<(String, Vec<u32>)>>,
+    /// Token counts of recent sentences (to cap the chunk shown).
+    lengths: Mutex<Vec<(String, usize)>>,
 }
 
 impl std::fmt::Debug for LmMarginJudge<'_> {
@@ -90,60 +91,46 @@ impl<'a> LmMarginJudge<'a> {
     pub fn new(lm: &'a CausalLm, config: JudgeConfig) -> Result<Self> {
         lm.token_id("<|im_start|>")?;
         lm.token_id("<|im_end|>")?;
-        let (first, middle, last) = match config.prompt {
+        let (first, parts, last): (_, &'static [&'static str], _) = match config.prompt {
             MarginPrompt::Exact => (PARTS[0], &PARTS[1..4], PARTS[4]),
-            MarginPrompt::Cached => (CACHED_PARTS[0], &[][..], CACHED_PARTS[1]),
+            MarginPrompt::Cached => (CACHED_PARTS[0], &[], CACHED_PARTS[1]),
         };
-        let head = lm.encode(&format!("<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{first}"))?;
-        let parts = middle.iter().map(|p| lm.encode(p)).collect::<Result<Vec<_>>>()?;
-        let tail = lm.encode(&format!("{last}<|im_end|>\n<|im_start|>assistant\n"))?;
         Ok(LmMarginJudge {
             one: lm.token_id("1")?,
             two: lm.token_id("2")?,
             lm,
             config,
-            head,
+            head: format!("<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{first}"),
             parts,
-            tail,
+            tail: format!("{last}<|im_end|>\n<|im_start|>assistant\n"),
             caches: Mutex::new(Vec::new()),
-            piece_cache: Mutex::new(Vec::new()),
+            lengths: Mutex::new(Vec::new()),
         })
     }
 
-    fn tokens_of(&self, piece: &str) -> Result<Vec<u32>> {
-        let mut pc = self.piece_cache.lock().map_err(|_| Error::Input("judge cache poisoned".into()))?;
-        if let Some((_, t)) = pc.iter().find(|(p, _)| p == piece) {
-            return Ok(t.clone());
+    /// Tokens in `sentence` (remembered for the last 256 sentences).
+    fn length(&self, sentence: &str) -> Result<usize> {
+        let mut known = self.lengths.lock().map_err(|_| Error::Input("judge cache poisoned".into()))?;
+        if let Some((_, n)) = known.iter().find(|(p, _)| p == sentence) {
+            return Ok(*n);
         }
-        let t = self.lm.encode(piece)?;
-        if pc.len() >= 256 {
-            pc.remove(0);
+        let n = self.lm.encode(sentence)?.len();
+        if known.len() >= 256 {
+            known.remove(0);
         }
-        pc.push((piece.to_string(), t.clone()));
-        Ok(t)
+        known.push((sentence.to_string(), n));
+        Ok(n)
     }
 
-    /// The tokens of one sentence as the prompt shows it. In the paper's prompt, as the
-    /// reference code quotes it: stripped, and after a space unless it comes `first` in its
-    /// quote. In the cached one, on a line of its own, whitespace runs made one space.
-    fn piece(&self, sentence: &str, first: bool) -> Result<Vec<u32>> {
-        match self.config.prompt {
-            MarginPrompt::Exact if first => self.tokens_of(sentence.trim()),
-            MarginPrompt::Exact => self.tokens_of(&format!(" {}", sentence.trim())),
-            MarginPrompt::Cached => {
-                let words: Vec<&str> = sentence.split_whitespace().collect();
-                self.tokens_of(&format!("\n{}", words.join(" ")))
-            }
-        }
-    }
-
-    /// The prompt's token ids for `chunk` + `next`.
-    pub fn prompt(&self, chunk: &[&str], next: &str) -> Result<Vec<u32>> {
-        // The sentences shown: the last ones that fit in max_chunk_tokens (at least one).
+    /// The prompt's text for `chunk` + `next`. The chunk shown is its last sentences that fit
+    /// in `max_chunk_tokens` (at least one). The paper's prompt quotes the sentences as the
+    /// reference code does: stripped, joined by a space. The cached one puts each on a line of
+    /// its own, whitespace runs made one space.
+    pub fn prompt_text(&self, chunk: &[&str], next: &str) -> Result<String> {
         let mut shown = 0;
         let mut total = 0;
         for p in chunk.iter().rev() {
-            let t = self.piece(p, false)?.len();
+            let t = self.length(p)?;
             if total + t > self.config.max_chunk_tokens && shown > 0 {
                 break;
             }
@@ -151,29 +138,30 @@ impl<'a> LmMarginJudge<'a> {
             shown += 1;
         }
         let shown = &chunk[chunk.len() - shown..];
-        let mut c = Vec::with_capacity(total);
-        for (i, p) in shown.iter().enumerate() {
-            c.extend(self.piece(p, i == 0)?);
-        }
-        let n = self.piece(next, false)?;
-        let mut p = Vec::with_capacity(self.head.len() + 4 * (c.len() + n.len()) + 64);
-        p.extend(&self.head);
-        p.extend(&c);
+        let mut p = self.head.clone();
         match self.config.prompt {
             MarginPrompt::Exact => {
-                p.extend(&n);
-                p.extend(&self.parts[0]);
-                p.extend(&c);
-                p.extend(&self.parts[1]);
-                p.extend(&self.piece(next, true)?);
-                p.extend(&self.parts[2]);
-                p.extend(&c);
-                p.extend(&n);
+                let c = shown.iter().map(|s| s.trim()).collect::<Vec<_>>().join(" ");
+                let n = next.trim();
+                let [into, and, keep] = [self.parts[0], self.parts[1], self.parts[2]];
+                p += &format!("{c} {n}{into}{c}{and}{n}{keep}{c} {n}");
             }
-            MarginPrompt::Cached => p.extend(&n),
+            MarginPrompt::Cached => {
+                for s in shown.iter().chain([&next]) {
+                    p.push('\n');
+                    p += &s.split_whitespace().collect::<Vec<_>>().join(" ");
+                }
+            }
         }
-        p.extend(&self.tail);
+        p += &self.tail;
         Ok(p)
+    }
+
+    /// The prompt's token ids for `chunk` + `next`: [`LmMarginJudge::prompt_text`] tokenized
+    /// as a whole, as the reference does (consecutive prompts still share their tokens up to
+    /// the end of the chunk, but for the last token or two where the texts part).
+    pub fn prompt(&self, chunk: &[&str], next: &str) -> Result<Vec<u32>> {
+        self.lm.encode(&self.prompt_text(chunk, next)?)
     }
 }
 
