@@ -137,8 +137,8 @@ pub struct ChunkArgs {
     semantic_groups: Groups,
     /// --method margin: the judge's prompt. `exact` is the paper's, which quotes the growing
     /// chunk three times; `cached` shows it once, then the sentence, then the question, so
-    /// each step reuses the chunk's KV cache and runs only the new sentences (faster; its
-    /// boundaries differ somewhat, see README).
+    /// each step reuses the chunk's KV cache and runs only the new sentences: ~3.7x faster,
+    /// same retrieval recall on SQuAD, but about half its boundaries differ from exact's.
     #[arg(long, value_enum, default_value_t = Prompt::Exact)]
     margin_prompt: Prompt,
     /// Output format.
