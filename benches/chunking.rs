@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metarag_core::chunk::{
-    Chunker, GroupEmbedding, MarginChunker, MarginConfig, PplChunker, PplConfig, SemanticChunker, SemanticConfig,
+    Chunker, GroupEmbedding, MarginChunker, MarginConfig, MarginPrompt, PplChunker, PplConfig, SemanticChunker,
+    SemanticConfig,
 };
 use metarag_core::load::{LoadOptions, load_path};
 use metarag_core::split::{RuleSplitter, SentenceSplitter};
@@ -127,20 +128,24 @@ fn bench(c: &mut Criterion) {
     // Margin sampling on the first document only (it is several times slower).
     let first = &docs[..1];
     let first_tokens = lm.encode(&first[0].text).expect("encode").len();
-    let margin_with = |reuse_prefix: bool| {
-        let judge = LmMarginJudge::new(&lm, JudgeConfig { reuse_prefix, ..JudgeConfig::default() }).expect("judge");
+    let margin_with = |reuse_prefix: bool, prompt: MarginPrompt| {
+        let config = JudgeConfig { reuse_prefix, prompt, ..JudgeConfig::default() };
+        let judge = LmMarginJudge::new(&lm, config).expect("judge");
         let chunker = MarginChunker::new(judge, MarginConfig::default());
         let s = RuleSplitter::default().split(&first[0].text);
         chunker.chunk(&first[0], &s).expect("chunk").chunks.len()
     };
-    let margin_all = || margin_with(true);
+    let margin_all = || margin_with(true, MarginPrompt::Exact);
+    let margin_cached = || margin_with(true, MarginPrompt::Cached);
     report("margin", &lm, first_tokens, margin_all);
+    report("margin, cached prompt", &lm, first_tokens, margin_cached);
     // Baseline in the same process: the same prompts recomputed from scratch every call
     // (the reference implementation's cost on this runtime).
-    report("margin, no prefix reuse", &lm, first_tokens, || margin_with(false));
+    report("margin, no prefix reuse", &lm, first_tokens, || margin_with(false, MarginPrompt::Exact));
     g.throughput(Throughput::Elements(first_tokens as u64));
     g.sample_size(10).measurement_time(Duration::from_secs(30));
     g.bench_function("margin", |b| b.iter(margin_all));
+    g.bench_function("margin-cached", |b| b.iter(margin_cached));
     g.finish();
 }
 
