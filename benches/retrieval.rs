@@ -6,7 +6,8 @@
 //! is built once into `target/bench-data/` (a few minutes) and reused. Chunks: 10,000
 //! documents × 10 chunks of ~120 words drawn from a Zipf-distributed 20,000-word vocabulary;
 //! vectors: random unit vectors in 384 dimensions. `METARAG_BENCH_BUILD_ONLY=1` builds the
-//! cached index and measures nothing.
+//! cached index and measures nothing. `METARAG_BENCH_DOCS=100000` makes it 1,000,000 chunks
+//! (its own folder; the build resumes where a killed one stopped, 100 documents at a time).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +20,16 @@ use metarag_index::manifest::DocEntry;
 use metarag_index::{ChunkRecord, Index, Mode, Point, Query, Sparse, StoreConfig, point_id};
 use metarag_onnx::{Embedder, RuntimeOptions};
 
-const DOCS: usize = 10_000;
+/// Documents in the synthetic index (`METARAG_BENCH_DOCS`, default 10,000: 100,000 chunks).
+fn docs() -> usize {
+    std::env::var("METARAG_BENCH_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n >= 100)
+        .unwrap_or(10_000)
+        / 100
+        * 100
+}
 const PER_DOC: usize = 10;
 const DIMS: usize = 384;
 const VOCAB: usize = 20_000;
@@ -60,7 +70,7 @@ impl Rng {
 }
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/retrieval-100k")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-data/retrieval-{}k", docs() * PER_DOC / 1000))
 }
 
 /// Builds (once) and opens the synthetic index.
@@ -68,14 +78,17 @@ fn synthetic_index() -> Index {
     let dir = data_dir();
     let done = dir.join("BUILT");
     if !done.is_file() {
-        let _ = std::fs::remove_dir_all(&dir);
         let t = Instant::now();
         let mut idx = Index::create_or_open(&dir, &Pipeline::default(), &StoreConfig::Embedded).expect("create");
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        for batch in 0..DOCS / 100 {
+        // Each batch of 100 documents is written at once and draws from its own seed, so a
+        // killed build resumes after its last whole batch with the same data.
+        let batches = docs() / 100;
+        let first = idx.manifest().chunks() as usize / (100 * PER_DOC);
+        for batch in first..batches {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (batch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
             let mut b = Vec::new();
             for d in batch * 100..(batch + 1) * 100 {
-                let doc = format!("synthetic/doc-{d:05}.txt");
+                let doc = format!("synthetic/doc-{d:06}.txt");
                 let mut at = 0u64;
                 let points: Vec<Point> = (0..PER_DOC as u32)
                     .map(|c| {
@@ -109,14 +122,18 @@ fn synthetic_index() -> Index {
                 b.push((doc, entry, points));
             }
             idx.write_batch(b).expect("write");
+            if (batch + 1) % (batches / 20).max(1) == 0 {
+                eprintln!("built {} of {} documents, {:.0} s", (batch + 1) * 100, docs(), t.elapsed().as_secs_f64());
+            }
         }
         let written = t.elapsed();
         idx.optimize().expect("optimize");
         eprintln!(
-            "built {} chunks in {:.1} s (+ {:.1} s HNSW/merges)",
-            DOCS * PER_DOC,
+            "built {} chunks in {:.1} s (+ {:.1} s HNSW/merges; this run, after {} resumed documents)",
+            docs() * PER_DOC,
             written.as_secs_f64(),
-            (t.elapsed() - written).as_secs_f64()
+            (t.elapsed() - written).as_secs_f64(),
+            first * 100
         );
         drop(idx);
         std::fs::write(&done, b"ok").expect("marker");
@@ -160,7 +177,7 @@ fn time_each(qs: &[(String, Vec<f32>)], mut f: impl FnMut(&(String, Vec<f32>)) -
 fn report() {
     let index = synthetic_index();
     let n = index.manifest().chunks();
-    assert_eq!(n as usize, DOCS * PER_DOC);
+    assert_eq!(n as usize, docs() * PER_DOC);
     let qs = queries(1000);
     let mut lines = Vec::new();
     for (name, mode) in [("bm25", Mode::Bm25), ("dense", Mode::Dense), ("hybrid", Mode::Hybrid)] {
@@ -243,7 +260,7 @@ fn bench(c: &mut Criterion) {
         Arc::new(Embedder::load(&RuntimeOptions::default().with_threads(1)).expect("embedder"));
     let index = index.with_embedder(embedder);
     let qs = queries(64);
-    let mut g = c.benchmark_group("query-100k");
+    let mut g = c.benchmark_group(format!("query-{}k", docs() * PER_DOC / 1000));
     for (name, mode) in [("bm25", Mode::Bm25), ("dense", Mode::Dense), ("hybrid", Mode::Hybrid)] {
         let mut i = 0;
         g.bench_function(name, |b| {
