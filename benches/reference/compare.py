@@ -350,9 +350,8 @@ METARAG_OPTIONS = {
     "margin-cached": ["--threshold", str(THETA), "--margin-prompt", "cached"],
     "semantic": [],
 }
-# The `metarag chunk --method` and the reference chunker of each compared method.
-METARAG_METHOD = {"ppl": "ppl", "margin": "margin", "margin-cached": "margin", "semantic": "semantic"}
-REFERENCE_METHOD = METARAG_METHOD
+# Each compared method's `metarag chunk --method`, which also names its reference chunker.
+BASE_METHOD = {"ppl": "ppl", "margin": "margin", "margin-cached": "margin", "semantic": "semantic"}
 
 
 def time_metarag(args, runs: int, path: str, method: str) -> tuple[list[dict], float, float]:
@@ -360,7 +359,7 @@ def time_metarag(args, runs: int, path: str, method: str) -> tuple[list[dict], f
     chunking times they report."""
     walls, reported = [], []
     for _ in range(runs):
-        chunks, wall, rep = run_metarag(args, path, METARAG_METHOD[method], *METARAG_OPTIONS[method])
+        chunks, wall, rep = run_metarag(args, path, BASE_METHOD[method], *METARAG_OPTIONS[method])
         walls.append(wall)
         reported.append(rep)
     return chunks, statistics.median(walls), statistics.median(reported)
@@ -414,10 +413,10 @@ def main() -> None:
         for method in methods:
             margin = method.startswith("margin")
             runs = 1 if margin else args.repeats
-            ref_method = REFERENCE_METHOD[method]
+            ref_method = BASE_METHOD[method]
             if not any(k[0] == ref_method for k in reference_runs):
                 time_reference(ref, 1, ref_method, warm)  # warm-up, once per side
-            run_metarag(args, warmup, METARAG_METHOD[method], *METARAG_OPTIONS[method])
+            run_metarag(args, warmup, BASE_METHOD[method], *METARAG_OPTIONS[method])
             framework_and_model = ref.load_s["framework"] + ref.load_s["semantic" if method == "semantic" else "lm"]
             for t in texts[:1] if margin else texts:
                 log(f"{method} on {t['name']}: metarag, {runs} run(s)")
