@@ -177,12 +177,15 @@ fn num_id(id: &PointId) -> Option<u64> {
     }
 }
 
-impl VectorSearch for EdgeStore {
-    fn describe(&self) -> String {
-        format!("qdrant-edge {}", self.dir.display())
-    }
-
-    fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
+impl EdgeStore {
+    /// The `limit` nearest points to a dense query, with or without their payloads.
+    fn nearest(
+        &self,
+        query: &VectorQuery,
+        limit: usize,
+        filter: &Filter,
+        payload: bool,
+    ) -> Result<Vec<qdrant_edge::ScoredPoint>> {
         let VectorQuery::Dense(v) = query else {
             return Err(Error::Query(
                 "the embedded store holds dense vectors only; BM25 comes from the lexical index".into(),
@@ -204,16 +207,34 @@ impl VectorSearch for EdgeStore {
             offset: 0,
             params: None,
             with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Bool(true),
+            with_payload: WithPayloadInterface::Bool(payload),
         };
-        let points = self.with(|shard| shard.query(request).map_err(|e| self.err(format!("query: {e}"))))?;
-        Ok(points
+        self.with(|shard| shard.query(request).map_err(|e| self.err(format!("query: {e}"))))
+    }
+}
+
+impl VectorSearch for EdgeStore {
+    fn describe(&self) -> String {
+        format!("qdrant-edge {}", self.dir.display())
+    }
+
+    fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
+        Ok(self
+            .nearest(query, limit, filter, true)?
             .into_iter()
             .filter_map(|p| {
                 let id = num_id(&p.id)?;
                 let record = crate::store::record_from_payload(id, &p.payload?.0)?;
                 Some(Hit { score: p.score, record })
             })
+            .collect())
+    }
+
+    fn search_ids(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<(f32, u64)>> {
+        Ok(self
+            .nearest(query, limit, filter, false)?
+            .into_iter()
+            .filter_map(|p| Some((p.score, num_id(&p.id)?)))
             .collect())
     }
 

@@ -17,6 +17,8 @@ use crate::{Error, Result};
 
 const TOKENIZER: &str = "en_stem";
 const WRITER_HEAP: usize = 64 << 20;
+/// [`LexicalIndex::optimize`] merges the segments into one when there are more than this.
+pub const MERGE_ABOVE: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -181,13 +183,29 @@ impl LexicalIndex {
         self.with_writer(|w| w.rollback().map(|_| ()).map_err(|e| self.err("rollback", e)))
     }
 
-    /// Merges segments and waits for the merge threads (call after a large ingest).
+    /// Merges the committed segments into one when there are more than [`MERGE_ABOVE`], and
+    /// waits for the merge threads (call after a large ingest). Top-k search with block-max
+    /// WAND prunes within a segment, so one segment of 1M chunks answers BM25 queries several
+    /// times faster than the twenty tantivy's merge policy leaves (benches/retrieval.rs).
     pub fn optimize(&self) -> Result<()> {
         let mut guard = self.writer.lock().map_err(|_| self.err("writer", "poisoned lock"))?;
+        let segments = self.index.searchable_segment_ids().map_err(|e| self.err("listing segments", e))?;
+        if segments.len() > MERGE_ABOVE {
+            if guard.is_none() {
+                *guard = Some(
+                    self.index
+                        .writer_with_num_threads(1, WRITER_HEAP)
+                        .map_err(|e| self.err("opening the writer", e))?,
+                );
+            }
+            if let Some(w) = guard.as_mut() {
+                w.merge(&segments).wait().map_err(|e| self.err("merging", e))?;
+            }
+        }
         if let Some(w) = guard.take() {
             w.wait_merging_threads().map_err(|e| self.err("merging", e))?;
         }
-        Ok(())
+        self.reader.reload().map_err(|e| self.err("reloading the reader", e))
     }
 
     fn filter_clauses(&self, filter: &Filter) -> Vec<(Occur, Box<dyn Query>)> {
@@ -208,25 +226,66 @@ impl LexicalIndex {
     /// The `limit` best chunks for a free-text query, by BM25. Query syntax is tantivy's
     /// (`"a phrase"`, `+must`, `-not`); syntax errors are forgiven (lenient parsing).
     pub fn search(&self, query: &str, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let parser = QueryParser::for_index(&self.index, vec![self.fields.text]);
-        let (parsed, _errors) = parser.parse_query_lenient(query);
-        let mut clauses = vec![(Occur::Must, parsed)];
-        clauses.extend(self.filter_clauses(filter));
-        let q = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top =
-            searcher.search(&q, &TopDocs::with_limit(limit).order_by_score()).map_err(|e| self.err("search", e))?;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, addr) in top {
+        let mut hits = Vec::with_capacity(limit);
+        for (score, addr) in self.top_docs(&searcher, query, limit, filter)? {
             let d: TantivyDocument = searcher.doc(addr).map_err(|e| self.err("reading a stored chunk", e))?;
             if let Some(record) = self.record(&d) {
                 hits.push(Hit { score, record });
             }
         }
         Ok(hits)
+    }
+
+    /// As [`LexicalIndex::search`], the chunk ids only (from the `id` fast field, no stored
+    /// document read): what a fused search ranks before it fetches its final top k.
+    pub fn search_ids(&self, query: &str, limit: usize, filter: &Filter) -> Result<Vec<(f32, u64)>> {
+        let searcher = self.reader.searcher();
+        let top = self.top_docs(&searcher, query, limit, filter)?;
+        let mut columns = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let col = match columns.entry(addr.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                    searcher
+                        .segment_reader(addr.segment_ord)
+                        .fast_fields()
+                        .u64("id")
+                        .map_err(|e| self.err("id column", e))?,
+                ),
+            };
+            if let Some(id) = col.first(addr.doc_id) {
+                out.push((score, id));
+            }
+        }
+        Ok(out)
+    }
+
+    fn top_docs(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &str,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<(f32, tantivy::DocAddress)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let parser = QueryParser::for_index(&self.index, vec![self.fields.text]);
+        let (parsed, _errors) = parser.parse_query_lenient(query);
+        let filters = self.filter_clauses(filter);
+        // Without filters the parsed query (a union of term queries) is searched as it is:
+        // wrapped in another BooleanQuery it would reach tantivy's top-k collector as an
+        // opaque scorer and lose block-max WAND (10.2 -> see benches/retrieval.rs at 1M chunks).
+        let q: Box<dyn Query> = if filters.is_empty() {
+            parsed
+        } else {
+            let mut clauses = vec![(Occur::Must, parsed)];
+            clauses.extend(filters);
+            Box::new(BooleanQuery::new(clauses))
+        };
+        searcher.search(&q, &TopDocs::with_limit(limit).order_by_score()).map_err(|e| self.err("search", e))
     }
 
     fn record(&self, d: &TantivyDocument) -> Option<ChunkRecord> {
@@ -281,5 +340,82 @@ impl LexicalIndex {
     /// Number of committed chunks.
     pub fn count(&self) -> u64 {
         self.reader.searcher().num_docs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metarag_core::DocKind;
+
+    fn rec(id: u64, path: &str, kind: DocKind, text: &str) -> ChunkRecord {
+        let (doc, chunk) = (path.to_string(), id as u32);
+        ChunkRecord {
+            id,
+            doc: doc.clone(),
+            path: doc,
+            kind,
+            chunk,
+            start: 0,
+            end: text.len() as u64,
+            text: text.into(),
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("metarag-lexical-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// (id, score) of every hit, best first.
+    fn ranked(lex: &LexicalIndex, q: &str, filter: &Filter) -> Vec<(u64, f32)> {
+        lex.search(q, 50, filter).unwrap().into_iter().map(|h| (h.record.id, h.score)).collect()
+    }
+
+    #[test]
+    fn ids_only_search_ranks_as_the_full_search_and_optimize_merges_without_changing_it() {
+        let dir = temp("merge");
+        let lex = LexicalIndex::open_or_create(&dir).unwrap();
+        let words = ["harbour", "ships", "loan", "holland", "river", "bridge", "tax", "census"];
+        // Four commits, four segments; texts mix the words with different frequencies.
+        for batch in 0..4u64 {
+            let recs: Vec<ChunkRecord> = (0..25u64)
+                .map(|i| {
+                    let id = batch * 100 + i;
+                    let text: Vec<&str> = (0..12).map(|j| words[((id * 7 + j * j * 3) % 8) as usize]).collect();
+                    let (path, kind) =
+                        if i % 3 == 0 { ("docs/a.md", DocKind::Markdown) } else { ("b.txt", DocKind::Text) };
+                    rec(id, path, kind, &text.join(" "))
+                })
+                .collect();
+            lex.add(&recs).unwrap();
+            lex.commit().unwrap();
+        }
+        assert!(lex.index.searchable_segment_ids().unwrap().len() > MERGE_ABOVE);
+        let docs_only = Filter { path_prefix: Some("docs".into()), ..Filter::default() };
+        let queries =
+            [("holland loan", Filter::default()), ("river bridge tax", docs_only), ("census", Filter::default())];
+        let before: Vec<Vec<(u64, f32)>> = queries.iter().map(|(q, f)| ranked(&lex, q, f)).collect();
+        for ((q, f), full) in queries.iter().zip(&before) {
+            assert!(!full.is_empty(), "{q} finds something");
+            let ids: Vec<(u64, f32)> = lex.search_ids(q, 50, f).unwrap().into_iter().map(|(s, id)| (id, s)).collect();
+            assert_eq!(&ids, full, "ids-only search of {q:?} differs from the full search");
+        }
+        lex.optimize().unwrap();
+        assert_eq!(lex.index.searchable_segment_ids().unwrap().len(), 1, "optimize merges into one segment");
+        for ((q, f), old) in queries.iter().zip(&before) {
+            let new = ranked(&lex, q, f);
+            assert_eq!(new.len(), old.len(), "{q}");
+            // Same hits, same scores (ties may come back in another order across segments).
+            let key = |v: &[(u64, f32)]| {
+                let mut v: Vec<(u64, u32)> = v.iter().map(|&(id, s)| (id, (s * 1e4).round() as u32)).collect();
+                v.sort_unstable();
+                v
+            };
+            assert_eq!(key(&new), key(old), "{q}: results changed by the merge");
+        }
+        drop(lex);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -239,11 +239,30 @@ impl Index {
             }
             (Mode::Hybrid, Some(lex)) => {
                 // The two lists are independent: BM25 on one task, (embedding and) dense on another.
+                // Both lists are ids only; the texts are read for the fused top k alone.
                 let (lexical, dense) = rayon::join(
-                    || lex.search(&query.text, n, &query.filter),
-                    || self.vectors.search(&VectorQuery::Dense(vector()?), n, &query.filter),
+                    || lex.search_ids(&query.text, n, &query.filter),
+                    || self.vectors.search_ids(&VectorQuery::Dense(vector()?), n, &query.filter),
                 );
-                Ok(fuse(lexical?, dense?, query))
+                let fused = fuse(&lexical?, &dense?, query);
+                let ids: Vec<u64> = fused.iter().map(|f| f.id).collect();
+                let mut records: HashMap<u64, ChunkRecord> = lex.get(&ids)?.into_iter().map(|r| (r.id, r)).collect();
+                if records.len() < ids.len() {
+                    // Only in the vector store (the stores disagree until `ingest` recovers them).
+                    let missing: Vec<u64> = ids.iter().copied().filter(|id| !records.contains_key(id)).collect();
+                    records.extend(self.vectors.get(&missing)?.into_iter().map(|r| (r.id, r)));
+                }
+                Ok(fused
+                    .into_iter()
+                    .filter_map(|f| {
+                        Some(SearchHit {
+                            score: f.score,
+                            bm25_rank: f.bm25_rank,
+                            dense_rank: f.dense_rank,
+                            record: records.remove(&f.id)?,
+                        })
+                    })
+                    .collect())
             }
             (Mode::Hybrid, None) => {
                 let v = vector()?;
@@ -264,28 +283,27 @@ impl Index {
     }
 }
 
-/// Client-side RRF of a BM25 list and a dense list.
-fn fuse(lexical: Vec<Hit>, dense: Vec<Hit>, q: &Query) -> Vec<SearchHit> {
-    let lex_ids: Vec<u64> = lexical.iter().map(|h| h.record.id).collect();
-    let dense_ids: Vec<u64> = dense.iter().map(|h| h.record.id).collect();
+/// One entry of a fused list, before its record is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fused {
+    id: u64,
+    score: f32,
+    bm25_rank: Option<usize>,
+    dense_rank: Option<usize>,
+}
+
+/// Client-side RRF of a BM25 list and a dense list, each `(score, id)` best first: the top
+/// `q.k` ids with their fused scores and their 1-based rank in each list.
+fn fuse(lexical: &[(f32, u64)], dense: &[(f32, u64)], q: &Query) -> Vec<Fused> {
+    let lex_ids: Vec<u64> = lexical.iter().map(|h| h.1).collect();
+    let dense_ids: Vec<u64> = dense.iter().map(|h| h.1).collect();
     let ranks =
         |ids: &[u64]| -> HashMap<u64, usize> { ids.iter().enumerate().map(|(i, &id)| (id, i + 1)).rev().collect() };
     let (lr, dr) = (ranks(&lex_ids), ranks(&dense_ids));
-    let mut records: HashMap<u64, ChunkRecord> = HashMap::new();
-    for h in lexical.into_iter().chain(dense) {
-        records.entry(h.record.id).or_insert(h.record);
-    }
     let params = Rrf { k: q.rrf_k, weights: q.weights.map(|w| vec![w.bm25, w.dense]) };
     rrf(&[lex_ids, dense_ids], &params)
         .into_iter()
         .take(q.k)
-        .filter_map(|(id, score)| {
-            Some(SearchHit {
-                score,
-                bm25_rank: lr.get(&id).copied(),
-                dense_rank: dr.get(&id).copied(),
-                record: records.remove(&id)?,
-            })
-        })
+        .map(|(id, score)| Fused { id, score, bm25_rank: lr.get(&id).copied(), dense_rank: dr.get(&id).copied() })
         .collect()
 }

@@ -194,6 +194,12 @@ pub trait VectorSearch: Send + Sync {
     fn describe(&self) -> String;
     /// The `limit` best points for `query` that pass `filter`, best first.
     fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>>;
+    /// As [`VectorSearch::search`], `(score, id)` only: a store that can skip reading the
+    /// payloads (the chunk texts) overrides it; fused searches rank these and fetch records for
+    /// their final top k alone.
+    fn search_ids(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<(f32, u64)>> {
+        Ok(self.search(query, limit, filter)?.into_iter().map(|h| (h.score, h.record.id)).collect())
+    }
     /// Whether the store can answer [`VectorQuery::Sparse`] and [`VectorQuery::Hybrid`].
     fn supports_sparse(&self) -> bool;
     /// The records of the given ids that exist (any order).
@@ -240,6 +246,9 @@ impl<T: VectorSearch + ?Sized> VectorSearch for Box<T> {
     }
     fn search(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<Hit>> {
         (**self).search(query, limit, filter)
+    }
+    fn search_ids(&self, query: &VectorQuery, limit: usize, filter: &Filter) -> Result<Vec<(f32, u64)>> {
+        (**self).search_ids(query, limit, filter)
     }
     fn supports_sparse(&self) -> bool {
         (**self).supports_sparse()
