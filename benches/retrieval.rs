@@ -152,6 +152,32 @@ fn queries(n: usize) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
+/// The Zipf rank (0 = most frequent) of a word [`Rng::word`] spelled.
+fn word_rank(word: &str) -> usize {
+    let syll = ["ka", "lo", "mi", "ne", "tu", "ra", "so", "vi", "de", "po"];
+    let digits: Vec<usize> =
+        word.as_bytes().chunks(2).map(|c| syll.iter().position(|s| s.as_bytes() == c).unwrap_or(0)).collect();
+    digits.iter().rev().fold(0, |x, &d| x * 10 + d) - 1
+}
+
+/// What the slowest 1% of queries are made of: the rank of each query's rarest word (its
+/// most selective term), median over those queries and over all.
+fn tail_words(qs: &[(String, Vec<f32>)], t: &[Duration]) -> String {
+    let rarest = |q: &str| q.split(' ').map(word_rank).max().unwrap_or(0);
+    let median = |mut v: Vec<usize>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let mut order: Vec<usize> = (0..qs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(t[i]));
+    let slow = &order[..(qs.len() / 100).max(1)];
+    format!(
+        "rarest query word's Zipf rank (of {VOCAB}), median: slowest 1% of queries {}, all {}",
+        median(slow.iter().map(|&i| rarest(&qs[i].0)).collect()),
+        median(qs.iter().map(|q| rarest(&q.0)).collect())
+    )
+}
+
 fn percentiles(mut d: Vec<Duration>) -> (f64, f64, f64) {
     d.sort();
     let ms = |x: Duration| x.as_secs_f64() * 1e3;
@@ -184,6 +210,9 @@ fn report() {
         let t = time_each(&qs, |(text, v)| {
             index.search_with_vector(&Query::new(text.clone()).k(10).mode(mode), Some(v)).expect("search").len()
         });
+        if mode != Mode::Dense {
+            lines.push(format!("{name:>7}: {}", tail_words(&qs, &t)));
+        }
         let (p50, p99, mean) = percentiles(t);
         lines.push(format!("{name:>7}: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms"));
     }
