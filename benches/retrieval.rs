@@ -33,6 +33,8 @@ fn docs() -> usize {
 const PER_DOC: usize = 10;
 const DIMS: usize = 384;
 const VOCAB: usize = 20_000;
+/// A synthetic word spells its rank + 1 in decimal, one syllable per digit, lowest first.
+const SYLLABLES: [&str; 10] = ["ka", "lo", "mi", "ne", "tu", "ra", "so", "vi", "de", "po"];
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);
@@ -58,11 +60,10 @@ impl Rng {
     /// A word of rank ~ Zipf(1) over the vocabulary (inverse-CDF of a log-uniform draw).
     fn word(&mut self) -> String {
         let r = ((VOCAB as f64).powf(self.unit()) as usize).min(VOCAB) - 1;
-        let syll = ["ka", "lo", "mi", "ne", "tu", "ra", "so", "vi", "de", "po"];
         let mut w = String::new();
         let mut x = r + 1;
         while x > 0 {
-            w.push_str(syll[x % 10]);
+            w.push_str(SYLLABLES[x % 10]);
             x /= 10;
         }
         w
@@ -154,9 +155,8 @@ fn queries(n: usize) -> Vec<(String, Vec<f32>)> {
 
 /// The Zipf rank (0 = most frequent) of a word [`Rng::word`] spelled.
 fn word_rank(word: &str) -> usize {
-    let syll = ["ka", "lo", "mi", "ne", "tu", "ra", "so", "vi", "de", "po"];
     let digits: Vec<usize> =
-        word.as_bytes().chunks(2).map(|c| syll.iter().position(|s| s.as_bytes() == c).unwrap_or(0)).collect();
+        word.as_bytes().chunks(2).map(|c| SYLLABLES.iter().position(|s| s.as_bytes() == c).unwrap_or(0)).collect();
     digits.iter().rev().fold(0, |x, &d| x * 10 + d) - 1
 }
 

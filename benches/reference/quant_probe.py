@@ -100,13 +100,17 @@ def nbits_node(node, w, variant):
     return new, inits
 
 
-def dynamic_node(node, w, variant):
-    name = node.input[1]
+def per_column_int8(w: np.ndarray, top: int):
+    """Symmetric int8 weights, one scale per output column: (q in [-top, top], scale)."""
     w = w.astype(np.float64)
-    top = 127 if variant == "dyn-s8" else 63
     scale = np.abs(w).max(0) / top
     scale[scale == 0] = 1.0
-    q = np.rint(w / scale).clip(-top, top).astype(np.int8)
+    return np.rint(w / scale).clip(-top, top).astype(np.int8), scale
+
+
+def dynamic_node(node, w, variant):
+    name = node.input[1]
+    q, scale = per_column_int8(w, 127 if variant == "dyn-s8" else 63)
     inits = [numpy_helper.from_array(q, name + ".q"), numpy_helper.from_array(scale.astype(np.float32), name + ".s"),
              numpy_helper.from_array(np.zeros(w.shape[1], np.int8), name + ".z")]
     new = helper.make_node("DynamicQuantizeMatMul", [node.input[0], name + ".q", name + ".s", name + ".z"],
@@ -129,10 +133,7 @@ def row_nodes(node, w, cache, nodes):
                   helper.make_node("Cast", [t + ".shift"], [t + ".u8"], to=onnx.TensorProto.UINT8)]
         cache[x] = (t + ".u8", t + ".scale")
     xq, xs = cache[x]
-    w = w.astype(np.float64)
-    scale = np.abs(w).max(0) / 63
-    scale[scale == 0] = 1.0
-    q = np.rint(w / scale).clip(-63, 63).astype(np.int8)
+    q, scale = per_column_int8(w, 63)
     inits = [numpy_helper.from_array(q, name + ".q"), numpy_helper.from_array(scale.astype(np.float32), name + ".s")]
     o = node.output[0]
     nodes += [helper.make_node("MatMulInteger", [xq, name + ".q", "rowq.zp"], [o + ".i32"]),
