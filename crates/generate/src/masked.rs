@@ -460,7 +460,9 @@ fn run_slot<M: MaskedDenoiser + ?Sized>(
             tokens,
             text,
             logprobs: row.logprobs[..kept].to_vec(),
-            suffix_logprobs: Vec::new(),
+            // The end is a decision of the model too: its log-probability closes the path, as
+            // the causal decoder's stop token does (RPC weighs whole paths).
+            suffix_logprobs: end.map(|e| vec![row.logprobs[e]]).unwrap_or_default(),
             finish: if end.is_some() { Finish::Stop } else { Finish::Length },
             source: None,
         });
@@ -755,7 +757,11 @@ mod tests {
             let want = log_softmax(&peaked(V, ANSWER[i], m))[ANSWER[i] as usize] as f32;
             assert!((lp - want).abs() < 1e-6, "logprob of position {i}: {lp} vs {want}");
         }
-        assert!(c.suffix_logprobs.is_empty() && c.source.is_none());
+        // The stop token closes the path with its own log-probability (position 7, margin 8).
+        let stop = log_softmax(&peaked(V, END, 8.0))[END as usize] as f32;
+        assert_eq!(c.suffix_logprobs.len(), 1);
+        assert!((c.suffix_logprobs[0] - stop).abs() < 1e-6, "{:?} vs {stop}", c.suffix_logprobs);
+        assert!(c.source.is_none());
     }
 
     #[test]

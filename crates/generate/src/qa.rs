@@ -84,7 +84,8 @@ pub struct CandidateReport {
     /// `exp(mean log-probability)`, the path score RPC uses.
     pub p: f64,
     /// The path's log-probability: the sum over its tokens and rescored closing (for the
-    /// masked decoder, each token's at the step it was unmasked); 0 for an empty path.
+    /// masked decoder, each token's and the end token's at the step it was unmasked); 0 for an
+    /// empty path.
     #[serde(default)]
     pub logprob: f64,
     /// The answer group it joined (index into the aggregation's groups).
