@@ -216,6 +216,25 @@ fn report() {
         let (p50, p99, mean) = percentiles(t);
         lines.push(format!("{name:>7}: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms"));
     }
+    // Baseline: tantivy's own top-k search of the same lexical index (a second reader on its
+    // files), against metarag's ids-only BM25 (`LexicalIndex::search_ids`), at the k a plain
+    // query asks and the 50 candidates a hybrid query's lexical side asks.
+    let own = tantivy::Index::open_in_dir(data_dir().join("lexical")).expect("tantivy index");
+    let searcher = own.reader().expect("tantivy reader").searcher();
+    let text = own.schema().get_field("text").expect("text field");
+    let parser = tantivy::query::QueryParser::for_index(&own, vec![text]);
+    let lex = index.lexical().expect("embedded store");
+    for k in [10, 50] {
+        let top = tantivy::collector::TopDocs::with_limit(k).order_by_score();
+        let t = time_each(&qs, |(q, _)| searcher.search(&parser.parse_query_lenient(q).0, &top).expect("search").len());
+        let (p50, p99, mean) = percentiles(t);
+        lines.push(format!(
+            "tantivy: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (TopDocs({k}) of the parsed query)"
+        ));
+        let t = time_each(&qs, |(q, _)| lex.search_ids(q, k, &Default::default()).expect("search").len());
+        let (p50, p99, mean) = percentiles(t);
+        lines.push(format!("    ids: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (metarag BM25 ids, k = {k})"));
+    }
     // Baseline: exact scan of the same vectors (what the store would cost without HNSW).
     let ids = index.vectors().ids().expect("ids");
     // Any 100k × 384 matrix costs the same to scan: draw a fresh one of the same size.
