@@ -162,10 +162,15 @@ pub(super) fn answer_questions(
     })
 }
 
+/// Raised when a change to the decoders makes earlier cached decodes stale (their tokens or
+/// the log-probabilities a candidate carries); part of every answer-cache key. 2: the masked
+/// decoder's end token joined each candidate's path.
+const DECODE_REVISION: u32 = 2;
+
 /// Everything the candidates depend on, serialized by the settings' serde names (renaming a
 /// Rust type or variant never invalidates a cache): index, decoder and generator, context
 /// retrieval, the decoding configuration per infill mode (the first aggregation method marks
-/// their groups and pruning in the log), and the models manifest.
+/// their groups and pruning in the log), the models manifest and [`DECODE_REVISION`].
 fn cache_key(args: &BenchOptions, index_dir: &Path, opts: &RuntimeOptions) -> anyhow::Result<Vec<String>> {
     let configs = args
         .infill
@@ -186,6 +191,7 @@ fn cache_key(args: &BenchOptions, index_dir: &Path, opts: &RuntimeOptions) -> an
         },
         configs.join("\n"),
         String::from_utf8_lossy(&manifest).into_owned(),
+        format!("decode revision {DECODE_REVISION}"),
     ])
 }
 
