@@ -185,6 +185,12 @@ fn percentiles(mut d: Vec<Duration>) -> (f64, f64, f64) {
     (p(0.5), p(0.99), d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64)
 }
 
+/// "p50 … ms  p99 … ms  mean … ms" of the timings.
+fn latency(t: Vec<Duration>) -> String {
+    let (p50, p99, mean) = percentiles(t);
+    format!("p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms")
+}
+
 fn time_each(qs: &[(String, Vec<f32>)], mut f: impl FnMut(&(String, Vec<f32>)) -> usize) -> Vec<Duration> {
     for q in qs.iter().take(20) {
         f(q); // warm-up
@@ -213,8 +219,7 @@ fn report() {
         if mode != Mode::Dense {
             lines.push(format!("{name:>7}: {}", tail_words(&qs, &t)));
         }
-        let (p50, p99, mean) = percentiles(t);
-        lines.push(format!("{name:>7}: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms"));
+        lines.push(format!("{name:>7}: {}", latency(t)));
     }
     // Baseline: tantivy's own top-k search of the same lexical index (a second reader on its
     // files), against metarag's ids-only BM25 (`LexicalIndex::search_ids`), at the k a plain
@@ -227,13 +232,9 @@ fn report() {
     for k in [10, 50] {
         let top = tantivy::collector::TopDocs::with_limit(k).order_by_score();
         let t = time_each(&qs, |(q, _)| searcher.search(&parser.parse_query_lenient(q).0, &top).expect("search").len());
-        let (p50, p99, mean) = percentiles(t);
-        lines.push(format!(
-            "tantivy: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (TopDocs({k}) of the parsed query)"
-        ));
+        lines.push(format!("tantivy: {} (TopDocs({k}) of the parsed query)", latency(t)));
         let t = time_each(&qs, |(q, _)| lex.search_ids(q, k, &Default::default()).expect("search").len());
-        let (p50, p99, mean) = percentiles(t);
-        lines.push(format!("    ids: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (metarag BM25 ids, k = {k})"));
+        lines.push(format!("    ids: {} (metarag BM25 ids, k = {k})", latency(t)));
     }
     // Baseline: exact scan of the same vectors (what the store would cost without HNSW).
     let ids = index.vectors().ids().expect("ids");
@@ -254,8 +255,7 @@ fn report() {
         }
         best.len()
     });
-    let (p50, p99, mean) = percentiles(t);
-    lines.push(format!("  exact: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (brute-force dense baseline)"));
+    lines.push(format!("  exact: {} (brute-force dense baseline)", latency(t)));
 
     // The real query embedder, one query at a time.
     for threads in [1, 2] {
@@ -266,8 +266,7 @@ fn report() {
         let t = time_each(&texts.iter().map(|t| (t.clone(), Vec::new())).collect::<Vec<_>>(), |(t, _)| {
             e.embed(&[t]).expect("embed").len()
         });
-        let (p50, p99, mean) = percentiles(t);
-        lines.push(format!("  embed: p50 {p50:.2} ms  p99 {p99:.2} ms  mean {mean:.2} ms (MiniLM int8, {threads} thread(s), ~15 tokens)"));
+        lines.push(format!("  embed: {} (MiniLM int8, {threads} thread(s), ~15 tokens)", latency(t)));
     }
     // Hybrid as users call it (the query embedded by the index): BM25 runs while the query is
     // embedded and the dense list fetched. Its sequential cost, the sum of the parts with the

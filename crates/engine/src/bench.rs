@@ -84,8 +84,8 @@ under the first PPL pipeline, with its chunk boundaries), recall_at_k, accuracy_
 (--generate: EM with the first N of the same candidates, per aggregation), stage_times.
 With --generate, OUT/answers.jsonl has every question's candidates and answers; the decodes are
 also kept in OUT/answer-cache-<key>.jsonl (key: index, context retrieval, decoding settings,
-seed, models, the decoders' revision), appended as each question is done, so a rerun or an interrupted run decodes only
-the questions it does not have yet.")
+seed, models, the decoders' revision), appended as each question is done, so a rerun or an
+interrupted run decodes only the questions it does not have yet.")
 )]
 pub struct BenchOptions {
     /// `squad-dev`, a dataset directory (corpus/ + questions.jsonl) or a SQuAD JSON file.
