@@ -265,13 +265,16 @@ class SmolLM(torch.nn.Module):
         return out
 
     def shared_prefix_hidden(self, prefix: list, rows: list, own_mask: torch.Tensor | None = None,
-                             frozen_below: int = 0):
+                             frozen_below: int = 0, detach_prefix: bool = False):
         """(ids [B, T], hidden [B, T, D]) of rows read after one shared prefix, computed once.
         Rows are right-padded with 0 (a real token never attends to the padding after it under
-        the causal mask; an own_mask must keep that true)."""
+        the causal mask; an own_mask must keep that true). detach_prefix: the prefix is read
+        without autograd (the gradient flows only through the rows)."""
         dev = self.embed.device
         caches = [dict() for _ in self.layers]
-        self.hidden(torch.tensor([prefix], dtype=torch.long, device=dev), caches=caches, frozen_below=frozen_below)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_prefix):
+            self.hidden(torch.tensor([prefix], dtype=torch.long, device=dev), caches=caches,
+                        frozen_below=frozen_below)
         width = max(len(ids) for ids in rows)
         x = torch.tensor([ids + [0] * (width - len(ids)) for ids in rows], dtype=torch.long, device=dev)
         return x, self.hidden(x, caches=caches, frozen_below=frozen_below, own_mask=own_mask)

@@ -524,6 +524,16 @@ def val_sets(tok: Tok, models: str, n: int, seed: int = 1234):
 # probability t (at least one), cross-entropy on the masked positions weighted 1/t (an upper
 # bound on the block's NLL). The mask token reuses an unused special token; its embedding gets a
 # trained offset (tied: its LM-head row moves with it).
+#
+# For parallel decoding (several positions committed per model call, Fast-dLLM's threshold rule),
+# three options continue a trained denoiser: `--self-distill` replaces the targets with the
+# starting model's own greedy answers (a function of the input, so the model can be sure of all
+# positions at once; gold answers leave it unsure which span, so later positions stay mixtures
+# while the first is masked); `--mask-mode suffix|mixed` trains on the states left-to-right
+# decoding meets (the first k answer tokens written, the rest masked); `--certainty B` adds B times
+# the entropy of every masked position the model already predicts right (certainty forcing, after
+# dParallel). `--detach-prompt` reads the shared context without autograd (~2x the examples/hour;
+# the gradient then reaches the weights only through the question and the block).
 
 MASK_TOKEN = "<empty_output>"
 
@@ -609,12 +619,28 @@ def cut_block(blk: list, block: int, eot: int, gen, torch) -> list:
     return blk[:need + int(torch.randint(block - need + 1, (), generator=gen))]
 
 
+def suffix_mask(blk: list, eot: int, gen, torch):
+    """`--mask-mode suffix`: the states the ordered, left-to-right decoder meets: the answer's first
+    k tokens written (k uniform in 0..answer length), everything after them masked."""
+    n = len(blk)
+    answer = blk.index(eot) if eot in blk else n - 1
+    k = int(torch.randint(answer + 1, (), generator=gen))
+    return torch.arange(n) >= k
+
+
 def masked_nll(model, torch, prefix: list, rows: list, block: int, mask_id: int, ts: list | None, gen,
-               frozen_below: int = 0, draws: int = 1, vary_eot: int | None = None):
+               frozen_below: int = 0, draws: int = 1, vary_eot: int | None = None, mode: str = "random",
+               eot: int | None = None, certainty: float = 0.0, detach_prefix: bool = False):
     """(1/t) * sum of the masked positions' cross-entropy, for each (head, block) row and t in
     ts (one noisy copy each; ts None: `draws` levels t ~ U(1/L, 1) per row, L the row's block
     length); a list of scalars, rows-major. vary_eot (the EOT id): each row's block is cut by
-    `cut_block` first."""
+    `cut_block` first.
+
+    mode `suffix` masks the block after a random number of the answer's tokens instead (weight
+    1); `mixed` alternates random and suffix draws. certainty > 0 adds that times the entropy of
+    every masked position the model already predicts right (certainty forcing, as in dParallel:
+    sure where it is right, so that several positions clear a threshold in one call).
+    detach_prefix: the shared prefix is read without autograd (gradient only through the rows)."""
     import torch.nn.functional as F
 
     ids, heads, masks, targets, weights = [], [], [], [], []
@@ -622,10 +648,16 @@ def masked_nll(model, torch, prefix: list, rows: list, block: int, mask_id: int,
         if vary_eot is not None:
             blk = cut_block(blk, block, vary_eot, gen, torch)
         n = len(blk)
+        kinds = (["random"] * draws if mode == "random" else ["suffix"] * draws if mode == "suffix"
+                 else ["random" if d % 2 == 0 else "suffix" for d in range(draws)])
         levels = ts if ts is not None else [1 / n + (1 - 1 / n) * float(torch.rand((), generator=gen))
-                                            for _ in range(draws)]
+                                            if kind == "random" else None for kind in kinds]
         for t in levels:
-            m = torch.rand(n, generator=gen) < t
+            if t is None:
+                m = suffix_mask(blk, eot, gen, torch)
+                t = 1.0
+            else:
+                m = torch.rand(n, generator=gen) < t
             if not bool(m.any()):
                 m[int(torch.randint(n, (), generator=gen))] = True
             ids.append(head + [mask_id if m[j] else blk[j] for j in range(n)])
@@ -636,23 +668,32 @@ def masked_nll(model, torch, prefix: list, rows: list, block: int, mask_id: int,
     width = max(len(r) for r in ids)
     dev = model.embed.device
     own = block_attention(torch, heads, [len(b) for b in targets], width).to(dev)
-    _, h = model.shared_prefix_hidden(prefix, ids, own_mask=own, frozen_below=frozen_below)
+    _, h = model.shared_prefix_hidden(prefix, ids, own_mask=own, frozen_below=frozen_below,
+                                      detach_prefix=detach_prefix)
     out = []
     for r, (head, m, blk, w) in enumerate(zip(heads, masks, targets, weights)):
         js = m.nonzero()[:, 0].to(dev)
-        logits = model.logits_at(h[r, len(head) - 1 + js])  # position a + j predicts block token j
+        logits = model.logits_at(h[r, len(head) - 1 + js]).float()  # position a + j predicts block token j
         tgt = torch.tensor(blk, device=dev)[js]
-        out.append(F.cross_entropy(logits.float(), tgt, reduction="sum") * w)
+        loss = F.cross_entropy(logits, tgt, reduction="sum")
+        if certainty > 0:
+            logp = logits.log_softmax(-1)
+            right = (logits.argmax(-1) == tgt).float()
+            loss = loss + certainty * (-(logp.exp() * logp).sum(-1) * right).sum()
+        out.append(loss * w)
     return out
 
 
-def masked_decode(model, torch, prefix: list, head: list, block: int, mask_id: int, eot: int) -> list:
+def masked_decode(model, torch, prefix: list, head: list, block: int, mask_id: int, eot: int,
+                  threshold: float | None = None, stats: dict | None = None) -> list:
     """Greedy low-confidence unmasking, one position per step, with the answer's end written in
     order as metarag's decoder does (`MaskedConfig::ordered_end`): EOT only at the leftmost
     masked position, and the answer ends there. (Without that rule the EOT padding, the most
     confident positions, is committed first from the right and truncates answers: at step 103
     of the shipped run, 40 held-out questions, EM 0.15 against 0.30.) The prompt's cache is
-    computed once; returns the answer's tokens (up to the EOT)."""
+    computed once; returns the answer's tokens (up to the EOT). threshold: Fast-dLLM's rule
+    instead, every masked position at least that confident (and always the most confident one);
+    stats, when given, counts "calls" and "decoded" tokens."""
     dev = model.embed.device
     with torch.no_grad():
         caches = [dict() for _ in model.layers]
@@ -670,20 +711,81 @@ def masked_decode(model, torch, prefix: list, head: list, block: int, mask_id: i
             logits[[j for j in masked[1:]], eot] = float("-inf")  # the end only at the leftmost mask
             best = logits.argmax(-1)
             conf = probs.gather(1, best[:, None])[:, 0]
-            j = max(masked, key=lambda j: (float(conf[j]), -j))
-            row[j + 1] = int(best[j])
-            if j == masked[0] and row[j + 1] == eot:
+            top = max(masked, key=lambda j: (float(conf[j]), -j))
+            picked = sorted({top} | ({j for j in masked if float(conf[j]) >= threshold} if threshold else set()))
+            if stats is not None:
+                stats["calls"] = stats.get("calls", 0) + 1
+            ended = False
+            for j in picked:
+                row[j + 1] = int(best[j])
+                if stats is not None:
+                    stats["decoded"] = stats.get("decoded", 0) + 1
+                if j == masked[0] and row[j + 1] == eot:
+                    ended = True
+                    break
+            if ended:
                 break
     out = [t for t in row[1:] if t != mask_id]
     return out[:out.index(eot)] if eot in out else out
 
 
-def masked_evaluate(model, tok: Tok, val: list, block: int, torch) -> dict:
-    """Held-out bound on the block NLL (t = 0.1, 0.3, ..., 0.9; fixed masks) and greedy EM/F1."""
+def masked_greedy_rows(model, torch, prefix: list, heads: list, block: int, mask_id: int, eot: int) -> list:
+    """masked_decode's greedy rule for several questions after one shared context, batched: per row,
+    the answer's tokens up to the EOT, or None when the slot filled without one."""
+    dev = model.embed.device
+    n = len(heads)
+    blocks, done = [[mask_id] * block for _ in range(n)], [False] * n
+    with torch.no_grad():
+        caches = [dict() for _ in model.layers]
+        model.hidden(torch.tensor([prefix], device=dev), caches=caches)
+        for _ in range(block):
+            live = [r for r in range(n) if not done[r]]
+            if not live:
+                break
+            rows = [heads[r] + blocks[r] for r in live]
+            width = max(len(x) for x in rows)
+            own = block_attention(torch, [heads[r] for r in live], block, width).to(dev)
+            x = torch.tensor([x + [0] * (width - len(x)) for x in rows], device=dev)
+            h = model.hidden(x, caches=[dict(c) for c in caches], own_mask=own)
+            for i, r in enumerate(live):
+                a = len(heads[r]) - 1
+                logits = model.logits_at(h[i, a:a + block]).float()
+                logits[:, mask_id] = float("-inf")
+                probs = logits.softmax(-1)
+                masked = [j for j in range(block) if blocks[r][j] == mask_id]
+                logits[masked[1:], eot] = float("-inf")
+                best = logits.argmax(-1)
+                conf = probs.gather(1, best[:, None])[:, 0]
+                j = max(masked, key=lambda j: (float(conf[j]), -j))
+                blocks[r][j] = int(best[j])
+                if (j == masked[0] and blocks[r][j] == eot) or len(masked) == 1:
+                    done[r] = True
+    return [b[:b.index(eot)] if eot in b else None for b in blocks]
+
+
+def self_distill_tails(model, tok: Tok, g: dict, block: int, mask_id: int, torch) -> tuple:
+    """`--self-distill`: the group's rows with the starting model's own greedy answers as targets
+    (where they are a span of the context; the gold answer otherwise), and how many were kept."""
+    eot = tok.ids["eot"]
+    heads = [h for h, _ in g["tails"]]
+    answers = masked_greedy_rows(model, torch, g["prefix"], heads, min(block, 10), mask_id, eot)
+    context = tok.dec(g["prefix"])
+    tails, kept = [], 0
+    for (head, gold), ids in zip(g["tails"], answers):
+        text = tok.dec(ids).strip() if ids else ""
+        b = answer_block(tok, text, block) if text and text in context else None
+        kept += b is not None
+        tails.append((head, b if b is not None else gold))
+    return tails, kept
+
+
+def masked_evaluate(model, tok: Tok, val: list, block: int, torch, threshold: float | None = None) -> dict:
+    """Held-out bound on the block NLL (t = 0.1, 0.3, ..., 0.9; fixed masks) and greedy EM/F1; with
+    a threshold, also EM and decoded tokens per call of Fast-dLLM threshold decoding."""
     mask_id = tok.t.token_to_id(MASK_TOKEN)
     gen = torch.Generator().manual_seed(0)
     ts = [0.1, 0.3, 0.5, 0.7, 0.9]
-    nll, ems, f1s = [], [], []
+    nll, ems, f1s, thr_ems, stats = [], [], [], [], {}
     with torch.no_grad():
         for e in val:
             vals = masked_nll(model, torch, e["prefix"], [(e["head"], e["block"])], block, mask_id, ts, gen)
@@ -692,8 +794,16 @@ def masked_evaluate(model, tok: Tok, val: list, block: int, torch) -> dict:
             em, f1 = em_f1(pred, e["answers"])
             ems.append(em)
             f1s.append(f1)
+            if threshold:
+                fast = masked_decode(model, torch, e["prefix"], e["head"], block, mask_id, tok.ids["eot"],
+                                     threshold=threshold, stats=stats)
+                thr_ems.append(em_f1(tok.dec(fast).strip(), e["answers"])[0])
     mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
-    return {"val_nll": mean(nll), "val_em": mean(ems), "val_f1": mean(f1s), "fim_nll": None, "n_qa": len(val), "n_fim": 0}
+    out = {"val_nll": mean(nll), "val_em": mean(ems), "val_f1": mean(f1s), "fim_nll": None, "n_qa": len(val), "n_fim": 0}
+    if threshold:
+        out.update(threshold=threshold, val_em_threshold=mean(thr_ems),
+                   tokens_per_call=stats.get("decoded", 0) / max(stats.get("calls", 0), 1))
+    return out
 
 
 # --------------------------------------------------------------------------- training
@@ -721,6 +831,9 @@ def evaluate(model, tok: Tok, qa: list, fim: list, torch) -> dict:
 
 def eval_line(ev: dict) -> str:
     line = f"val NLL {ev['val_nll']:.3f}, EM {ev['val_em']:.3f}, F1 {ev['val_f1']:.3f}"
+    if ev.get("threshold"):
+        line += (f", threshold {ev['threshold']}: EM {ev['val_em_threshold']:.3f} at "
+                 f"{ev['tokens_per_call']:.2f} tokens/call")
     return line + (f", FIM NLL {ev['fim_nll']:.3f}" if ev.get("fim_nll") is not None else "")
 
 
@@ -808,7 +921,11 @@ def config_of(args) -> dict:
             **({"answer": args.answer} if args.answer != "first" else {}),
             **({"init": args.init, "skip_examples": args.skip_examples} if args.init != "base" else {}),
             **({"objective": "masked", "block": args.block, "draws": args.draws, "mask_token": MASK_TOKEN,
-                **({"vary_block": True} if args.vary_block else {})}
+                **({"vary_block": True} if args.vary_block else {}),
+                **({"mask_mode": args.mask_mode} if args.mask_mode != "random" else {}),
+                **({"certainty": args.certainty} if args.certainty else {}),
+                **({"detach_prompt": True} if args.detach_prompt else {}),
+                **({"self_distill": True} if args.self_distill else {})}
                if args.objective == "masked" else {})}
 
 
@@ -851,8 +968,9 @@ def cmd_train(args) -> int:
     init_info = state.get("init") if state is not None else None
     if args.init != "base" and state is None:
         init = read_npz_adapter(args.init, args.alpha / args.rank, torch)
-        if masked:
+        if masked and "mask_embedding_delta" not in init:  # from the infiller: a fresh mask embedding
             init["mask_embedding_delta"] = model.mask_delta.detach().clone()
+        init.pop("mask_id", None)
         try:  # an adapter of layers >= k may start a run on layers >= k' < k: the new layers start at B = 0
             model.load_adapter_state(init, partial=True)
         except ValueError as exc:
@@ -885,7 +1003,7 @@ def cmd_train(args) -> int:
 
     def run_eval():
         if masked:
-            return masked_evaluate(model, tok, val_qa, args.block, torch)
+            return masked_evaluate(model, tok, val_qa, args.block, torch, args.eval_threshold)
         return evaluate(model, tok, val_qa, val_fim, torch)
 
     step, pos, curve, seen_tokens, seen = 0, 0, [], 0, 0
@@ -909,6 +1027,38 @@ def cmd_train(args) -> int:
             ev = run_eval()
         curve.append({"step": 0, "examples": seen, "train_loss": None, **ev, "seconds": 0.0})
         log(f"step 0: {eval_line(ev)} ({time.time() - t:.0f} s)")
+
+    teacher = {}  # --self-distill: group position -> its rows with the starting model's answers
+    if masked and args.self_distill:
+        tpath = os.path.join(rd, "targets.json")
+        if state is not None and os.path.exists(tpath):
+            with open(tpath) as f:
+                teacher = {int(k): [(h, b) for h, b in v] for k, v in json.load(f).items()}
+        else:
+            # the groups the schedule's steps will take (whole groups until --batch examples, per step)
+            span, n = pos, 0
+            for _ in range(step, args.steps):
+                k = 0
+                while k < args.batch:
+                    k += len(groups[span % len(groups)]["tails"])
+                    span += 1
+                n += k
+            need, n_ex, n_kept, t0 = n, 0, 0, time.time()
+            model.eval()
+            for p in range(pos, span):
+                g = groups[p % len(groups)]
+                teacher[p], kept = self_distill_tails(model, tok, g, args.block, mask_id, torch)
+                n_ex += len(g["tails"])
+                n_kept += kept
+                print(f"\rself-distill targets: {n_ex:,}/{need:,} examples, {n_kept / n_ex:.0%} the model's own  "
+                      f"{n_ex / max(time.time() - t0, 1e-9):.1f} ex/s   ", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+            model.train()
+            log(f"self-distill targets for {n_ex:,} examples ({n_kept:,} the starting model's own answers, the "
+                f"rest gold) in {time.time() - t0:.0f} s")
+            with open(tpath + ".tmp", "w") as f:
+                json.dump({str(k): v for k, v in teacher.items()}, f)
+            os.replace(tpath + ".tmp", tpath)
 
     def lr_at(s):
         if s < args.warmup:
@@ -941,6 +1091,8 @@ def cmd_train(args) -> int:
         step_groups, n_ex = [], 0
         while n_ex < args.batch:
             g = groups[pos % len(groups)]
+            if pos in teacher:
+                g = {**g, "tails": teacher[pos]}
             pos += 1
             step_groups.append(g)
             n_ex += len(g["tails"])
@@ -950,7 +1102,9 @@ def cmd_train(args) -> int:
                 if masked:  # per example: the bound (1/t) * masked CE, averaged over --draws noise levels
                     vals = masked_nll(model, torch, g["prefix"], g["tails"], args.block, mask_id, None, gen,
                                       frozen_below=args.first_layer, draws=args.draws,
-                                      vary_eot=tok.ids["eot"] if args.vary_block else None)
+                                      vary_eot=tok.ids["eot"] if args.vary_block else None,
+                                      mode=args.mask_mode, eot=tok.ids["eot"], certainty=args.certainty,
+                                      detach_prefix=args.detach_prompt)
                     total = sum(vals) / args.draws
                     loss_sum += float(total.detach()) / args.block
                 else:  # per example: the summed NLL of its middle
@@ -1257,6 +1411,22 @@ def main(argv=None) -> int:
                    help="masked objective: cut each example's block to a random length between its answer + "
                         "EOT and --block, so the model also serves shorter (cheaper) slots at decoding time")
     t.add_argument("--draws", type=int, default=2, help="masked objective: noise levels per example and step")
+    t.add_argument("--mask-mode", choices=["random", "suffix", "mixed"], default="random",
+                   help="masked objective: random masks at t ~ U(1/L, 1) (the diffusion bound); suffix: the answer's "
+                        "first k tokens written, the rest masked (the states left-to-right decoding meets); mixed: "
+                        "alternate the two across --draws")
+    t.add_argument("--certainty", type=float, default=0.0,
+                   help="masked objective: weight of certainty forcing, the entropy of each masked position the "
+                        "model already predicts right (makes it sure of several positions at once)")
+    t.add_argument("--detach-prompt", action="store_true",
+                   help="masked objective: read each group's shared context without autograd (the gradient flows "
+                        "through the question and block only; faster)")
+    t.add_argument("--self-distill", action="store_true",
+                   help="masked objective: train on the starting model's own greedy answers (one position per "
+                        "step, ordered end; where they are a span of the context, else the gold answer), so that "
+                        "parallel decoding learns to reproduce sequential decoding (dParallel-style)")
+    t.add_argument("--eval-threshold", type=float, default=None,
+                   help="masked objective: also evaluate Fast-dLLM threshold decoding at this confidence")
     t.add_argument("--init", default=None,
                    help="start the LoRA from this committed adapter, or `base` (default: `base` for the infill "
                         "objective, the infill model for the masked one). Its layers must be a subset of this "
