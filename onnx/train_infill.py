@@ -1031,18 +1031,26 @@ def cmd_train(args) -> int:
     teacher = {}  # --self-distill: group position -> its rows with the starting model's answers
     if masked and args.self_distill:
         tpath = os.path.join(rd, "targets.json")
-        if state is not None and os.path.exists(tpath):
+        # the groups the schedule's steps will take (whole groups until --batch examples, per step)
+        span, n = pos, 0
+        for _ in range(step, args.steps):
+            k = 0
+            while k < args.batch:
+                k += len(groups[span % len(groups)]["tails"])
+                span += 1
+            n += k
+        if state is not None:
+            # the targets are the STARTING model's: a resumed (trained) model must not make them
+            if not os.path.exists(tpath):
+                raise TrainError(f"{tpath} is missing: --self-distill targets come from the starting model, so a "
+                                 "resumed run cannot remake them; restore the file or use --restart")
             with open(tpath) as f:
                 teacher = {int(k): [(h, b) for h, b in v] for k, v in json.load(f).items()}
+            missing = sum(p not in teacher for p in range(pos, span))
+            if missing:
+                log(f"{missing:,} of the schedule's remaining {span - pos:,} groups have no self-distill target "
+                    "(the schedule was lengthened): they train on the gold answers")
         else:
-            # the groups the schedule's steps will take (whole groups until --batch examples, per step)
-            span, n = pos, 0
-            for _ in range(step, args.steps):
-                k = 0
-                while k < args.batch:
-                    k += len(groups[span % len(groups)]["tails"])
-                    span += 1
-                n += k
             need, n_ex, n_kept, t0 = n, 0, 0, time.time()
             model.eval()
             for p in range(pos, span):
