@@ -812,7 +812,8 @@ def eval_line(ev: dict) -> str:
 
 
 def read_npz_adapter(path: str, scale: float, torch) -> dict:
-    """The LoRA matrices of a committed adapter (npz written by `export`), as float32 tensors."""
+    """The LoRA matrices (and a masked adapter's mask embedding offset) of a committed adapter (npz
+    written by `export`), as float32 tensors; the metadata (scale, mask_id) is not a tensor to load."""
     import numpy as np
 
     if not os.path.isfile(path):
@@ -820,7 +821,7 @@ def read_npz_adapter(path: str, scale: float, torch) -> dict:
     z = np.load(path)
     if abs(float(z["scale"]) - scale) > 1e-6:
         raise TrainError(f"{path} has LoRA scale {float(z['scale'])}, this run {scale}: use the same --rank/--alpha")
-    return {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k != "scale"}
+    return {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k not in ("scale", "mask_id")}
 
 
 def adapter_provenance(path: str) -> dict:
@@ -944,7 +945,6 @@ def cmd_train(args) -> int:
         init = read_npz_adapter(args.init, args.alpha / args.rank, torch)
         if masked and "mask_embedding_delta" not in init:  # from the infiller: a fresh mask embedding
             init["mask_embedding_delta"] = model.mask_delta.detach().clone()
-        init.pop("mask_id", None)
         try:  # an adapter of layers >= k may start a run on layers >= k' < k: the new layers start at B = 0
             model.load_adapter_state(init, partial=True)
         except ValueError as exc:
@@ -1006,13 +1006,12 @@ def cmd_train(args) -> int:
     if masked and args.self_distill:
         tpath = os.path.join(rd, "targets.json")
         # the groups the schedule's steps will take (whole groups until --batch examples, per step)
-        span, n = pos, 0
+        span = pos
         for _ in range(step, args.steps):
             k = 0
             while k < args.batch:
                 k += len(groups[span % len(groups)]["tails"])
                 span += 1
-            n += k
         if state is not None:
             # the targets are the STARTING model's: a resumed (trained) model must not make them
             if not os.path.exists(tpath):
@@ -1025,7 +1024,8 @@ def cmd_train(args) -> int:
                 log(f"{missing:,} of the schedule's remaining {span - pos:,} groups have no self-distill target "
                     "(the schedule was lengthened): they train on the gold answers")
         else:
-            need, n_ex, n_kept, t0 = n, 0, 0, time.time()
+            need = sum(len(groups[p % len(groups)]["tails"]) for p in range(pos, span))
+            n_ex, n_kept, t0 = 0, 0, time.time()
             model.eval()
             for p in range(pos, span):
                 g = groups[p % len(groups)]
