@@ -59,7 +59,7 @@ use crate::sample::{row_rng, uniform};
 use crate::{Candidate, Error, Finish, Result};
 
 mod choose;
-use choose::{Constraint, Pick, pick};
+use choose::{Constraint, Pick, SlotLogits, pick};
 
 /// How many masked positions a model call unmasks (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -416,16 +416,17 @@ fn run_slot<M: MaskedDenoiser + ?Sized>(
         if logits.len() != expected {
             return Err(Error::Logits { got: logits.len(), expected });
         }
+        let shared: Vec<SlotLogits<'_>> =
+            logits.chunks_exact(slot * vocab).map(|rows| SlotLogits::new(rows, vocab)).collect();
         for ((row, row_ids), &d) in active.iter_mut().zip(ids.iter_mut()).zip(&of_row) {
-            let row_logits = &logits[d * slot * vocab..(d + 1) * slot * vocab];
-            let slot_logits = |i: usize| &row_logits[i * vocab..(i + 1) * vocab];
+            let slot_logits = &shared[d];
             let constraint = spans.map(|index| Constraint { index, stop });
             row.step(
                 cfg,
                 &plan,
                 mask,
                 stop,
-                &slot_logits,
+                slot_logits,
                 &mut row_ids[start..start + plan.length],
                 constraint,
                 &mut scratch,
@@ -523,16 +524,16 @@ impl Row {
         self.quota = (0..plan.steps_per_block).map(|s| base + usize::from(s < rem)).collect();
     }
 
-    /// One model call's worth of unmasking: `logits(i)` are slot position `i`'s logits and
+    /// One model call's worth of unmasking: `logits` are the slot positions' logits and
     /// `slot` the row's slot tokens.
     #[allow(clippy::too_many_arguments)]
-    fn step<'a>(
+    fn step(
         &mut self,
         cfg: &MaskedConfig,
         plan: &Plan,
         mask: u32,
         stop: &[u32],
-        logits: &dyn Fn(usize) -> &'a [f32],
+        logits: &SlotLogits<'_>,
         slot: &mut [u32],
         constraint: Option<Constraint<'_>>,
         scratch: &mut Vec<f64>,
@@ -551,7 +552,7 @@ impl Row {
                 let u = uniform(&mut self.rng);
                 let pos = open[((u * open.len() as f64) as usize).min(open.len() - 1)];
                 let allowed = constraint.and_then(|c| c.allowed(pos, slot, &self.masked));
-                let p = pick(pos, logits(pos), mask, allowed.as_deref(), deny(pos), t, &mut self.rng, scratch);
+                let p = pick(pos, logits, mask, allowed.as_deref(), deny(pos), t, &mut self.rng, scratch);
                 self.commit(p, slot);
             }
             Schedule::LowConfidence | Schedule::Threshold { .. } => {
@@ -562,7 +563,7 @@ impl Row {
                         .filter(|&pos| row.masked[pos])
                         .map(|pos| {
                             let allowed = constraint.and_then(|c| c.allowed(pos, slot, &row.masked));
-                            pick(pos, logits(pos), mask, allowed.as_deref(), deny(pos), t, &mut row.rng, scratch)
+                            pick(pos, logits, mask, allowed.as_deref(), deny(pos), t, &mut row.rng, scratch)
                         })
                         .collect();
                     // Most confident first; ties to the leftmost position.

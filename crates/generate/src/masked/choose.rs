@@ -1,6 +1,8 @@
 //! One masked position's choice: the extractive rule (which tokens keep the slot a span of
 //! the context) and the float64 draw of a token.
 
+use std::cell::OnceCell;
+
 use rand_chacha::ChaCha8Rng;
 
 use crate::constrain::SpanIndex;
@@ -74,13 +76,48 @@ impl Constraint<'_> {
     }
 }
 
+/// One model call's logits for one slot, position by position, with each position's
+/// log-sum-exp computed once (rows in the same state share it, as do the repeated choices of
+/// an extractive step).
+pub(super) struct SlotLogits<'a> {
+    logits: &'a [f32],
+    vocab: usize,
+    lse: Vec<OnceCell<f64>>,
+}
+
+impl<'a> SlotLogits<'a> {
+    /// `logits` is `positions × vocab`, row-major.
+    pub(super) fn new(logits: &'a [f32], vocab: usize) -> Self {
+        let positions = logits.len() / vocab.max(1);
+        SlotLogits { logits, vocab, lse: vec![OnceCell::new(); positions] }
+    }
+
+    /// Slot position `pos`'s logits.
+    pub(super) fn at(&self, pos: usize) -> &'a [f32] {
+        &self.logits[pos * self.vocab..(pos + 1) * self.vocab]
+    }
+
+    /// `log Σ exp(logits)` of position `pos`, in float64.
+    fn lse(&self, pos: usize) -> f64 {
+        *self.lse[pos].get_or_init(|| {
+            let logits = self.at(pos);
+            let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+            max + logits.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln()
+        })
+    }
+}
+
 /// The token for one position (among `allowed`, when given, never one of `deny`): argmax at temperature 0, else a
 /// float64 draw from `softmax(logits / t)`; never the mask token. Its log-probability is under
 /// the full, untempered softmax.
+///
+/// With `allowed` given only those tokens are looked at (the extractive rule allows a few
+/// hundred of 49k); the choice is the one a pass over the whole vocabulary with zero weights
+/// elsewhere makes, bit for bit (same order of summation, zeros add nothing).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pick(
     pos: usize,
-    logits: &[f32],
+    slot: &SlotLogits<'_>,
     mask: u32,
     allowed: Option<&[u32]>,
     deny: &[u32],
@@ -88,36 +125,139 @@ pub(super) fn pick(
     rng: &mut ChaCha8Rng,
     weights: &mut Vec<f64>,
 ) -> Pick {
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
-    let lse = max + logits.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln();
-    let ok = |i: usize| {
-        i as u32 != mask && !deny.contains(&(i as u32)) && allowed.is_none_or(|a| a.binary_search(&(i as u32)).is_ok())
+    let logits = slot.at(pos);
+    let lse = slot.lse(pos);
+    let ok = |i: u32| i != mask && (i as usize) < logits.len() && !deny.contains(&i);
+    // Greedy choice among the allowed tokens, ties to the lowest id.
+    let argmax = |ids: &mut dyn Iterator<Item = u32>| {
+        ids.filter(|&i| ok(i)).fold(None::<u32>, |b, i| {
+            if b.is_none_or(|b| logits[i as usize] > logits[b as usize]) { Some(i) } else { b }
+        })
     };
-    // Greedy choice, ties to the lowest id.
-    let mut best = None::<usize>;
-    for (i, &x) in logits.iter().enumerate() {
-        if ok(i) && best.is_none_or(|b| x > logits[b]) {
-            best = Some(i);
+    let chosen = match allowed {
+        Some(a) => argmax(&mut a.iter().copied()),
+        None => argmax(&mut (0..logits.len() as u32)),
+    };
+    let token = match chosen {
+        Some(best) if t > 0.0 => {
+            let u = uniform(rng);
+            let top = f64::from(logits[best as usize]);
+            let weight = |i: u32| if ok(i) { ((f64::from(logits[i as usize]) - top) / t).exp() } else { 0.0 };
+            weights.clear();
+            match allowed {
+                Some(a) => {
+                    weights.extend(a.iter().map(|&i| weight(i)));
+                    categorical(weights, u).map_or(best, |k| a[k])
+                }
+                None => {
+                    weights.extend((0..logits.len() as u32).map(weight));
+                    categorical(weights, u).map_or(best, |k| k as u32)
+                }
+            }
         }
-    }
-    // Nothing allowed is in the vocabulary (ids from another tokenizer): decode freely.
-    let Some(best) = best.or_else(|| {
-        (0..logits.len()).filter(|&i| i as u32 != mask).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
-    }) else {
-        return Pick { pos, token: mask, logprob: f64::NEG_INFINITY };
+        Some(best) => best,
+        // Nothing allowed is in the vocabulary (ids from another tokenizer): decode freely.
+        None => {
+            let Some(best) = (0..logits.len())
+                .filter(|&i| i as u32 != mask)
+                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+            else {
+                return Pick { pos, token: mask, logprob: f64::NEG_INFINITY };
+            };
+            if t > 0.0 {
+                let u = uniform(rng);
+                let top = f64::from(logits[best]);
+                weights.clear();
+                weights.extend(
+                    logits
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &x)| if i as u32 != mask { ((f64::from(x) - top) / t).exp() } else { 0.0 }),
+                );
+                categorical(weights, u).unwrap_or(best) as u32
+            } else {
+                best as u32
+            }
+        }
     };
-    let free = !ok(best);
-    let token =
-        if t > 0.0 {
+    Pick { pos, token, logprob: f64::from(logits[token as usize]) - lse }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand_core::{RngCore, SeedableRng};
+
+    /// The rule `pick` implements, written the slow way: every token of the vocabulary gets a
+    /// weight (zero when not allowed), as the decoder did before it looked at `allowed` only.
+    fn whole_vocabulary(
+        logits: &[f32],
+        mask: u32,
+        allowed: Option<&[u32]>,
+        deny: &[u32],
+        t: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> (u32, f64) {
+        let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+        let lse = max + logits.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln();
+        let ok = |i: usize| {
+            i as u32 != mask && !deny.contains(&(i as u32)) && allowed.is_none_or(|a| a.contains(&(i as u32)))
+        };
+        let mut best = None::<usize>;
+        for (i, &x) in logits.iter().enumerate() {
+            if ok(i) && best.is_none_or(|b| x > logits[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best
+            .or_else(|| {
+                (0..logits.len())
+                    .filter(|&i| i as u32 != mask)
+                    .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+            })
+            .expect("a token besides the mask");
+        let free = !ok(best);
+        let token = if t > 0.0 {
             let u = uniform(rng);
             let top = f64::from(logits[best]);
-            weights.clear();
-            weights.extend(logits.iter().enumerate().map(|(i, &x)| {
-                if (free && i as u32 != mask) || ok(i) { ((f64::from(x) - top) / t).exp() } else { 0.0 }
-            }));
-            categorical(weights, u).unwrap_or(best)
+            let w: Vec<f64> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| if (free && i as u32 != mask) || ok(i) { ((f64::from(x) - top) / t).exp() } else { 0.0 })
+                .collect();
+            categorical(&w, u).unwrap_or(best)
         } else {
             best
         };
-    Pick { pos, token: token as u32, logprob: f64::from(logits[token]) - lse }
+        (token as u32, f64::from(logits[token]) - lse)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Looking at the allowed tokens only chooses what the whole-vocabulary pass chooses,
+        /// with the same log-probability, at any temperature, with ties, denied tokens and
+        /// allowed ids outside the vocabulary.
+        #[test]
+        fn allowed_only_choice_equals_the_whole_vocabulary_pass(
+            logits in proptest::collection::vec(prop_oneof![Just(0.0f32), Just(1.5f32), -8.0f32..8.0], 2..40),
+            allowed in proptest::option::of(proptest::collection::btree_set(0u32..48, 0..8)),
+            deny_first in any::<bool>(),
+            t in prop_oneof![Just(0.0f64), Just(0.7), Just(1.0), 0.05f64..3.0],
+            seed in any::<u64>(),
+        ) {
+            let allowed: Option<Vec<u32>> = allowed.map(|a| a.into_iter().collect());
+            let deny: Vec<u32> = if deny_first { vec![1] } else { vec![] };
+            let (mask, vocab) = (0u32, logits.len());
+            let slot = SlotLogits::new(&logits, vocab);
+            let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(seed), ChaCha8Rng::seed_from_u64(seed));
+            let got = pick(0, &slot, mask, allowed.as_deref(), &deny, t, &mut a, &mut Vec::new());
+            let (token, logprob) = whole_vocabulary(&logits, mask, allowed.as_deref(), &deny, t, &mut b);
+            prop_assert_eq!(got.pos, 0);
+            prop_assert_eq!(got.token, token);
+            prop_assert_eq!(got.logprob.to_bits(), logprob.to_bits());
+            // Both consumed the same randomness.
+            prop_assert_eq!(a.next_u64(), b.next_u64());
+        }
+    }
 }
