@@ -103,10 +103,11 @@ pub struct MaskedConfig {
     /// padding commits the padding first, from the right, with high confidence, and the
     /// padding eats into the answer.
     pub ordered_end: bool,
-    /// A slot this much longer is tried for candidates that fill `length` without ending
-    /// (None, or not above `length`: never): a short slot is cheap (every call runs every
-    /// slot position of every row), the long one covers the rare long answer. Needs one block
-    /// (`block_length` unset); `steps`, when set, grows in proportion.
+    /// Candidates that fill `length` without ending go on in a slot this long (None, or not
+    /// above `length`: never): their `length` tokens stay committed and only the new positions
+    /// are decoded. A short slot is cheap (every call runs every slot position of every row);
+    /// the long one covers the rare long answer. Needs one block (`block_length` unset);
+    /// `steps`, when set, grows in proportion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub widen_to: Option<usize>,
 }
@@ -332,8 +333,8 @@ pub fn decode_extractive<M: MaskedDenoiser + ?Sized>(
     run(model, prefix, suffix, stop, &indices, Some(spans), cfg)
 }
 
-/// [`run_slot`], then again with the [`MaskedConfig::widen_to`] slot for the candidates that
-/// filled the first one without ending; the statistics count both passes.
+/// [`run_slot`], then on in the [`MaskedConfig::widen_to`] slot for the candidates that
+/// filled the first one without ending (their tokens kept); the statistics count both passes.
 fn run<M: MaskedDenoiser + ?Sized>(
     model: &M,
     prefix: &[u32],
@@ -343,7 +344,7 @@ fn run<M: MaskedDenoiser + ?Sized>(
     spans: Option<&SpanIndex>,
     cfg: &MaskedConfig,
 ) -> Result<MaskedOutput> {
-    let mut out = run_slot(model, prefix, suffix, stop, indices, spans, cfg)?;
+    let mut out = run_slot(model, prefix, suffix, stop, indices, &[], spans, cfg)?;
     let Some(wide) = cfg.wider() else {
         return Ok(out);
     };
@@ -351,7 +352,15 @@ fn run<M: MaskedDenoiser + ?Sized>(
     if again.is_empty() {
         return Ok(out);
     }
-    let more = run_slot(model, prefix, suffix, stop, &again, spans, &wide)?;
+    // The wider slot starts from what the short one wrote: its tokens stay, the new positions
+    // are decoded (a long answer costs the calls of its extra tokens, not a fresh decode).
+    let given: Vec<Vec<(u32, f32)>> = out
+        .candidates
+        .iter()
+        .filter(|c| c.finish == Finish::Length)
+        .map(|c| c.tokens.iter().copied().zip(c.logprobs.iter().copied()).collect())
+        .collect();
+    let more = run_slot(model, prefix, suffix, stop, &again, &given, spans, &wide)?;
     let (a, b) = (out.row_steps as f64, more.row_steps as f64);
     let total = (a + b).max(1.0);
     out.tokens_per_forward = (out.tokens_per_forward * a + more.tokens_per_forward * b) / total;
@@ -367,12 +376,16 @@ fn run<M: MaskedDenoiser + ?Sized>(
     Ok(out)
 }
 
+/// Decodes the slot of `cfg` for the candidates `indices`; `given[k]`, when there, are the
+/// tokens (and their log-probabilities) candidate `k`'s slot starts with, already committed.
+#[allow(clippy::too_many_arguments)]
 fn run_slot<M: MaskedDenoiser + ?Sized>(
     model: &M,
     prefix: &[u32],
     suffix: &[u32],
     stop: &[u32],
     indices: &[usize],
+    given: &[Vec<(u32, f32)>],
     spans: Option<&SpanIndex>,
     cfg: &MaskedConfig,
 ) -> Result<MaskedOutput> {
@@ -392,6 +405,9 @@ fn run_slot<M: MaskedDenoiser + ?Sized>(
     let mut active: Vec<Row> =
         indices.iter().enumerate().map(|(order, &index)| Row::new(order, index, cfg, &plan)).collect();
     let mut ids: Vec<Vec<u32>> = vec![template; active.len()];
+    for ((row, row_ids), given) in active.iter_mut().zip(&mut ids).zip(given) {
+        row.start_with(given, &mut row_ids[start..start + plan.length], &plan);
+    }
     let mut finished: Vec<(Row, Vec<u32>)> = Vec::with_capacity(active.len());
     let (mut forwards, mut row_forwards, mut row_steps) = (0, 0, 0);
     let mut scratch = Vec::new();
@@ -447,7 +463,7 @@ fn run_slot<M: MaskedDenoiser + ?Sized>(
         ids = keep_ids;
     }
     finished.sort_by_key(|(row, _)| row.order);
-    let finished_decoded: Vec<usize> = finished.iter().map(|(row, _)| plan.length - row.implied).collect();
+    let finished_decoded: Vec<usize> = finished.iter().map(|(row, _)| plan.length - row.implied - row.given).collect();
 
     let mut candidates = Vec::with_capacity(finished.len());
     for (row, row_ids) in finished {
@@ -495,6 +511,8 @@ struct Row {
     quota: Vec<usize>,
     /// Slot positions filled as end padding, not decoded ([`MaskedConfig::ordered_end`]).
     implied: usize,
+    /// Slot positions committed before the first call (a widened slot's kept tokens).
+    given: usize,
 }
 
 impl Row {
@@ -510,9 +528,23 @@ impl Row {
             step: 0,
             quota: Vec::new(),
             implied: 0,
+            given: 0,
         };
         row.start_block(plan);
         row
+    }
+
+    /// Commits `given` (token, log-probability) at the slot's first positions, before any
+    /// call; the block's quota is then split over what is left masked.
+    fn start_with(&mut self, given: &[(u32, f32)], slot: &mut [u32], plan: &Plan) {
+        for (pos, &(token, logprob)) in given.iter().enumerate().take(slot.len()) {
+            slot[pos] = token;
+            self.logprobs[pos] = logprob;
+            self.masked[pos] = false;
+            self.open -= 1;
+            self.given += 1;
+        }
+        self.start_block(plan);
     }
 
     /// LLaDA's even split of the block's masked count over its steps.
@@ -818,9 +850,9 @@ mod tests {
     }
 
     #[test]
-    fn a_full_short_slot_is_decoded_again_wider() {
-        // "the cat sat on a warm mat <end>" does not fit 4 positions: the candidate is decoded
-        // again in 8, as if asked for 8, and both passes are counted.
+    fn a_full_short_slot_goes_on_in_the_wider_one() {
+        // "the cat sat on a warm mat <end>" does not fit 4 positions: the candidate keeps its
+        // 4 tokens and goes on in 8, ending as if asked for 8; only the new positions cost calls.
         let cfg = MaskedConfig::default().with_length(4).with_ordered_end(true);
         let short = decode(&table_model(vec![3.0]), &[2], &[], &[END], 2, &cfg).unwrap();
         assert!(short.candidates.iter().all(|c| c.finish == Finish::Length && c.tokens == ANSWER[..4]));
@@ -829,9 +861,17 @@ mod tests {
         let out = decode(&model, &[2], &[], &[END], 2, &cfg.clone().with_widen_to(8)).unwrap();
         assert_eq!(out.candidates, wide.candidates);
         assert_eq!(out.candidates[0].text, "the cat sat on a warm mat");
-        assert_eq!(out.forwards, short.forwards + wide.forwards);
-        assert_eq!(out.row_steps, short.row_steps + wide.row_steps);
+        // 4 calls for the short slot, then 4 for "a warm mat <end>" (not 8 from scratch).
+        assert_eq!(out.forwards, short.forwards + 4);
+        assert_eq!(out.row_steps, short.row_steps + 2 * 4);
         assert_eq!(model.forwards(), out.forwards);
+        // The kept tokens were not decoded twice: one decoded token per row per call.
+        assert_eq!(out.decoded_per_forward, 1.0);
+        // Every call of the second pass saw the kept tokens in place.
+        let calls = seen(&model);
+        let wider: Vec<&Vec<u32>> = calls.iter().filter(|r| r.len() == 1 + 8).collect();
+        assert_eq!(wider.len(), 4, "one distinct row per call of the second pass");
+        assert!(wider.iter().all(|row| row[1..5] == ANSWER[..4]));
 
         // An answer that fits is decoded once.
         let fits = ScriptedDenoiser::new(&WORDS, "<mask>", |row: &[u32]| {

@@ -164,8 +164,9 @@ pub(super) fn answer_questions(
 
 /// Raised when a change to the decoders makes earlier cached decodes stale (their tokens or
 /// the log-probabilities a candidate carries); part of every answer-cache key. 2: the masked
-/// decoder's end token joined each candidate's path.
-const DECODE_REVISION: u32 = 2;
+/// decoder's end token joined each candidate's path; 3: a masked candidate that fills its
+/// slot goes on in the wider one instead of starting again.
+const DECODE_REVISION: u32 = 3;
 
 /// Everything the candidates depend on, serialized by the settings' serde names (renaming a
 /// Rust type or variant never invalidates a cache): index, decoder and generator, context
