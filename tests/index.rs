@@ -721,6 +721,14 @@ fn bench_reports_retrieval_metrics_on_a_user_dataset() {
     };
     assert_eq!(strip(&second), strip(&report));
     assert_eq!(second["runs"][0]["chunks"], report["runs"][0]["chunks"]);
+    // The same dataset by another path (as when the models directory is found from another
+    // working directory): its documents replace the old ones in the index, never join them.
+    let other = base.join("data").join("..").join("data");
+    let third = metarag(&["bench", "--dataset", s(&other), "--chunkers", "sentence", "--out", s(&out_dir), "-q"]);
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    let third = read_report(&out_dir);
+    assert_eq!(third["runs"][0]["chunks"], report["runs"][0]["chunks"], "the index holds the corpus once");
+    assert_eq!(strip(&third), strip(&report));
     let _ = std::fs::remove_dir_all(&base);
 }
 

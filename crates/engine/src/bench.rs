@@ -73,7 +73,8 @@ document per article (paragraphs joined by a blank line), answers as byte spans.
 
 Each chunker's pipeline is pipelines/bench-<name>.toml (--pipeline FILE adds any other). Its
 index is built once under OUT/index-<name>-<fingerprint>/ and reused by later runs (ingest
-skips unchanged files); question vectors and the perplexity curve are cached in OUT too, so a
+skips unchanged files and drops documents that are not the dataset's, e.g. the same corpus
+under another path); question vectors and the perplexity curve are cached in OUT too, so a
 rerun only does what changed. A retrieved chunk is relevant when its byte span covers a gold
 answer span; reported per mode: recall@1..10, MRR@10, nDCG@10. With --limit N only the first N
 questions are asked and only their documents are indexed.
@@ -221,13 +222,15 @@ pub fn run(args: &BenchOptions, checkout: &Path) -> anyhow::Result<(BenchReport,
     let (threads, opts) = metarag_onnx::runtime(args.threads, args.models.as_deref());
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut log = StageLog::default();
-    let (dir, data) = log.run("dataset", || {
+    let (dir, data, corpus) = log.run("dataset", || {
         let dir = dataset_dir(&args.dataset, &opts, &args.out, checkout)?;
         let mut data = Dataset::load(&dir)?;
+        let all: BTreeSet<String> = data.questions.iter().map(|q| q.doc.clone()).collect();
+        let corpus: Vec<PathBuf> = all.iter().map(|d| data.corpus.join(d)).collect();
         if let Some(n) = args.limit {
             data.questions.truncate(n);
         }
-        anyhow::Ok((dir, data))
+        anyhow::Ok((dir, data, corpus))
     })?;
     let docs: BTreeSet<String> = data.questions.iter().map(|q| q.doc.clone()).collect();
     let files: Vec<PathBuf> = docs.iter().map(|d| data.corpus.join(d)).collect();
@@ -267,7 +270,7 @@ pub fn run(args: &BenchOptions, checkout: &Path) -> anyhow::Result<(BenchReport,
         let index_dir = args.out.join(format!("index-{name}-{fp}"));
         let t = Instant::now();
         let report = log.run(format!("index {name}"), || {
-            crate::ingest::ingest_files(&files, &index_dir, &pipeline, &opts, threads, args.quiet)
+            crate::ingest::ingest_files(&files, &corpus, &index_dir, &pipeline, &opts, threads, args.quiet)
         })?;
         let ingest_seconds = t.elapsed().as_secs_f64();
         if !report.failed.is_empty() {

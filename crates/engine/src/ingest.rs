@@ -14,6 +14,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -178,10 +179,14 @@ pub fn resolve_pipeline(index_dir: &Path, explicit: Option<&Path>) -> anyhow::Re
     toml::from_str(DEFAULT_PIPELINE).context("the built-in default pipeline")
 }
 
-/// Ingests `files` into the embedded-or-server index at `index_dir` with `pipeline`; shared by
-/// `ingest` and `bench`.
+/// Ingests `files` into the embedded index at `index_dir` with `pipeline`, after removing the
+/// documents that are not among `corpus` (a superset of `files`): `bench`'s corpus index, where
+/// `files` are the documents of the questions asked and `corpus` the dataset's. The same corpus
+/// reached by another path (the models directory found from another working directory) thus
+/// replaces its documents instead of doubling them, and a `--limit` run keeps the others.
 pub fn ingest_files(
     files: &[PathBuf],
+    corpus: &[PathBuf],
     index_dir: &Path,
     pipeline: &Pipeline,
     opts: &RuntimeOptions,
@@ -190,7 +195,14 @@ pub fn ingest_files(
 ) -> anyhow::Result<metarag_index::IngestReport> {
     let job = IngestJob::default();
     let mut index = Index::create_or_open(index_dir, pipeline, &job.store)?;
-    run_ingest(&mut index, files, pipeline, opts, threads, quiet, &job)
+    let keep: HashSet<String> = corpus.iter().chain(files).map(|f| metarag_index::document_id(f)).collect();
+    let other: Vec<String> = index.manifest().documents.keys().filter(|d| !keep.contains(*d)).cloned().collect();
+    index.remove_documents(&other).with_context(|| {
+        format!("{}: removing {} documents of another corpus path", index_dir.display(), other.len())
+    })?;
+    let mut report = run_ingest(&mut index, files, pipeline, opts, threads, quiet, &job)?;
+    report.pruned += other.len();
+    Ok(report)
 }
 
 /// How [`ingest_inputs`] runs: `metarag ingest`'s options for an already opened index.

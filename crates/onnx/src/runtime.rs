@@ -12,7 +12,8 @@ use crate::{Error, Result};
 pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.32.0";
 
 /// The models directory: `$METARAG_MODELS`, else `models/` in the current directory if it
-/// exists, else `models/` in the source checkout this binary was built from.
+/// exists, else `models/` in the source checkout this binary was built from (as a canonical
+/// path when it exists: `/src/metarag/models`, not `/src/metarag/crates/onnx/../../models`).
 pub fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("METARAG_MODELS").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
@@ -21,7 +22,8 @@ pub fn models_dir() -> PathBuf {
     if local.join("manifest.json").exists() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    std::fs::canonicalize(&checkout).unwrap_or(checkout)
 }
 
 /// Where the ONNX Runtime library is looked for, in order: the models directory (put there by
