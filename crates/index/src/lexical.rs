@@ -10,7 +10,7 @@ use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermQu
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::store::{ChunkRecord, Filter, Hit, normalize_prefix, path_prefixes};
 use crate::{Error, Result};
@@ -300,9 +300,30 @@ impl LexicalIndex {
     /// The records of the given ids that exist (committed ones only).
     pub fn get(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
         let searcher = self.reader.searcher();
-        let terms = ids.iter().map(|&i| Term::from_field_u64(self.fields.id, i));
-        let q = TermSetQuery::new(terms);
-        let docs = searcher.search(&q, &tantivy::collector::DocSetCollector).map_err(|e| self.err("get", e))?;
+        // Each id's postings, read straight from each segment's term dictionary: a query
+        // (`TermSetQuery`) would build an FST of the ids first, whose builder alone allocates
+        // more than reading ten chunks does.
+        let mut docs = Vec::with_capacity(ids.len());
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            let inverted = seg.inverted_index(self.fields.id).map_err(|e| self.err("id terms", e))?;
+            let alive = seg.alive_bitset();
+            for &id in ids {
+                let term = Term::from_field_u64(self.fields.id, id);
+                let postings = inverted
+                    .read_postings(&term, tantivy::schema::IndexRecordOption::Basic)
+                    .map_err(|e| self.err("id postings", e))?;
+                let Some(mut postings) = postings else { continue };
+                let mut doc = postings.doc();
+                while doc != tantivy::TERMINATED {
+                    if alive.is_none_or(|a| a.is_alive(doc)) {
+                        docs.push(tantivy::DocAddress::new(ord as u32, doc));
+                    }
+                    doc = postings.advance();
+                }
+            }
+        }
+        docs.sort_unstable();
+        docs.dedup();
         let mut out = Vec::with_capacity(docs.len());
         for addr in docs {
             let d: TantivyDocument = searcher.doc(addr).map_err(|e| self.err("reading a stored chunk", e))?;
@@ -408,6 +429,44 @@ mod tests {
             };
             assert_eq!(key(&new), key(old), "{q}: results changed by the merge");
         }
+        drop(lex);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn get_reads_the_live_records_of_the_ids_across_segments() {
+        let dir = temp("get");
+        let lex = LexicalIndex::open_or_create(&dir).unwrap();
+        // Three segments; b.txt is deleted after its segment is written, then c.txt's first
+        // version is replaced by a second one with the same ids.
+        lex.add(&[rec(1, "a.txt", DocKind::Text, "one"), rec(2, "a.txt", DocKind::Text, "two")]).unwrap();
+        lex.commit().unwrap();
+        // (d.txt keeps the second segment alive with two deleted documents in it.)
+        lex.add(&[
+            rec(3, "b.txt", DocKind::Text, "three"),
+            rec(4, "c.txt", DocKind::Text, "old four"),
+            rec(5, "d.txt", DocKind::Text, "five"),
+        ])
+        .unwrap();
+        lex.commit().unwrap();
+        lex.delete_document("b.txt").unwrap();
+        lex.delete_document("c.txt").unwrap();
+        lex.add(&[rec(4, "c.txt", DocKind::Text, "new four")]).unwrap();
+        lex.commit().unwrap();
+        let texts = |ids: &[u64]| {
+            let mut got: Vec<(u64, String)> = lex.get(ids).unwrap().into_iter().map(|r| (r.id, r.text)).collect();
+            got.sort();
+            got
+        };
+        // Deleted and unknown ids are absent; a repeated id is read once; order does not matter.
+        assert_eq!(
+            texts(&[4, 3, 1, 99, 1, 5]),
+            vec![(1, "one".to_string()), (4, "new four".to_string()), (5, "five".to_string())]
+        );
+        assert_eq!(texts(&[]), vec![]);
+        assert_eq!(texts(&[2]), vec![(2, "two".to_string())]);
+        lex.optimize().unwrap();
+        assert_eq!(texts(&[1, 2, 3, 4, 5]).len(), 4, "the same after the merge");
         drop(lex);
         std::fs::remove_dir_all(&dir).unwrap();
     }
