@@ -348,18 +348,17 @@ fn run<M: MaskedDenoiser + ?Sized>(
     let Some(wide) = cfg.wider() else {
         return Ok(out);
     };
-    let again: Vec<usize> = out.candidates.iter().filter(|c| c.finish == Finish::Length).map(|c| c.index).collect();
-    if again.is_empty() {
-        return Ok(out);
-    }
     // The wider slot starts from what the short one wrote: its tokens stay, the new positions
     // are decoded (a long answer costs the calls of its extra tokens, not a fresh decode).
-    let given: Vec<Vec<(u32, f32)>> = out
+    let (again, given): (Vec<usize>, Vec<Vec<(u32, f32)>>) = out
         .candidates
         .iter()
         .filter(|c| c.finish == Finish::Length)
-        .map(|c| c.tokens.iter().copied().zip(c.logprobs.iter().copied()).collect())
-        .collect();
+        .map(|c| (c.index, c.tokens.iter().copied().zip(c.logprobs.iter().copied()).collect()))
+        .unzip();
+    if again.is_empty() {
+        return Ok(out);
+    }
     let more = run_slot(model, prefix, suffix, stop, &again, &given, spans, &wide)?;
     let (a, b) = (out.row_steps as f64, more.row_steps as f64);
     let total = (a + b).max(1.0);
@@ -538,10 +537,7 @@ impl Row {
     /// call; the block's quota is then split over what is left masked.
     fn start_with(&mut self, given: &[(u32, f32)], slot: &mut [u32], plan: &Plan) {
         for (pos, &(token, logprob)) in given.iter().enumerate().take(slot.len()) {
-            slot[pos] = token;
-            self.logprobs[pos] = logprob;
-            self.masked[pos] = false;
-            self.open -= 1;
+            self.commit(Pick { pos, token, logprob: f64::from(logprob) }, slot);
             self.given += 1;
         }
         self.start_block(plan);

@@ -138,47 +138,35 @@ pub(super) fn pick(
         Some(a) => argmax(&mut a.iter().copied()),
         None => argmax(&mut (0..logits.len() as u32)),
     };
-    let token = match chosen {
-        Some(best) if t > 0.0 => {
-            let u = uniform(rng);
-            let top = f64::from(logits[best as usize]);
-            let weight = |i: u32| if ok(i) { ((f64::from(logits[i as usize]) - top) / t).exp() } else { 0.0 };
-            weights.clear();
-            match allowed {
-                Some(a) => {
-                    weights.extend(a.iter().map(|&i| weight(i)));
-                    categorical(weights, u).map_or(best, |k| a[k])
-                }
-                None => {
-                    weights.extend((0..logits.len() as u32).map(weight));
-                    categorical(weights, u).map_or(best, |k| k as u32)
-                }
+    // Nothing allowed is in the vocabulary (ids from another tokenizer): decode freely.
+    let (best, free) = match chosen {
+        Some(best) => (best, false),
+        None => match (0..logits.len())
+            .filter(|&i| i as u32 != mask)
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+        {
+            Some(best) => (best as u32, true),
+            None => return Pick { pos, token: mask, logprob: f64::NEG_INFINITY },
+        },
+    };
+    let token = if t > 0.0 {
+        let u = uniform(rng);
+        let top = f64::from(logits[best as usize]);
+        let keep = |i: u32| if free { i != mask } else { ok(i) };
+        let weight = |i: u32| if keep(i) { ((f64::from(logits[i as usize]) - top) / t).exp() } else { 0.0 };
+        weights.clear();
+        match allowed.filter(|_| !free) {
+            Some(a) => {
+                weights.extend(a.iter().map(|&i| weight(i)));
+                categorical(weights, u).map_or(best, |k| a[k])
+            }
+            None => {
+                weights.extend((0..logits.len() as u32).map(weight));
+                categorical(weights, u).map_or(best, |k| k as u32)
             }
         }
-        Some(best) => best,
-        // Nothing allowed is in the vocabulary (ids from another tokenizer): decode freely.
-        None => {
-            let Some(best) = (0..logits.len())
-                .filter(|&i| i as u32 != mask)
-                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
-            else {
-                return Pick { pos, token: mask, logprob: f64::NEG_INFINITY };
-            };
-            if t > 0.0 {
-                let u = uniform(rng);
-                let top = f64::from(logits[best]);
-                weights.clear();
-                weights.extend(
-                    logits
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &x)| if i as u32 != mask { ((f64::from(x) - top) / t).exp() } else { 0.0 }),
-                );
-                categorical(weights, u).unwrap_or(best) as u32
-            } else {
-                best as u32
-            }
-        }
+    } else {
+        best
     };
     Pick { pos, token, logprob: f64::from(logits[token as usize]) - lse }
 }
