@@ -52,7 +52,7 @@ from onnx import helper, numpy_helper
 
 BLOCK = 32
 VARIANTS = ["fp32", "nbits4-exact", "nbits4-int8", "nbits8-int8", "dyn-s8", "dyn-s7", "dyn-s7-down-fp32", "row-s7",
-            "row-s7-down-fp32"]
+            "row-s7-down-fp32", "smooth-s7", "smooth-s7-down-fp32", "smooth-s8"]
 
 
 def q4_grid(w: np.ndarray):
@@ -150,7 +150,49 @@ ROW_CONSTANTS = [numpy_helper.from_array(np.array([-1], np.int64), "rowq.axes"),
                  numpy_helper.from_array(np.array(128, np.uint8), "rowq.zp")]
 
 
-def make_variant(src: onnx.ModelProto, variant: str) -> onnx.ModelProto:
+def weight_matmuls(m: onnx.ModelProto):
+    """The MatMuls whose second input is a weight initializer: {activation name: [weight names]}."""
+    inits = {i.name for i in m.graph.initializer}
+    out: dict[str, list[str]] = {}
+    for node in m.graph.node:
+        if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in inits:
+            out.setdefault(node.input[0], []).append(node.input[1])
+    return out
+
+
+def activation_absmax(src: onnx.ModelProto, windows, layers: int, threads: int, tmp: str) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of every weight MatMul's input over the calibration windows (fp32)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(src)
+    names = list(weight_matmuls(m))
+    for x in names:
+        m.graph.output.append(helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None))
+    path = os.path.join(tmp, "calibrate.onnx")
+    onnx.save(m, path)
+    s = session(path, threads)
+    top: dict[str, np.ndarray] = {}
+    for x in windows:
+        for name, value in zip(names, s.run(names, feed(x, layers))):
+            a = np.abs(value.reshape(-1, value.shape[-1])).max(0)
+            top[name] = np.maximum(top[name], a) if name in top else a
+    del s
+    os.remove(path)
+    return top
+
+
+def smooth_scales(src: onnx.ModelProto, absmax: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
+    """SmoothQuant's per-input-channel scales s = max|x|^alpha / max|w|^(1-alpha): x / s and s * w
+    multiply to the same product, with the activation outliers moved into the weights."""
+    inits = {i.name: i for i in src.graph.initializer}
+    scales = {}
+    for x, weights in weight_matmuls(src).items():
+        wmax = np.max([np.abs(numpy_helper.to_array(inits[w])).max(1) for w in weights], 0)
+        s = np.power(np.maximum(absmax[x], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
+        scales[x] = np.clip(s, 1e-5, None).astype(np.float64)
+    return scales
+
+
+def make_variant(src: onnx.ModelProto, variant: str, scales: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(src)
     inits = {i.name: i for i in m.graph.initializer}
@@ -162,6 +204,22 @@ def make_variant(src: onnx.ModelProto, variant: str) -> onnx.ModelProto:
             nodes.append(node)
             continue
         w = numpy_helper.to_array(inits[weight])
+        if variant.startswith("smooth"):
+            x = node.input[0]
+            s = scales[x]
+            if x + ".smooth" not in cache:
+                extra.append(numpy_helper.from_array((1.0 / s).astype(np.float32), x + ".inv_s"))
+                nodes.append(helper.make_node("Mul", [x, x + ".inv_s"], [x + ".smooth"]))
+                cache[x + ".smooth"] = True
+            scaled = onnx.NodeProto()
+            scaled.CopyFrom(node)
+            scaled.input[0] = x + ".smooth"
+            new, more = dynamic_node(scaled, (w.astype(np.float64) * s[:, None]).astype(np.float32),
+                                     "dyn-s8" if variant == "smooth-s8" else "dyn-s7")
+            nodes.append(new)
+            extra += more
+            drop.add(weight)
+            continue
         if variant.startswith("row"):
             extra += row_nodes(node, w, cache, nodes)
             drop.add(weight)
@@ -186,13 +244,18 @@ def session(path: str, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
 
-def token_nll(s: ort.InferenceSession, x: np.ndarray, layers: int) -> np.ndarray:
-    feed = {"input_ids": x[None], "attention_mask": np.ones((1, len(x)), np.int64),
-            "position_ids": np.arange(len(x), dtype=np.int64)[None]}
+def feed(x: np.ndarray, layers: int) -> dict:
+    """One window from an empty cache."""
+    f = {"input_ids": x[None], "attention_mask": np.ones((1, len(x)), np.int64),
+         "position_ids": np.arange(len(x), dtype=np.int64)[None]}
     for i in range(layers):
         for kv in ("key", "value"):
-            feed[f"past_key_values.{i}.{kv}"] = np.zeros((1, 3, 0, 64), np.float32)
-    logits = s.run(["logits"], feed)[0][0].astype(np.float64)
+            f[f"past_key_values.{i}.{kv}"] = np.zeros((1, 3, 0, 64), np.float32)
+    return f
+
+
+def token_nll(s: ort.InferenceSession, x: np.ndarray, layers: int) -> np.ndarray:
+    logits = s.run(["logits"], feed(x, layers))[0][0].astype(np.float64)
     top = logits.max(-1)
     lse = np.log(np.exp(logits - top[:, None]).sum(-1)) + top
     return lse[:-1] - logits[np.arange(len(x) - 1), x[1:]]
@@ -206,6 +269,9 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--calibration", help=".npy of int64 token ids of another text: the smooth variants' "
+                    "activation maxima (default: the evaluated text's windows after the first 2,048 tokens)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant's migration strength (default 0.5)")
     args = ap.parse_args()
     ids = np.load(args.ids).astype(np.int64)
     t = args.window
@@ -220,6 +286,9 @@ def main() -> int:
           f"{args.threads} threads; windows of {t} tokens from an empty cache")
     print(f"{'variant':18s} {'tok/s':>7s} {'vs fp32':>7s} {'mean dNLL':>9s} {'rms dNLL':>8s} {'max |dNLL|':>10s}")
     base_nll = base_speed = None
+    calib = np.load(args.calibration).astype(np.int64) if args.calibration else ids[2048:]
+    calib_windows = [calib[w:w + t] for w in range(0, len(calib) - t + 1, t)]
+    scales = None
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants.split(","):
             if variant not in VARIANTS:
@@ -227,7 +296,12 @@ def main() -> int:
             path = args.model
             if variant != "fp32":
                 path = os.path.join(tmp, variant + ".onnx")
-                onnx.save(make_variant(src, variant), path)
+                if variant.startswith("smooth") and scales is None:
+                    if not calib_windows:
+                        sys.exit(f"quant_probe: no calibration window of {t} tokens")
+                    scales = smooth_scales(src, activation_absmax(src, calib_windows, layers, args.threads, tmp), args.alpha)
+                    print(f"(smooth: alpha {args.alpha}, {len(calib_windows)} calibration windows)", flush=True)
+                onnx.save(make_variant(src, variant, scales), path)
             s = session(path, args.threads)
             nll = np.concatenate([token_nll(s, x, layers) for x in quality])
             times = []

@@ -16,12 +16,20 @@ text=$(ls "$MODELS"/datasets/squad-dev/corpus/*.txt | head -1)
 tok="$MODELS/tools/reference-venv/bin/python"
 [ -x "$tok" ] || { echo "quant_probe.sh: no $tok: run benches/reference/run.sh once first" >&2; exit 1; }
 ids=$(mktemp --suffix .npy)
-trap 'rm -f "$ids"' EXIT
-"$tok" - "$MODELS/smollm2-135m-instruct/tokenizer.json" "$text" "$ids" <<'PY'
+calib=$(mktemp --suffix .npy)
+trap 'rm -f "$ids" "$calib"' EXIT
+# The smooth variants' activation maxima come from the example corpus, not the evaluated text.
+tokenize() {
+  "$tok" - "$MODELS/smollm2-135m-instruct/tokenizer.json" "$@" <<'PY'
 import sys, numpy as np
 from tokenizers import Tokenizer
 t = Tokenizer.from_file(sys.argv[1])
-np.save(sys.argv[3], np.array(t.encode(open(sys.argv[2]).read(), add_special_tokens=False).ids, dtype=np.int64))
+text = "\n\n".join(open(p).read() for p in sys.argv[3:])
+np.save(sys.argv[2], np.array(t.encode(text, add_special_tokens=False).ids, dtype=np.int64))
 PY
+}
+tokenize "$ids" "$text"
+tokenize "$calib" examples/corpus/washington-1790.txt examples/corpus/debian-faq-next-release.md
 echo "text: $text"
-"$MODELS/.venv/bin/python" benches/reference/quant_probe.py --model "$MODELS/smollm2-135m-instruct/model.onnx" --ids "$ids" "$@"
+"$MODELS/.venv/bin/python" benches/reference/quant_probe.py --model "$MODELS/smollm2-135m-instruct/model.onnx" \
+  --ids "$ids" --calibration "$calib" "$@"
