@@ -27,6 +27,10 @@ What it does (each step is skipped when its result is already there and verified
      and writes <models>/smollm2-135m-infill/{model.onnx,decoder.onnx,tokenizer.json,fim.json},
      checked against the training framework's per-token NLLs (tests/fixtures/infill_oracle.json)
      before it is put in place.
+  6b. Writes <models>/smollm2-135m-instruct/model-int8.onnx (onnx/quantize.py: SmoothQuant with
+     the committed scales of onnx/smollm2-int8-scales.npz, then dynamic int8 MatMuls; the MLP
+     down projections and the LM head stay fp32): the faster PPL scoring graph of
+     `metarag chunk --precision int8`. Deterministic bytes, pinned per graph variant.
   7. Writes <models>/manifest.json (files, sha256, tensor names, dimensions, special tokens).
   8. Checks the sha256 of every final file against onnx/packages.lock (the synthetic
      denoiser's against the manifest written after the script's onnxruntime check).
@@ -62,6 +66,7 @@ CONVERTER = os.path.join(HERE, "convert_smollm2.py")
 DECODER_NAME = "decoder.onnx"  # the shared-prefix decoder graph written beside model.onnx
 VERIFIER = os.path.join(HERE, "verify.py")
 SYNTHETIC = os.path.join(HERE, "synthetic_denoiser.py")
+QUANTIZER = os.path.join(HERE, "quantize.py")
 SYNTHETIC_DIR = "synthetic-denoiser"
 ORACLE = os.path.join(REPO, "tests", "fixtures", "model_oracle.json")
 STAMP_NAME = ".setup-stamp.json"
@@ -177,6 +182,9 @@ def artefacts(lock: dict, variant: str) -> dict:
     for ad in lock.get("adapters", []):
         for name, pin in ad.get("variants", {}).get(variant, {}).items():
             arts[os.path.join(ad["out"], name)] = pin
+    int8 = lock.get("int8", {}).get("variants", {}).get(variant)
+    if int8:
+        arts[lock["int8"]["out"]] = int8
     return dict(sorted(arts.items()))
 
 
@@ -187,7 +195,7 @@ def venv_python(models: str) -> str:
 def setup_key(variant: str) -> str:
     """Changes when anything that decides the results changes (the adapters are pinned in the lock)."""
     return sha256_bytes(read_bytes(LOCK_PATH), read_bytes(REQUIREMENTS), read_bytes(CONVERTER), read_bytes(SYNTHETIC),
-                        variant.encode())
+                        read_bytes(QUANTIZER), variant.encode())
 
 
 class Hashes:
@@ -381,6 +389,33 @@ def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bo
                 "(changed converter or package versions?); after review, re-pin with --update-lock")
 
 
+def ensure_int8(models: str, lock: dict, hashes: Hashes, py: str, force: bool, update_lock: bool,
+                variant: str) -> None:
+    """The int8 scoring graph (onnx/quantize.py) from the converted fp32 graph and the committed
+    smoothing scales (sha256 pinned), for a graph variant it is pinned for."""
+    q = lock.get("int8")
+    if not q:
+        return
+    out = q["out"]
+    pinned = q.get("variants", {}).get(variant)
+    if not pinned and not update_lock:
+        log(f"no int8 scoring graph for graph variant {variant} (pinned for: {', '.join(q.get('variants', {}))})")
+        return
+    if not force and pinned and hashes.matches(out, pinned):
+        return
+    scales = os.path.join(REPO, q["scales"])
+    got = sha256_file(scales) if os.path.isfile(scales) else None
+    if got != q["scales_sha256"]:
+        raise SetupError(f"{scales}: sha256 {got} does not match the pinned {q['scales_sha256']} in {LOCK_PATH}")
+    log(f"writing {out} (SmoothQuant + dynamic int8, onnx/quantize.py; seconds)")
+    path = os.path.join(models, out)
+    run([py, QUANTIZER, "build", "--model", os.path.join(models, model_rel(lock)), "--scales", scales,
+         "--out", path], "int8 quantization (onnx/quantize.py)")
+    if pinned and not update_lock and not hashes.matches(out, pinned):
+        raise SetupError(f"{path}: sha256 {hashes.get(out)} does not match the pinned {pinned['sha256']} in "
+                         f"{LOCK_PATH} (changed quantizer or package versions?); after review, re-pin with --update-lock")
+
+
 # What each kind of committed adapter becomes: its files, the extra graph, the small JSON file
 # written from its lock entry (file name, key), and the fixture check.
 ADAPTER_KINDS = {
@@ -528,6 +563,8 @@ def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
             "model": entry(os.path.join(conv["out"], "model.onnx")),
             "decoder": entry(os.path.join(conv["out"], DECODER_NAME)),
             "tokenizer": entry(os.path.join(conv["out"], "tokenizer.json")),
+            **({"model_int8": entry(lock["int8"]["out"])}
+               if "int8" in lock and os.path.isfile(os.path.join(models, lock["int8"]["out"])) else {}),
         },
         "decoder_note": "shared-prefix decoder graph (same weights): no attention_mask; inputs "
                         "prefix.{i}.key/value [1, kv_heads, prompt, head_dim] read by every row, "
@@ -655,6 +692,8 @@ def update_lock_file(models: str, lock: dict, hashes: Hashes, variant: str) -> N
     lock["convert"]["variants"] = dict(sorted(lock["convert"]["variants"].items()))
     for ad in lock.get("adapters", []):
         ad.setdefault("variants", {})[variant] = {f: pin(os.path.join(ad["out"], f)) for f in adapter_kind(ad)["files"]}
+    if "int8" in lock and os.path.isfile(os.path.join(models, lock["int8"]["out"])):
+        lock["int8"].setdefault("variants", {})[variant] = pin(lock["int8"]["out"])
     write_json_atomic(LOCK_PATH, lock)
     log(f"updated the pinned sha256 of {len(rels) + 1} files (graph variant {variant}) in {LOCK_PATH}")
 
@@ -744,6 +783,7 @@ def main(argv=None) -> int:
         ensure_requirements(models, py, args.force, args.with_tokenizers)
         ensure_extracted(models, lock, hashes, args.force)
         ensure_converted(models, lock, hashes, py, args.force, oracle, args.update_lock, variant)
+        ensure_int8(models, lock, hashes, py, args.force, args.update_lock, variant)
         ensure_synthetic(models, py, args.force)
         ensure_adapters(models, lock, hashes, py, args.force, args.update_lock, variant)
         if args.update_lock:

@@ -301,3 +301,53 @@ fn sliding_window_stays_close_to_full_context() {
     assert!(same >= 0.85, "only {same} of the full-context boundaries kept");
     assert!(mean_nosink > 2.0 * mean, "sinks should matter: {mean_nosink} vs {mean}");
 }
+
+/// The int8 scoring graph (`onnx/quantize.py`, `--precision int8`) is another graph, close to
+/// fp32: its sentence scores move by hundredths of a nat and its PPL boundaries stay.
+#[test]
+fn int8_graph_keeps_the_ppl_boundaries() {
+    use metarag_core::chunk::{BoundaryRule, ppl_boundaries};
+    use metarag_core::pipeline::Precision;
+    use metarag_core::split::{RuleSplitter, SentenceSplitter};
+    let load = |f: &str| {
+        metarag_core::load::load_path(&crate::root().join("examples/corpus").join(f), &Default::default())
+            .expect("load")
+            .text
+    };
+    let text = load("washington-1790.txt") + "\n\n" + &load("moby-dick-loomings.pdf");
+    let s = RuleSplitter::default().split(&text);
+    let pieces: Vec<&str> = s.iter().map(|r| &text[r.clone()]).collect();
+    let fp32 = lm().score_sentences(&pieces).expect("score fp32");
+    let int8 = CausalLm::load_precision(&opts(), LmConfig::default(), Precision::Int8)
+        .expect("load model-int8.onnx (run `python3 onnx/setup.py`)")
+        .score_sentences(&pieces)
+        .expect("score int8");
+    assert_eq!(int8.len(), fp32.len());
+    let diffs: Vec<f32> = int8.iter().zip(&fp32).map(|(a, b)| (a - b).abs()).collect();
+    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+    let max = diffs.iter().cloned().fold(0.0, f32::max);
+    let b0 = ppl_boundaries(&fp32, 0.0, BoundaryRule::Either, false);
+    let b1 = ppl_boundaries(&int8, 0.0, BoundaryRule::Either, false);
+    let kept = b0.iter().filter(|x| b1.contains(x)).count() as f32 / b0.len().max(1) as f32;
+    eprintln!(
+        "int8 vs fp32 over {} sentences: mean |Δ| {mean:.4}, max {max:.3} nats; {kept:.3} of {} boundaries kept",
+        pieces.len(),
+        b0.len()
+    );
+    assert!(mean > 1e-4, "int8 scores equal fp32's ({mean}): is model-int8.onnx the fp32 graph?");
+    assert!(mean < 0.05, "int8 drifts {mean} nats from fp32");
+    assert!(kept >= 0.9, "only {kept} of fp32's boundaries kept by int8");
+}
+
+/// `--precision int8` without the int8 graph names the missing file and the models directory.
+#[test]
+fn a_missing_int8_graph_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("metarag-no-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = RuntimeOptions::default().with_models_dir(&dir);
+    let err = CausalLm::load_precision(&opts, LmConfig::default(), metarag_core::pipeline::Precision::Int8)
+        .expect_err("no int8 graph there");
+    let msg = err.to_string();
+    assert!(msg.contains("model-int8.onnx"), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -50,6 +50,15 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "onnx"))
+from quantize import (activation_absmax, feed, per_column_int8, session, smooth_scales,  # noqa: E402
+                      weight_matmuls)
+from quantize import dynamic_node as quantize_node  # noqa: E402
+
+
+def dynamic_node(node, w, variant):
+    return quantize_node(node, w, 127 if variant in ("dyn-s8", "smooth-s8") else 63)
+
 BLOCK = 32
 VARIANTS = ["fp32", "nbits4-exact", "nbits4-int8", "nbits8-int8", "dyn-s8", "dyn-s7", "dyn-s7-down-fp32", "row-s7",
             "row-s7-down-fp32", "smooth-s7", "smooth-s7-down-fp32", "smooth-s8"]
@@ -100,24 +109,6 @@ def nbits_node(node, w, variant):
     return new, inits
 
 
-def per_column_int8(w: np.ndarray, top: int):
-    """Symmetric int8 weights, one scale per output column: (q in [-top, top], scale)."""
-    w = w.astype(np.float64)
-    scale = np.abs(w).max(0) / top
-    scale[scale == 0] = 1.0
-    return np.rint(w / scale).clip(-top, top).astype(np.int8), scale
-
-
-def dynamic_node(node, w, variant):
-    name = node.input[1]
-    q, scale = per_column_int8(w, 127 if variant == "dyn-s8" else 63)
-    inits = [numpy_helper.from_array(q, name + ".q"), numpy_helper.from_array(scale.astype(np.float32), name + ".s"),
-             numpy_helper.from_array(np.zeros(w.shape[1], np.int8), name + ".z")]
-    new = helper.make_node("DynamicQuantizeMatMul", [node.input[0], name + ".q", name + ".s", name + ".z"],
-                           list(node.output), name=node.name, domain="com.microsoft")
-    return new, inits
-
-
 def row_nodes(node, w, cache, nodes):
     """Per-row symmetric uint8 activations (zero point 128) x int8 weights (7 bits per column)."""
     x, name = node.input[0], node.input[1]
@@ -148,48 +139,6 @@ ROW_CONSTANTS = [numpy_helper.from_array(np.array([-1], np.int64), "rowq.axes"),
                  numpy_helper.from_array(np.array(127.0, np.float32), "rowq.127"),
                  numpy_helper.from_array(np.array(128.0, np.float32), "rowq.128"),
                  numpy_helper.from_array(np.array(128, np.uint8), "rowq.zp")]
-
-
-def weight_matmuls(m: onnx.ModelProto):
-    """The MatMuls whose second input is a weight initializer: {activation name: [weight names]}."""
-    inits = {i.name for i in m.graph.initializer}
-    out: dict[str, list[str]] = {}
-    for node in m.graph.node:
-        if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in inits:
-            out.setdefault(node.input[0], []).append(node.input[1])
-    return out
-
-
-def activation_absmax(src: onnx.ModelProto, windows, layers: int, threads: int, tmp: str) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of every weight MatMul's input over the calibration windows (fp32)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(src)
-    names = list(weight_matmuls(m))
-    for x in names:
-        m.graph.output.append(helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None))
-    path = os.path.join(tmp, "calibrate.onnx")
-    onnx.save(m, path)
-    s = session(path, threads)
-    top: dict[str, np.ndarray] = {}
-    for x in windows:
-        for name, value in zip(names, s.run(names, feed(x, layers))):
-            a = np.abs(value.reshape(-1, value.shape[-1])).max(0)
-            top[name] = np.maximum(top[name], a) if name in top else a
-    del s
-    os.remove(path)
-    return top
-
-
-def smooth_scales(src: onnx.ModelProto, absmax: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
-    """SmoothQuant's per-input-channel scales s = max|x|^alpha / max|w|^(1-alpha): x / s and s * w
-    multiply to the same product, with the activation outliers moved into the weights."""
-    inits = {i.name: i for i in src.graph.initializer}
-    scales = {}
-    for x, weights in weight_matmuls(src).items():
-        wmax = np.max([np.abs(numpy_helper.to_array(inits[w])).max(1) for w in weights], 0)
-        s = np.power(np.maximum(absmax[x], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
-        scales[x] = np.clip(s, 1e-5, None).astype(np.float64)
-    return scales
 
 
 def make_variant(src: onnx.ModelProto, variant: str, scales: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
@@ -234,24 +183,6 @@ def make_variant(src: onnx.ModelProto, variant: str, scales: dict[str, np.ndarra
     del m.graph.initializer[:]
     m.graph.initializer.extend(kept + extra + (ROW_CONSTANTS if variant.startswith("row") else []))
     return m
-
-
-def session(path: str, threads: int) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.log_severity_level = 3
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-
-
-def feed(x: np.ndarray, layers: int) -> dict:
-    """One window from an empty cache."""
-    f = {"input_ids": x[None], "attention_mask": np.ones((1, len(x)), np.int64),
-         "position_ids": np.arange(len(x), dtype=np.int64)[None]}
-    for i in range(layers):
-        for kv in ("key", "value"):
-            f[f"past_key_values.{i}.{kv}"] = np.zeros((1, 3, 0, 64), np.float32)
-    return f
 
 
 def token_nll(s: ort.InferenceSession, x: np.ndarray, layers: int) -> np.ndarray:
@@ -299,7 +230,7 @@ def main() -> int:
                 if variant.startswith("smooth") and scales is None:
                     if not calib_windows:
                         sys.exit(f"quant_probe: no calibration window of {t} tokens")
-                    scales = smooth_scales(src, activation_absmax(src, calib_windows, layers, args.threads, tmp), args.alpha)
+                    scales = smooth_scales(src, activation_absmax(src, calib_windows, args.threads), args.alpha)
                     print(f"(smooth: alpha {args.alpha}, {len(calib_windows)} calibration windows)", flush=True)
                 onnx.save(make_variant(src, variant, scales), path)
             s = session(path, args.threads)

@@ -532,6 +532,9 @@ mod tests {
         let mut window = default.clone();
         window.scorer.window = 128;
         assert_ne!(fp(&window), fp(&default));
+        let mut int8 = default.clone();
+        int8.scorer.precision = metarag_core::pipeline::Precision::Int8;
+        assert_ne!(fp(&int8), fp(&default), "another scoring graph cuts other chunks");
     }
 
     #[test]

@@ -40,7 +40,7 @@ mod tokens;
 pub use embed::{Embedder, MINILM_DIR};
 pub use error::{Error, Result};
 pub use generate::{LmBatch, LmPrefix};
-pub use lm::{CausalLm, DECODER_FILE, FIM_FILE, INFILL_DIR, KvCache, LmConfig, SMOLLM2_DIR};
+pub use lm::{CausalLm, DECODER_FILE, FIM_FILE, INFILL_DIR, INT8_FILE, KvCache, LmConfig, SMOLLM2_DIR};
 pub use margin::{JudgeConfig, LmMarginJudge};
 pub use masked::{BlockDenoiser, DENOISER_FILE, MASKED_DIR, MASKED_FILE, MaskedLm, SYNTHETIC_DENOISER_DIR};
 pub use registry::{EMBEDDER_ID, Models, query_embedder, runtime};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use metarag_core::pipeline::Precision;
 use ort::session::Session;
 use ort::value::DynValue;
 use rayon::prelude::*;
@@ -21,6 +22,10 @@ use crate::{Error, Result};
 
 /// Where the default causal LM lives inside the models directory.
 pub const SMOLLM2_DIR: &str = "smollm2-135m-instruct";
+
+/// The int8 scoring graph beside [`SMOLLM2_DIR`]'s fp32 `model.onnx` (SmoothQuant + dynamic int8
+/// MatMuls, written by `onnx/setup.py` with `onnx/quantize.py`): same contract and tokenizer.
+pub const INT8_FILE: &str = "model-int8.onnx";
 
 /// Where the answer infiller lives inside the models directory: SmolLM2-135M-Instruct with the
 /// project's fill-in-the-middle LoRA adapter (`onnx/adapters/infill-lora.npz`) merged in by
@@ -143,6 +148,19 @@ impl CausalLm {
     /// Loads SmolLM2-135M-Instruct from the models directory.
     pub fn load(opts: &RuntimeOptions, config: LmConfig) -> Result<Self> {
         Self::load_dir(opts, SMOLLM2_DIR, config)
+    }
+
+    /// Loads SmolLM2-135M-Instruct in `precision`: fp32 is [`CausalLm::load`], int8 reads
+    /// [`INT8_FILE`] (for scoring: faster, boundaries close to fp32's, not the oracle's NLLs).
+    pub fn load_precision(opts: &RuntimeOptions, config: LmConfig, precision: Precision) -> Result<Self> {
+        match precision {
+            Precision::Fp32 => Self::load(opts, config),
+            Precision::Int8 => {
+                let model = opts.model_file(&format!("{SMOLLM2_DIR}/{INT8_FILE}"))?;
+                let tokenizer = opts.model_file(&format!("{SMOLLM2_DIR}/tokenizer.json"))?;
+                Self::from_files(opts, &model, &tokenizer, config)
+            }
+        }
     }
 
     /// Loads the answer infiller ([`INFILL_DIR`]): the base model with the trained FIM adapter

@@ -83,7 +83,7 @@ impl Models {
                 max_context: pipeline.scorer.max_context,
                 ..LmConfig::default()
             };
-            Some(Arc::new(CausalLm::load(opts, cfg)?.with_sessions(lm_sessions)?))
+            Some(Arc::new(CausalLm::load_precision(opts, cfg, pipeline.scorer.precision)?.with_sessions(lm_sessions)?))
         } else {
             None
         };

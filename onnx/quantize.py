@@ -1,0 +1,219 @@
+"""The int8 PPL scoring graph: SmoothQuant scales, then dynamic int8 MatMuls.
+
+    # once, by a developer (writes the committed scales; needs the fp32 graph and token ids):
+    python3 onnx/quantize.py calibrate --model models/smollm2-135m-instruct/model.onnx \
+        --ids calibration.npy --out onnx/smollm2-int8-scales.npz
+    # by onnx/setup.py (deterministic: same bytes on every CPU, pinned in packages.lock):
+    python3 onnx/quantize.py build --model models/smollm2-135m-instruct/model.onnx \
+        --scales onnx/smollm2-int8-scales.npz --out models/smollm2-135m-instruct/model-int8.onnx
+
+What `build` does to every MatMul whose second input is a weight (the LM head is a Gemm/MatMul on
+the tied embedding and is left alone by name, see KEEP_FP32):
+
+- SmoothQuant (Xiao et al. 2023): for the activation x feeding the MatMul, one scale per input
+  channel s = max|x|^alpha / max|w|^(1-alpha) (alpha 0.5), x / s goes in and s * w is the weight,
+  so the product is unchanged while the activation outliers move into the weights;
+- the scaled weight becomes int8 with one symmetric scale per output column, 7 bits (values in
+  [-63, 63]: AVX2's u8 x s8 multiply-add saturates int16 with full 8-bit weights);
+- DynamicQuantizeMatMul (ONNX Runtime's contrib op) quantizes the activation to uint8 per tensor
+  at run time and multiplies in integers.
+
+The MLP down projections stay fp32 (their input, after the SiLU gate, carries the largest
+outliers). The per-channel activation maxima come from fp32 runs on calibration text (`calibrate`,
+the example corpus, never an evaluation set) and are committed, because ONNX Runtime's fp32
+results differ in their last bits between CPUs and the graph must be the same bytes everywhere.
+Measured (issue 15): 97.7% of PPL boundaries identical to fp32 on six SQuAD dev articles,
+sentence-score RMS difference 0.04 nats; see benches/reference/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+ALPHA = 0.5
+WEIGHT_TOP = 63  # 7-bit weights
+KEEP_FP32 = ("mlp.down",)  # weight names containing these stay fp32
+
+
+def weight_matmuls(m: onnx.ModelProto) -> dict[str, list[str]]:
+    """The MatMuls whose second input is a weight initializer: {activation name: [weight names]}."""
+    inits = {i.name for i in m.graph.initializer}
+    out: dict[str, list[str]] = {}
+    for node in m.graph.node:
+        if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in inits:
+            out.setdefault(node.input[0], []).append(node.input[1])
+    return out
+
+
+def kept_fp32(weight: str, keep=KEEP_FP32) -> bool:
+    return any(k in weight for k in keep)
+
+
+def session(path: str, threads: int):
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.log_severity_level = 3
+    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+
+
+def layers_of(m: onnx.ModelProto) -> int:
+    return sum(1 for i in m.graph.input if i.name.startswith("past_key_values.") and i.name.endswith(".key"))
+
+
+def feed(x: np.ndarray, layers: int) -> dict:
+    """One window of token ids from an empty cache (the causal-LM contract's inputs)."""
+    f = {"input_ids": x[None], "attention_mask": np.ones((1, len(x)), np.int64),
+         "position_ids": np.arange(len(x), dtype=np.int64)[None]}
+    for i in range(layers):
+        for kv in ("key", "value"):
+            f[f"past_key_values.{i}.{kv}"] = np.zeros((1, 3, 0, 64), np.float32)
+    return f
+
+
+def activation_absmax(src: onnx.ModelProto, windows, threads: int = 2) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of every weight MatMul's input over the windows (fp32 graph)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(src)
+    names = list(weight_matmuls(m))
+    for x in names:
+        m.graph.output.append(helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None))
+    layers = layers_of(src)
+    top: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "calibrate.onnx")
+        onnx.save(m, path)
+        s = session(path, threads)
+        for x in windows:
+            for name, value in zip(names, s.run(names, feed(x, layers))):
+                a = np.abs(value.reshape(-1, value.shape[-1])).max(0)
+                top[name] = np.maximum(top[name], a) if name in top else a
+        del s
+    return top
+
+
+def smooth_scales(src: onnx.ModelProto, absmax: dict[str, np.ndarray], alpha: float = ALPHA) -> dict[str, np.ndarray]:
+    """SmoothQuant's per-input-channel scales s = max|x|^alpha / max|w|^(1-alpha): x / s and s * w
+    multiply to the same product, with the activation outliers moved into the weights."""
+    inits = {i.name: i for i in src.graph.initializer}
+    scales = {}
+    for x, weights in weight_matmuls(src).items():
+        wmax = np.max([np.abs(numpy_helper.to_array(inits[w])).max(1) for w in weights], 0)
+        s = np.power(np.maximum(absmax[x], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
+        scales[x] = np.clip(s, 1e-5, None).astype(np.float64)
+    return scales
+
+
+def per_column_int8(w: np.ndarray, top: int):
+    """Symmetric int8 weights, one scale per output column: (q in [-top, top], scale)."""
+    w = w.astype(np.float64)
+    scale = np.abs(w).max(0) / top
+    scale[scale == 0] = 1.0
+    return np.rint(w / scale).clip(-top, top).astype(np.int8), scale
+
+
+def dynamic_node(node: onnx.NodeProto, w: np.ndarray, top: int):
+    """DynamicQuantizeMatMul in place of `node` (weight `w` [K, N]): the node and its initializers."""
+    name = node.input[1]
+    q, scale = per_column_int8(w, top)
+    inits = [numpy_helper.from_array(q, name + ".q"), numpy_helper.from_array(scale.astype(np.float32), name + ".s"),
+             numpy_helper.from_array(np.zeros(w.shape[1], np.int8), name + ".z")]
+    new = helper.make_node("DynamicQuantizeMatMul", [node.input[0], name + ".q", name + ".s", name + ".z"],
+                           list(node.output), name=node.name, domain="com.microsoft")
+    return new, inits
+
+
+def smooth_int8(src: onnx.ModelProto, scales: dict[str, np.ndarray] | None, top: int = WEIGHT_TOP,
+                keep=KEEP_FP32) -> onnx.ModelProto:
+    """`src` with every weight MatMul (but `keep`'s) as DynamicQuantizeMatMul, its input divided by
+    `scales` first (one Mul per distinct input); `scales` None quantizes without smoothing."""
+    m = onnx.ModelProto()
+    m.CopyFrom(src)
+    inits = {i.name: i for i in m.graph.initializer}
+    nodes, drop, extra, done = [], set(), [], set()
+    for node in m.graph.node:
+        weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight not in inits or kept_fp32(weight, keep):
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[weight]).astype(np.float64)
+        scaled = onnx.NodeProto()
+        scaled.CopyFrom(node)
+        if scales is not None:
+            x = node.input[0]
+            if x not in scales:
+                raise ValueError(f"no smoothing scale for the input {x!r} of {weight!r} (scales from another graph?)")
+            s = np.asarray(scales[x], np.float64)
+            if s.shape != (w.shape[0],):
+                raise ValueError(f"smoothing scale of {x!r} has shape {s.shape}, the weight {weight!r} {w.shape}")
+            if x not in done:
+                extra.append(numpy_helper.from_array((1.0 / s).astype(np.float32), x + ".inv_s"))
+                nodes.append(helper.make_node("Mul", [x, x + ".inv_s"], [x + ".smooth"]))
+                done.add(x)
+            scaled.input[0] = x + ".smooth"
+            w = w * s[:, None]
+        new, more = dynamic_node(scaled, w.astype(np.float32), top)
+        nodes.append(new)
+        extra += more
+        drop.add(weight)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    kept = [i for i in m.graph.initializer if i.name not in drop]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept + extra)
+    if not any(o.domain == "com.microsoft" for o in m.opset_import):
+        m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return m
+
+
+def load_scales(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k].astype(np.float64) for k in z.files}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("calibrate", help="per-channel smoothing scales from fp32 runs on calibration token ids")
+    c.add_argument("--model", required=True, help="the fp32 scoring graph (models/smollm2-135m-instruct/model.onnx)")
+    c.add_argument("--ids", required=True, help=".npy of int64 token ids of the calibration text")
+    c.add_argument("--window", type=int, default=256)
+    c.add_argument("--alpha", type=float, default=ALPHA)
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--out", required=True, help="where the scales go (.npz)")
+    b = sub.add_parser("build", help="the int8 graph from the fp32 graph and committed scales")
+    b.add_argument("--model", required=True)
+    b.add_argument("--scales", required=True)
+    b.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    src = onnx.load(args.model)
+    if args.cmd == "calibrate":
+        ids = np.load(args.ids).astype(np.int64)
+        windows = [ids[w:w + args.window] for w in range(0, len(ids) - args.window + 1, args.window)]
+        if not windows:
+            sys.exit(f"quantize: {args.ids} has {len(ids)} tokens, fewer than one window of {args.window}")
+        scales = smooth_scales(src, activation_absmax(src, windows, args.threads), args.alpha)
+        keep = {x: s.astype(np.float32) for x, s in scales.items()
+                if not all(kept_fp32(w) for w in weight_matmuls(src)[x])}
+        np.savez_compressed(args.out, **keep)
+        print(f"quantize: {len(keep)} smoothing scales from {len(windows)} windows -> {args.out}")
+        return 0
+    m = smooth_int8(src, load_scales(args.scales))
+    tmp = args.out + ".partial"
+    onnx.save(m, tmp)
+    os.replace(tmp, args.out)
+    print(f"quantize: wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
