@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """`metarag chunk` side by side with the reference chunkers: speed and boundary agreement.
 
-    benches/reference/run.sh [--threads N] [--repeats N] [--methods ppl,semantic,margin,margin-cached]
-                             [--texts FILE...]
+    benches/reference/run.sh [--threads N] [--repeats N]
+                             [--methods ppl,ppl-int8,semantic,margin,margin-cached] [--texts FILE...]
 
 Runs in <models>/tools/reference-venv (made by run.sh; pins in requirements.txt). In ONE run it
 times, on the same texts and the same number of threads:
 
   ppl       `metarag chunk --method ppl` vs lmchunker's llm_chunker_ppl (Meta-Chunking's code:
             the reference find_minima rule, "either", θ = 0 on both sides);
+  ppl-int8  `metarag chunk --method ppl --precision int8` (the SmoothQuant int8 graph) vs the
+            same reference run, and vs metarag's fp32 `ppl` when it ran too;
   semantic  `metarag chunk --method semantic` vs chonkie's SemanticChunker on all-MiniLM-L6-v2;
   margin    `metarag chunk --method margin` vs lmchunker's llm_chunker_ms (the first text only:
             the reference recomputes the whole prompt for every sentence);
@@ -66,8 +68,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads on both sides (default 2)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per measurement after the warm-up, median kept (default 3; margin: 1)")
-    p.add_argument("--methods", default="ppl,semantic,margin,margin-cached",
-                   help="comma-separated subset of ppl,semantic,margin,margin-cached")
+    p.add_argument("--methods", default="ppl,ppl-int8,semantic,margin,margin-cached",
+                   help="comma-separated subset of ppl,ppl-int8,semantic,margin,margin-cached")
     p.add_argument("--texts", nargs="+", metavar="FILE",
                    help="instead of SQuAD dev: the first file alone, then all of them joined")
     p.add_argument("--out", default=os.path.join(REPO, "target", "bench"), help="output directory")
@@ -163,7 +165,7 @@ class Reference:
         self.torch = torch
         self.sentences: dict[str, list[str]] = {}
         self.load_s = {"framework": time.perf_counter() - t0}
-        if "ppl" in methods or any(m.startswith("margin") for m in methods):
+        if any(m.startswith(("ppl", "margin")) for m in methods):
             t0 = time.perf_counter()
             self._load_lm(args.models)
             self.load_s["lm"] = time.perf_counter() - t0
@@ -346,12 +348,15 @@ def licence(package: str) -> str:
 # metarag's options per method: θ where the method has one (semantic keeps its percentile 95).
 METARAG_OPTIONS = {
     "ppl": ["--threshold", str(THETA)],
+    "ppl-int8": ["--threshold", str(THETA), "--precision", "int8"],
     "margin": ["--threshold", str(THETA)],
     "margin-cached": ["--threshold", str(THETA), "--margin-prompt", "cached"],
     "semantic": [],
 }
 # Each compared method's `metarag chunk --method`, which also names its reference chunker.
-BASE_METHOD = {"ppl": "ppl", "margin": "margin", "margin-cached": "margin", "semantic": "semantic"}
+BASE_METHOD = {"ppl": "ppl", "ppl-int8": "ppl", "margin": "margin", "margin-cached": "margin", "semantic": "semantic"}
+# Variants also compared with metarag's own run of the method they change (one option apart).
+VARIANT_OF = {"ppl-int8": "ppl", "margin-cached": "margin"}
 
 
 def time_metarag(args, runs: int, path: str, method: str) -> tuple[list[dict], float, float]:
@@ -398,7 +403,7 @@ def main() -> None:
         warm = {"text": open(warmup, encoding="utf-8").read(), "sentences": sentences_of(args, warmup)}
         results, checks = [], {}
 
-        if "ppl" in methods:
+        if "ppl" in methods or "ppl-int8" in methods:
             # Both sides score the warm-up text (shorter than metarag's context window, so the
             # contexts are identical): their per-sentence NLLs must agree.
             mine, *_ = run_metarag(args, warmup, "ppl", "--scores")
@@ -439,12 +444,13 @@ def main() -> None:
                 row["ratio"] = row["metarag_tok_s"] / row["reference_tok_s"]
                 row["ratio_whole"] = row["metarag_whole_tok_s"] / row["reference_whole_tok_s"]
                 row.update(agreement(t["text"], [c["text"] for c in m_chunks], r_chunks))
-                exact = metarag_chunks.get(("margin", t["name"]))
-                if method == "margin-cached" and exact is not None:
-                    # Against metarag's own exact prompt: the same implementation, another prompt.
-                    a = agreement(t["text"], [c["text"] for c in m_chunks], exact)
-                    row["vs_exact"] = {"chunks_exact": a["chunks_reference"], "exact_in_cached": a["reference_in_metarag"],
-                                       "cached_in_exact": a["metarag_in_reference"]}
+                base = metarag_chunks.get((VARIANT_OF.get(method), t["name"]))
+                if base is not None:
+                    # Against metarag's own run of the base method: the same implementation, one option apart.
+                    a = agreement(t["text"], [c["text"] for c in m_chunks], base)
+                    row["vs_base"] = {"base": VARIANT_OF[method], "chunks_base": a["chunks_reference"],
+                                      "base_in_variant": a["reference_in_metarag"],
+                                      "variant_in_base": a["metarag_in_reference"]}
                 row["load_avg_1m"] = os.getloadavg()[0]  # well above --threads: something else ran too
                 log(f"{method} on {t['name']}: {row['metarag_tok_s']:.0f} vs {row['reference_tok_s']:.0f} tokens/s "
                     f"(x{row['ratio']:.2f}), chunks {row['chunks_metarag']} vs {row['chunks_reference']}")
@@ -504,11 +510,11 @@ def markdown(r: dict) -> str:
             f"| {x['ratio_whole']:.2f} | {x['chunks_metarag']} / {x['chunks_reference']} "
             f"| {x['reference_in_metarag']:.0%} | {x['metarag_in_reference']:.0%} |")
     for x in r["results"]:
-        if "vs_exact" in x:
-            e = x["vs_exact"]
-            lines += ["", f"margin-cached vs metarag's exact prompt on {x['text']}: {x['chunks_metarag']} / "
-                      f"{e['chunks_exact']} chunks; {e['exact_in_cached']:.0%} of the exact prompt's ends are "
-                      f"the cached prompt's, {e['cached_in_exact']:.0%} the other way."]
+        if "vs_base" in x:
+            e = x["vs_base"]
+            lines += ["", f"{x['method']} vs metarag's {e['base']} on {x['text']}: {x['chunks_metarag']} / "
+                      f"{e['chunks_base']} chunks; {e['base_in_variant']:.0%} of {e['base']}'s ends are "
+                      f"{x['method']}'s, {e['variant_in_base']:.0%} the other way."]
     loads = [x["load_avg_1m"] for x in r["results"]]
     if loads:
         lines += ["", f"1-minute load average after each row: {min(loads):.1f} to {max(loads):.1f} "

@@ -5,7 +5,7 @@
 # run against `metarag chunk` on the same texts, with boundary agreement. Writes
 # target/bench/reference.json and target/bench/reference.md. See benches/reference/README.md.
 #
-#   benches/reference/run.sh [--threads N] [--repeats N] [--methods ppl,semantic,margin,margin-cached]
+#   benches/reference/run.sh [--threads N] [--repeats N] [--methods ppl,ppl-int8,semantic,margin,margin-cached]
 #                            [--texts FILE...]
 #
 # The texts are SQuAD v1.1 dev articles (onnx/squad.py fetches them): the first alone, and the
