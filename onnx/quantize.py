@@ -132,6 +132,15 @@ def dynamic_node(node: onnx.NodeProto, w: np.ndarray, top: int):
     return new, inits
 
 
+def replace_graph(m: onnx.ModelProto, nodes: list, drop: set, extra: list) -> None:
+    """Puts `nodes` in place of `m`'s nodes and `extra` after its initializers, less `drop`'s."""
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    kept = [i for i in m.graph.initializer if i.name not in drop]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept + extra)
+
+
 def smooth_int8(src: onnx.ModelProto, scales: dict[str, np.ndarray] | None, top: int = WEIGHT_TOP,
                 keep=KEEP_FP32) -> onnx.ModelProto:
     """`src` with every weight MatMul (but `keep`'s) as DynamicQuantizeMatMul, its input divided by
@@ -165,11 +174,7 @@ def smooth_int8(src: onnx.ModelProto, scales: dict[str, np.ndarray] | None, top:
         nodes.append(new)
         extra += more
         drop.add(weight)
-    del m.graph.node[:]
-    m.graph.node.extend(nodes)
-    kept = [i for i in m.graph.initializer if i.name not in drop]
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(kept + extra)
+    replace_graph(m, nodes, drop, extra)
     if not any(o.domain == "com.microsoft" for o in m.opset_import):
         m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return m

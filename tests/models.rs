@@ -270,12 +270,9 @@ fn two_sessions_score_in_parallel_with_the_same_results() {
     });
 }
 
-/// The sliding KV window against full-context scoring on real text (the example corpus's
-/// 4,600-token speech + novel chapter): the default window stays close, and the attention
-/// sinks are what keep it close.
-#[test]
-fn sliding_window_stays_close_to_full_context() {
-    use metarag_core::chunk::{BoundaryRule, ppl_boundaries};
+/// The sentences of the example corpus's speech + novel chapter (~4,600 tokens), as the rule
+/// splitter cuts them (pieces that tile the text).
+fn example_sentences() -> Vec<String> {
     use metarag_core::split::{RuleSplitter, SentenceSplitter};
     let load = |f: &str| {
         metarag_core::load::load_path(&crate::root().join("examples/corpus").join(f), &Default::default())
@@ -283,8 +280,17 @@ fn sliding_window_stays_close_to_full_context() {
             .text
     };
     let text = load("washington-1790.txt") + "\n\n" + &load("moby-dick-loomings.pdf");
-    let s = RuleSplitter::default().split(&text);
-    let pieces: Vec<&str> = s.iter().map(|r| &text[r.clone()]).collect();
+    RuleSplitter::default().split(&text).into_iter().map(|r| text[r].to_string()).collect()
+}
+
+/// The sliding KV window against full-context scoring on real text (the example corpus's
+/// 4,600-token speech + novel chapter): the default window stays close, and the attention
+/// sinks are what keep it close.
+#[test]
+fn sliding_window_stays_close_to_full_context() {
+    use metarag_core::chunk::{BoundaryRule, ppl_boundaries};
+    let owned = example_sentences();
+    let pieces: Vec<&str> = owned.iter().map(String::as_str).collect();
     let run = |c: LmConfig| CausalLm::load(&opts(), c).expect("load").score_sentences(&pieces).expect("score");
     let full = run(LmConfig { window: 512, max_context: 8192, ..LmConfig::default() });
     let compare = |v: &[f32]| {
@@ -309,14 +315,8 @@ fn int8_graph_keeps_the_ppl_boundaries() {
     use metarag_core::chunk::{BoundaryRule, ppl_boundaries};
     use metarag_core::pipeline::Precision;
     use metarag_core::split::{RuleSplitter, SentenceSplitter};
-    let load = |f: &str| {
-        metarag_core::load::load_path(&crate::root().join("examples/corpus").join(f), &Default::default())
-            .expect("load")
-            .text
-    };
-    let text = load("washington-1790.txt") + "\n\n" + &load("moby-dick-loomings.pdf");
-    let s = RuleSplitter::default().split(&text);
-    let pieces: Vec<&str> = s.iter().map(|r| &text[r.clone()]).collect();
+    let owned = example_sentences();
+    let pieces: Vec<&str> = owned.iter().map(String::as_str).collect();
     let fp32 = lm().score_sentences(&pieces).expect("score fp32");
     let int8 = CausalLm::load_precision(&opts(), LmConfig::default(), Precision::Int8)
         .expect("load model-int8.onnx (run `python3 onnx/setup.py`)")

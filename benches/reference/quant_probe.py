@@ -51,8 +51,8 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "onnx"))
-from quantize import (activation_absmax, feed, per_column_int8, session, smooth_scales,  # noqa: E402
-                      weight_matmuls)
+from quantize import (activation_absmax, feed, per_column_int8, replace_graph, session,  # noqa: E402
+                      smooth_scales)
 from quantize import dynamic_node as quantize_node  # noqa: E402
 
 
@@ -177,11 +177,7 @@ def make_variant(src: onnx.ModelProto, variant: str, scales: dict[str, np.ndarra
         nodes.append(new)
         extra += more
         drop.add(weight)
-    del m.graph.node[:]
-    m.graph.node.extend(nodes)
-    kept = [i for i in m.graph.initializer if i.name not in drop]
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(kept + extra + (ROW_CONSTANTS if variant.startswith("row") else []))
+    replace_graph(m, nodes, drop, extra + (ROW_CONSTANTS if variant.startswith("row") else []))
     return m
 
 
