@@ -314,7 +314,6 @@ fn sliding_window_stays_close_to_full_context() {
 fn int8_graph_keeps_the_ppl_boundaries() {
     use metarag_core::chunk::{BoundaryRule, ppl_boundaries};
     use metarag_core::pipeline::Precision;
-    use metarag_core::split::{RuleSplitter, SentenceSplitter};
     let owned = example_sentences();
     let pieces: Vec<&str> = owned.iter().map(String::as_str).collect();
     let fp32 = lm().score_sentences(&pieces).expect("score fp32");
