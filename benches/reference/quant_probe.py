@@ -51,13 +51,8 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "onnx"))
-from quantize import (activation_absmax, feed, per_column_int8, replace_graph, session,  # noqa: E402
-                      smooth_scales)
-from quantize import dynamic_node as quantize_node  # noqa: E402
-
-
-def dynamic_node(node, w, variant):
-    return quantize_node(node, w, 127 if variant in ("dyn-s8", "smooth-s8") else 63)
+from quantize import (KEEP_FP32, activation_absmax, feed, kept_fp32, per_column_int8, replace_graph,  # noqa: E402
+                      session, smooth_int8, smooth_scales)
 
 BLOCK = 32
 VARIANTS = ["fp32", "nbits4-exact", "nbits4-int8", "nbits8-int8", "dyn-s8", "dyn-s7", "dyn-s7-down-fp32", "row-s7",
@@ -142,40 +137,28 @@ ROW_CONSTANTS = [numpy_helper.from_array(np.array([-1], np.int64), "rowq.axes"),
 
 
 def make_variant(src: onnx.ModelProto, variant: str, scales: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    if variant.startswith(("dyn", "smooth")):
+        # onnx/quantize.py's rewrite (what setup ships for smooth-s7-down-fp32), smoothed or not
+        top = 127 if variant.endswith("s8") else 63
+        keep = KEEP_FP32 if variant.endswith("down-fp32") else ()
+        return smooth_int8(src, scales if variant.startswith("smooth") else None, top, keep)
     m = onnx.ModelProto()
     m.CopyFrom(src)
     inits = {i.name: i for i in m.graph.initializer}
     nodes, drop, extra, cache = [], set(), [], {}
     for node in m.graph.node:
         weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else None
-        skip = variant.endswith("down-fp32") and weight is not None and "mlp.down" in weight
+        skip = variant.endswith("down-fp32") and weight is not None and kept_fp32(weight)
         if weight not in inits or skip:
             nodes.append(node)
             continue
         w = numpy_helper.to_array(inits[weight])
-        if variant.startswith("smooth"):
-            x = node.input[0]
-            s = scales[x]
-            if x + ".smooth" not in cache:
-                extra.append(numpy_helper.from_array((1.0 / s).astype(np.float32), x + ".inv_s"))
-                nodes.append(helper.make_node("Mul", [x, x + ".inv_s"], [x + ".smooth"]))
-                cache[x + ".smooth"] = True
-            scaled = onnx.NodeProto()
-            scaled.CopyFrom(node)
-            scaled.input[0] = x + ".smooth"
-            new, more = dynamic_node(scaled, (w.astype(np.float64) * s[:, None]).astype(np.float32),
-                                     "dyn-s8" if variant == "smooth-s8" else "dyn-s7")
-            nodes.append(new)
-            extra += more
-            drop.add(weight)
-            continue
         if variant.startswith("row"):
             extra += row_nodes(node, w, cache, nodes)
-            drop.add(weight)
-            continue
-        new, more = (nbits_node if variant.startswith("nbits") else dynamic_node)(node, w, variant)
-        nodes.append(new)
-        extra += more
+        else:
+            new, more = nbits_node(node, w, variant)
+            nodes.append(new)
+            extra += more
         drop.add(weight)
     replace_graph(m, nodes, drop, extra + (ROW_CONSTANTS if variant.startswith("row") else []))
     return m

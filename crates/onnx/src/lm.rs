@@ -155,11 +155,7 @@ impl CausalLm {
     pub fn load_precision(opts: &RuntimeOptions, config: LmConfig, precision: Precision) -> Result<Self> {
         match precision {
             Precision::Fp32 => Self::load(opts, config),
-            Precision::Int8 => {
-                let model = opts.model_file(&format!("{SMOLLM2_DIR}/{INT8_FILE}"))?;
-                let tokenizer = opts.model_file(&format!("{SMOLLM2_DIR}/tokenizer.json"))?;
-                Self::from_files(opts, &model, &tokenizer, config)
-            }
+            Precision::Int8 => Self::load_graph(opts, SMOLLM2_DIR, INT8_FILE, config),
         }
     }
 
@@ -173,7 +169,12 @@ impl CausalLm {
     /// Loads `dir/model.onnx` with `dir/tokenizer.json` (and `dir/fim.json` when present) from
     /// the models directory.
     pub fn load_dir(opts: &RuntimeOptions, dir: &str, config: LmConfig) -> Result<Self> {
-        let model = opts.model_file(&format!("{dir}/model.onnx"))?;
+        Self::load_graph(opts, dir, "model.onnx", config)
+    }
+
+    /// Loads `dir/graph` with `dir/tokenizer.json` (and `dir/fim.json` when present).
+    fn load_graph(opts: &RuntimeOptions, dir: &str, graph: &str, config: LmConfig) -> Result<Self> {
+        let model = opts.model_file(&format!("{dir}/{graph}"))?;
         let tokenizer = opts.model_file(&format!("{dir}/tokenizer.json"))?;
         Self::from_files(opts, &model, &tokenizer, config)
     }
