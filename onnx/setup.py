@@ -31,6 +31,11 @@ What it does (each step is skipped when its result is already there and verified
      the committed scales of onnx/smollm2-int8-scales.npz, then dynamic int8 MatMuls; the MLP
      down projections and the LM head stay fp32): the faster PPL scoring graph of
      `metarag chunk --precision int8`. Deterministic bytes, pinned per graph variant.
+  6c. Writes <models>/all-minilm-l6-v2-int8/{model-fused.onnx,model-int8.onnx}
+     (onnx/embedder_graphs.py): the embedder with each layer's attention as one fused op (what
+     metarag embeds with: same vectors, faster), and its SmoothQuant + dynamic int8 version for
+     `--precision int8` semantic chunking (committed scales onnx/minilm-int8-scales.npz).
+     Deterministic bytes, pinned in the lock's artefacts.
   7. Writes <models>/manifest.json (files, sha256, tensor names, dimensions, special tokens).
   8. Checks the sha256 of every final file against onnx/packages.lock (the synthetic
      denoiser's against the manifest written after the script's onnxruntime check).
@@ -67,6 +72,7 @@ DECODER_NAME = "decoder.onnx"  # the shared-prefix decoder graph written beside 
 VERIFIER = os.path.join(HERE, "verify.py")
 SYNTHETIC = os.path.join(HERE, "synthetic_denoiser.py")
 QUANTIZER = os.path.join(HERE, "quantize.py")
+EMBEDDER_GRAPHS = os.path.join(HERE, "embedder_graphs.py")
 SYNTHETIC_DIR = "synthetic-denoiser"
 ORACLE = os.path.join(REPO, "tests", "fixtures", "model_oracle.json")
 STAMP_NAME = ".setup-stamp.json"
@@ -195,7 +201,7 @@ def venv_python(models: str) -> str:
 def setup_key(variant: str) -> str:
     """Changes when anything that decides the results changes (the adapters are pinned in the lock)."""
     return sha256_bytes(read_bytes(LOCK_PATH), read_bytes(REQUIREMENTS), read_bytes(CONVERTER), read_bytes(SYNTHETIC),
-                        read_bytes(QUANTIZER), variant.encode())
+                        read_bytes(QUANTIZER), read_bytes(EMBEDDER_GRAPHS), variant.encode())
 
 
 class Hashes:
@@ -416,6 +422,32 @@ def ensure_int8(models: str, lock: dict, hashes: Hashes, py: str, force: bool, u
                          f"{LOCK_PATH} (changed quantizer or package versions?); after review, re-pin with --update-lock")
 
 
+def ensure_embedder_graphs(models: str, lock: dict, hashes: Hashes, py: str, force: bool,
+                           update_lock: bool) -> None:
+    """The attention-fused and int8 embedder graphs (onnx/embedder_graphs.py) from the pinned
+    embedder graph and the committed smoothing scales (sha256 pinned)."""
+    e = lock.get("embedder_graphs")
+    if not e:
+        return
+    outs = (e["fused"], e["int8"])
+    pins = [lock["artefacts"].get(o) for o in outs]
+    if not force and all(p and hashes.matches(o, p) for o, p in zip(outs, pins)):
+        return
+    scales = os.path.join(REPO, e["scales"])
+    got = sha256_file(scales) if os.path.isfile(scales) else None
+    if got != e["scales_sha256"]:
+        raise SetupError(f"{scales}: sha256 {got} does not match the pinned {e['scales_sha256']} in {LOCK_PATH}")
+    log(f"writing {outs[0]} and {outs[1]} (fused attention; SmoothQuant + dynamic int8; seconds)")
+    run([py, EMBEDDER_GRAPHS, "build", "--model", os.path.join(models, lock["embedder"]["dir"], "model.onnx"),
+         "--scales", scales, "--fused", os.path.join(models, outs[0]), "--int8", os.path.join(models, outs[1])],
+        "embedder graphs (onnx/embedder_graphs.py)")
+    for o, p in zip(outs, pins):
+        if p and not update_lock and not hashes.matches(o, p):
+            raise SetupError(f"{os.path.join(models, o)}: sha256 {hashes.get(o)} does not match the pinned "
+                             f"{p['sha256']} in {LOCK_PATH} (changed script or package versions?); after review, "
+                             "re-pin with --update-lock")
+
+
 # What each kind of committed adapter becomes: its files, the extra graph, the small JSON file
 # written from its lock entry (file name, key), and the fixture check.
 ADAPTER_KINDS = {
@@ -609,6 +641,9 @@ def build_manifest(models: str, lock: dict, hashes: Hashes) -> dict:
                 "files": {
                     "model": entry(os.path.join(emb["dir"], "model.onnx")),
                     "tokenizer": entry(os.path.join(emb["dir"], "tokenizer.json")),
+                    **({"model_fused": entry(lock["embedder_graphs"]["fused"]),
+                        "model_int8": entry(lock["embedder_graphs"]["int8"])}
+                       if "embedder_graphs" in lock else {}),
                 },
                 "inputs": emb["inputs"],
                 "output": emb["output"],
@@ -685,6 +720,8 @@ def update_lock_file(models: str, lock: dict, hashes: Hashes, variant: str) -> N
 
     rels = [e["to"] for e in lock["extract"]] + [os.path.join(lock["convert"]["out"], f)
                                                 for f in ("tokenizer.json", DECODER_NAME)]
+    if "embedder_graphs" in lock:
+        rels += [lock["embedder_graphs"]["fused"], lock["embedder_graphs"]["int8"]]
     for rel in rels:
         lock["artefacts"][rel] = pin(rel)
     lock["artefacts"] = dict(sorted(lock["artefacts"].items()))
@@ -784,6 +821,7 @@ def main(argv=None) -> int:
         ensure_extracted(models, lock, hashes, args.force)
         ensure_converted(models, lock, hashes, py, args.force, oracle, args.update_lock, variant)
         ensure_int8(models, lock, hashes, py, args.force, args.update_lock, variant)
+        ensure_embedder_graphs(models, lock, hashes, py, args.force, args.update_lock)
         ensure_synthetic(models, py, args.force)
         ensure_adapters(models, lock, hashes, py, args.force, args.update_lock, variant)
         if args.update_lock:

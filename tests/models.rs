@@ -350,3 +350,73 @@ fn a_missing_int8_graph_is_a_clear_error() {
     assert!(msg.contains("model-int8.onnx"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The embedder's derived graphs (`onnx/embedder_graphs.py`, written by set-up) on text the
+/// int8 calibration never saw (the novel chapter and the Debian FAQ page): the fused graph
+/// metarag embeds with gives the pinned export's vectors; several sessions give one session's;
+/// the int8 graph of `--precision int8` semantic chunking moves the vectors a little and keeps
+/// the semantic boundaries.
+#[test]
+fn embedder_graphs_keep_the_vectors_and_the_semantic_boundaries() {
+    use metarag_core::chunk::{Chunker, SemanticChunker, SemanticConfig};
+    use metarag_core::pipeline::Precision;
+    use metarag_core::split::{RuleSplitter, SentenceSplitter};
+    let load = |f: &str| {
+        metarag_core::load::load_path(&crate::root().join("examples/corpus").join(f), &Default::default())
+            .expect("load")
+            .text
+    };
+    let doc = metarag_core::Document::from_text(
+        "held-out",
+        load("moby-dick-loomings.pdf") + "\n\n" + &load("debian-faq-getting-debian.html"),
+    );
+    let spans = RuleSplitter::default().split(&doc.text);
+    let texts: Vec<&str> = spans.iter().map(|r| doc.text[r.clone()].trim()).collect();
+    let dir = opts().models_dir.join(metarag_onnx::MINILM_DIR);
+    let pinned = Embedder::from_files(&opts(), &dir.join("model.onnx"), &dir.join("tokenizer.json"), 256)
+        .expect("load the pinned graph");
+    let fused = Embedder::load(&opts()).expect("load model-fused.onnx (run `python3 onnx/setup.py`)");
+    let two = Embedder::load(&opts()).and_then(|e| e.with_sessions(2)).expect("two sessions");
+    assert_eq!(two.sessions(), 2);
+    let int8 = Embedder::load_precision(&opts(), Precision::Int8).expect("load model-int8.onnx");
+    let (p, f, t, q) = (pinned.embed(&texts), fused.embed(&texts), two.embed(&texts), int8.embed(&texts));
+    let (p, f, t, q) = (p.expect("pinned"), f.expect("fused"), t.expect("two"), q.expect("int8"));
+    let cos = |a: &[Vec<f32>], b: &[Vec<f32>]| -> Vec<f32> {
+        a.iter().zip(b).map(|(x, y)| x.iter().zip(y).map(|(u, v)| u * v).sum()).collect()
+    };
+    let min = |v: &[f32]| v.iter().cloned().fold(f32::INFINITY, f32::min);
+    let fused_cos = min(&cos(&p, &f));
+    assert!(fused_cos > 0.99999, "fused graph vs pinned: cosine {fused_cos}");
+    let apart = t.iter().flatten().zip(f.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(apart < 1e-4, "two sessions moved a vector component by {apart}");
+    let c8 = cos(&f, &q);
+    let mean8 = c8.iter().sum::<f32>() / c8.len() as f32;
+    let cut = |e: &Embedder| -> Vec<usize> {
+        let out = SemanticChunker::new(e, SemanticConfig::default()).chunk(&doc, &spans).expect("chunk");
+        out.chunks.iter().map(|c| c.span.end).collect()
+    };
+    let (b32, b8) = (cut(&fused), cut(&int8));
+    let kept = b32.iter().filter(|x| b8.contains(x)).count() as f32 / b32.len().max(1) as f32;
+    eprintln!(
+        "{} sentences: fused vs pinned min cosine {fused_cos:.7}; int8 vs fp32 mean {mean8:.5}, min {:.4}; \
+         {kept:.3} of {} chunk ends kept",
+        texts.len(),
+        min(&c8),
+        b32.len()
+    );
+    assert!(mean8 < 0.99999, "int8 vectors equal fp32's ({mean8}): is model-int8.onnx the fp32 graph?");
+    assert!(mean8 > 0.99 && min(&c8) > 0.95, "int8 drifts: mean cosine {mean8}, min {}", min(&c8));
+    assert!(kept >= 0.85, "only {kept} of fp32's semantic chunk ends kept by int8");
+}
+
+/// `--precision int8` semantic chunking without the embedder's int8 graph names the file.
+#[test]
+fn a_missing_int8_embedder_graph_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("metarag-no-int8-embedder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = RuntimeOptions::default().with_models_dir(&dir);
+    let err = Embedder::load_precision(&opts, metarag_core::pipeline::Precision::Int8).expect_err("nothing there");
+    let msg = err.to_string();
+    assert!(msg.contains("model-int8.onnx") && msg.contains(metarag_onnx::MINILM_DIR), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -55,8 +55,13 @@ pub trait ModelProvider {
     fn scorer(&self) -> Result<&dyn SentenceScorer>;
     /// The split-or-keep judge of margin chunking, reading `prompt`.
     fn judge(&self, prompt: MarginPrompt) -> Result<Box<dyn MarginJudge + '_>>;
-    /// The sentence embedder (semantic chunking).
+    /// The sentence embedder of the index's vectors (ingest, queries).
     fn embedder(&self) -> Result<&dyn SentenceEmbedder>;
+    /// The embedder semantic chunking runs (another precision than the vectors' when
+    /// [`ScorerConfig::precision`] asks for one); by default [`ModelProvider::embedder`].
+    fn chunk_embedder(&self) -> Result<&dyn SentenceEmbedder> {
+        self.embedder()
+    }
     /// Token offsets (fixed-size chunks, merging by tokens).
     fn tokens(&self) -> Result<&dyn TokenOffsets>;
 }
@@ -78,7 +83,7 @@ impl ChunkerConfig {
                 MarginConfig { threshold: *threshold, ..MarginConfig::default() },
             )),
             ChunkerConfig::Semantic { percentile, groups } => Box::new(SemanticChunker::new(
-                models.embedder()?,
+                models.chunk_embedder()?,
                 SemanticConfig { percentile: *percentile, groups: *groups, ..SemanticConfig::default() },
             )),
             ChunkerConfig::Sentence => Box::new(SentenceChunker),
@@ -258,8 +263,10 @@ pub struct ScorerConfig {
     pub window: usize,
     /// Most tokens kept in the KV cache.
     pub max_context: usize,
-    /// The graph the chunkers score with (`precision = "int8"` in a pipeline file). fp32 is
-    /// not written out, so pipelines and index fingerprints from before this field are unchanged.
+    /// The graphs the chunkers run (`precision = "int8"` in a pipeline file): the causal LM of
+    /// PPL and margin chunking, and the semantic chunker's embedder (an index's vectors are
+    /// always embedded in fp32). fp32 is not written out, so pipelines and index fingerprints
+    /// from before this field are unchanged.
     #[serde(skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
 }
@@ -277,8 +284,9 @@ pub enum Precision {
     /// The converted fp32 graph (what the oracle tests check).
     #[default]
     Fp32,
-    /// SmoothQuant + dynamic int8 MatMuls (`model-int8.onnx`): ~1.5x faster PPL chunking on
-    /// AVX-512 CPUs, 97.7% of boundaries identical to fp32 on six SQuAD dev articles.
+    /// SmoothQuant + dynamic int8 MatMuls (`model-int8.onnx` of each model): ~1.5x faster PPL
+    /// chunking on AVX-512 CPUs, 97.7% of boundaries identical to fp32 on six SQuAD dev
+    /// articles; for semantic chunking, the embedder's int8 graph.
     Int8,
 }
 

@@ -8,6 +8,8 @@ use ort::session::Session;
 use ort::value::Tensor;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use metarag_core::pipeline::Precision;
+
 use crate::runtime::{RuntimeOptions, check_names};
 use crate::{Error, Result};
 
@@ -16,7 +18,17 @@ const CONTRACT: &str = "sentence-embedder";
 /// Where the default embedder lives inside the models directory.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2-int8";
 
-/// A sentence embedder session plus its tokenizer.
+/// The graph [`Embedder::load`] runs: the pinned `model.onnx` with each layer's attention as
+/// one fused op (`onnx/embedder_graphs.py`, written by set-up): the same vectors (cosine 1 − 1e-12),
+/// 1.1–1.5x faster.
+pub const EMBEDDER_FUSED_FILE: &str = "model-fused.onnx";
+
+/// The int8 build of [`EMBEDDER_FUSED_FILE`] (SmoothQuant + dynamic int8 MatMuls) that
+/// [`Embedder::load_precision`] loads for [`Precision::Int8`]: for semantic chunking, never for
+/// an index's vectors.
+pub const EMBEDDER_INT8_FILE: &str = "model-int8.onnx";
+
+/// Sentence embedder sessions plus their tokenizer.
 ///
 /// ```no_run
 /// use metarag_onnx::{Embedder, RuntimeOptions};
@@ -28,15 +40,25 @@ pub const MINILM_DIR: &str = "all-minilm-l6-v2-int8";
 pub struct Embedder {
     model: PathBuf,
     tokenizer_path: PathBuf,
-    session: Mutex<Session>,
+    /// One session, or several of one thread each that take a call's batches in turn
+    /// ([`Embedder::with_sessions`]).
+    sessions: Vec<Mutex<Session>>,
+    opts: RuntimeOptions,
     tokenizer: Tokenizer,
     dims: usize,
-    batch: usize,
     max_tokens: usize,
 }
 
-/// Most tokens (texts × the longest, estimated) in one embedding run.
-pub const TOKENS_PER_RUN: usize = 2048;
+/// Most tokens (texts × the longest, estimated) in one embedding run. Smaller runs stay in
+/// cache: on SQuAD sentences and chunk-sized texts, runs of ≤ 512 tokens were 1.1–1.3x faster
+/// than runs of 2,048 (AVX-512 Xeon, 2 threads).
+pub const TOKENS_PER_RUN: usize = 512;
+
+/// A batch's index in a call's plan and its vectors.
+type Embedded = (usize, Vec<Vec<f32>>);
+
+/// Most texts in one embedding run.
+pub const BATCH: usize = 16;
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,9 +67,20 @@ impl std::fmt::Debug for Embedder {
 }
 
 impl Embedder {
-    /// Loads all-MiniLM-L6-v2 (int8) from the models directory.
+    /// Loads all-MiniLM-L6-v2 ([`EMBEDDER_FUSED_FILE`]) from the models directory.
     pub fn load(opts: &RuntimeOptions) -> Result<Self> {
-        let model = opts.model_file(&format!("{MINILM_DIR}/model.onnx"))?;
+        Self::load_precision(opts, Precision::Fp32)
+    }
+
+    /// Loads all-MiniLM-L6-v2 at `precision`: [`EMBEDDER_FUSED_FILE`] (fp32 arithmetic; what indexes are
+    /// embedded with) or [`EMBEDDER_INT8_FILE`] (faster; vectors within cosine ~0.998 of fp32: semantic
+    /// chunking only).
+    pub fn load_precision(opts: &RuntimeOptions, precision: Precision) -> Result<Self> {
+        let file = match precision {
+            Precision::Fp32 => EMBEDDER_FUSED_FILE,
+            Precision::Int8 => EMBEDDER_INT8_FILE,
+        };
+        let model = opts.model_file(&format!("{MINILM_DIR}/{file}"))?;
         let tokenizer = opts.model_file(&format!("{MINILM_DIR}/tokenizer.json"))?;
         Self::from_files(opts, &model, &tokenizer, 256)
     }
@@ -83,10 +116,10 @@ impl Embedder {
         Ok(Embedder {
             model: model.to_path_buf(),
             tokenizer_path: tokenizer.to_path_buf(),
-            session: Mutex::new(session),
+            sessions: vec![Mutex::new(session)],
+            opts: opts.clone(),
             tokenizer: tok,
             dims,
-            batch: 32,
             max_tokens: max_tokens.max(1),
         })
     }
@@ -96,21 +129,42 @@ impl Embedder {
         self.dims
     }
 
-    /// Embeds up to any number of texts, `batch` at a time, and fewer when they are long: a
+    /// This embedder with `n` sessions of one intra-op thread each (at most the threads it was
+    /// loaded with) instead of one session on all of them: a call's batches are taken by the
+    /// sessions in turn, in parallel. Small batches (sentences) parallelise poorly inside one
+    /// run; two one-thread sessions embedded SQuAD sentences 1.1x faster than one session of
+    /// two threads (2 cores), for twice the weights in memory.
+    pub fn with_sessions(mut self, n: usize) -> Result<Self> {
+        let n = n.clamp(1, self.opts.intra_threads.max(1));
+        if n == self.sessions.len() {
+            return Ok(self);
+        }
+        let opts = self.opts.clone().with_threads(if n == 1 { self.opts.intra_threads } else { 1 });
+        self.sessions =
+            (0..n).map(|_| opts.session_for_varying_shapes(&self.model).map(Mutex::new)).collect::<Result<_>>()?;
+        Ok(self)
+    }
+
+    /// How many sessions run the graph.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Embeds up to any number of texts, [`BATCH`] at a time, and fewer when they are long: a
     /// run holds at most [`TOKENS_PER_RUN`] tokens (estimated from the bytes), since its
-    /// attention buffers grow with texts × tokens² (32 texts of 256 tokens took ~1 GB).
-    /// Texts are batched longest first, so each batch pads to a length close to its own
-    /// texts' instead of the longest of whatever happened to sit next to them; the vectors
-    /// come back in the order of `texts`.
+    /// buffers grow with texts × tokens (and attention's with tokens²). Texts are batched
+    /// longest first, so each batch pads to a length close to its own texts' instead of the
+    /// longest of whatever happened to sit next to them; the vectors come back in the order
+    /// of `texts`.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let estimate = |t: &str| (t.len() / 3 + 2).min(self.max_tokens);
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-        let mut out = vec![Vec::new(); texts.len()];
+        let mut plan = Vec::new();
         let mut start = 0;
         while start < order.len() {
             let (mut end, mut longest) = (start, 0);
-            while end < order.len() && end - start < self.batch {
+            while end < order.len() && end - start < BATCH {
                 let l = longest.max(estimate(texts[order[end]]));
                 if end > start && l * (end + 1 - start) > TOKENS_PER_RUN {
                     break;
@@ -118,16 +172,64 @@ impl Embedder {
                 longest = l;
                 end += 1;
             }
-            let batch: Vec<&str> = order[start..end].iter().map(|&i| texts[i]).collect();
-            for (&i, v) in order[start..end].iter().zip(self.embed_one_batch(&batch)?) {
-                out[i] = v;
-            }
+            plan.push(start..end);
             start = end;
+        }
+        let run = |session: &Mutex<Session>, range: &std::ops::Range<usize>| {
+            let batch: Vec<&str> = order[range.clone()].iter().map(|&i| texts[i]).collect();
+            self.embed_one_batch(session, &batch)
+        };
+        let mut out = vec![Vec::new(); texts.len()];
+        if self.sessions.len() == 1 || plan.len() == 1 {
+            for range in &plan {
+                for (&i, v) in order[range.clone()].iter().zip(run(&self.sessions[0], range)?) {
+                    out[i] = v;
+                }
+            }
+            return Ok(out);
+        }
+        // Several sessions: each takes the next batch until none is left.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<Result<Vec<Embedded>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .sessions
+                .iter()
+                .map(|session| {
+                    let (next, plan, run) = (&next, &plan, &run);
+                    scope.spawn(move || {
+                        let mut got = Vec::new();
+                        loop {
+                            let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(range) = plan.get(b) else { return Ok(got) };
+                            got.push((b, run(session, range)?));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(Error::Ort {
+                            model: self.model.clone(),
+                            context: "embedding",
+                            detail: "an embedding thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        for worker in done {
+            for (b, vectors) in worker? {
+                for (&i, v) in order[plan[b].clone()].iter().zip(vectors) {
+                    out[i] = v;
+                }
+            }
         }
         Ok(out)
     }
 
-    fn embed_one_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    fn embed_one_batch(&self, session: &Mutex<Session>, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -150,7 +252,7 @@ impl Embedder {
             }
         }
         let err = |e: ort::Error| Error::Ort { model: self.model.clone(), context: "embedding", detail: e.to_string() };
-        let mut session = self.session.lock().map_err(|_| Error::Ort {
+        let mut session = session.lock().map_err(|_| Error::Ort {
             model: self.model.clone(),
             context: "session lock",
             detail: "a previous run panicked".into(),

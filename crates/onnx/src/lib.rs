@@ -37,7 +37,7 @@ pub mod registry;
 pub mod runtime;
 mod tokens;
 
-pub use embed::{Embedder, MINILM_DIR};
+pub use embed::{EMBEDDER_FUSED_FILE, EMBEDDER_INT8_FILE, Embedder, MINILM_DIR};
 pub use error::{Error, Result};
 pub use generate::{LmBatch, LmPrefix};
 pub use lm::{CausalLm, DECODER_FILE, FIM_FILE, INFILL_DIR, INT8_FILE, KvCache, LmConfig, SMOLLM2_DIR};

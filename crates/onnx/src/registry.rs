@@ -41,6 +41,9 @@ pub struct Models {
     pub lm: Option<Arc<CausalLm>>,
     /// The sentence embedder (semantic chunking, ingest, dense search).
     pub embedder: Option<Arc<Embedder>>,
+    /// The semantic chunker's embedder (at the pipeline's `[scorer] precision`; several
+    /// sessions).
+    pub chunk_embedder: Option<Arc<Embedder>>,
     /// The SmolLM2 tokenizer (fixed chunks, token counts, merging by tokens).
     pub tokenizer: Option<Arc<TokenizerFile>>,
 }
@@ -50,6 +53,7 @@ impl std::fmt::Debug for Models {
         f.debug_struct("Models")
             .field("lm", &self.lm.is_some())
             .field("embedder", &self.embedder.is_some())
+            .field("chunk_embedder", &self.chunk_embedder.is_some())
             .field("tokenizer", &self.tokenizer.is_some())
             .finish()
     }
@@ -87,9 +91,18 @@ impl Models {
         } else {
             None
         };
-        let embedder = if need_embed { Some(Arc::new(query_embedder(pipeline, opts)?)) } else { None };
+        // Semantic chunking embeds many short sentences: its own embedder, at the pipeline's
+        // precision, with one single-thread session per thread (Embedder::with_sessions). The
+        // index's vectors and queries keep one fp32 session on all threads.
+        let chunk_embedder = if matches!(c, ChunkerConfig::Semantic { .. }) {
+            let e = Embedder::load_precision(opts, pipeline.scorer.precision)?.with_sessions(opts.intra_threads)?;
+            Some(Arc::new(e))
+        } else {
+            None
+        };
+        let embedder = if embed { Some(Arc::new(query_embedder(pipeline, opts)?)) } else { None };
         let tokenizer = if need_tok { Some(Arc::new(TokenizerFile::smollm2(opts)?)) } else { None };
-        Ok(Models { lm, embedder, tokenizer })
+        Ok(Models { lm, embedder, chunk_embedder, tokenizer })
     }
 
     /// The chunker of `config`, over these models.
@@ -138,6 +151,13 @@ impl ModelProvider for Models {
         Ok(self.embedder.as_deref().ok_or_else(|| Models::missing("embedder"))?)
     }
 
+    fn chunk_embedder(&self) -> metarag_core::Result<&dyn SentenceEmbedder> {
+        match &self.chunk_embedder {
+            Some(e) => Ok(e.as_ref()),
+            None => self.embedder(),
+        }
+    }
+
     fn tokens(&self) -> metarag_core::Result<&dyn TokenOffsets> {
         Ok(self.tokenizer.as_deref().ok_or_else(|| Models::missing("tokenizer"))?)
     }
@@ -159,7 +179,7 @@ mod tests {
         // Nothing needed, nothing loaded.
         let fixed = Pipeline::from_toml("[chunker]\nmethod = \"sentence\"\n", "inline".as_ref()).unwrap();
         let m = Models::load(&fixed, &opts, false, false, 1).unwrap();
-        assert!(m.lm.is_none() && m.embedder.is_none() && m.tokenizer.is_none());
+        assert!(m.lm.is_none() && m.embedder.is_none() && m.chunk_embedder.is_none() && m.tokenizer.is_none());
         assert!(m.scorer().is_err());
     }
 }
