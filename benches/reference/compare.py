@@ -2,7 +2,7 @@
 """`metarag chunk` side by side with the reference chunkers: speed and boundary agreement.
 
     benches/reference/run.sh [--threads N] [--repeats N]
-                             [--methods ppl,ppl-int8,semantic,margin,margin-cached] [--texts FILE...]
+                             [--methods ppl,ppl-int8,semantic,semantic-int8,margin,margin-cached] [--texts FILE...]
 
 Runs in <models>/tools/reference-venv (made by run.sh; pins in requirements.txt). In ONE run it
 times, on the same texts and the same number of threads:
@@ -12,6 +12,8 @@ times, on the same texts and the same number of threads:
   ppl-int8  `metarag chunk --method ppl --precision int8` (the SmoothQuant int8 graph) vs the
             same reference run, and vs metarag's fp32 `ppl` when it ran too;
   semantic  `metarag chunk --method semantic` vs chonkie's SemanticChunker on all-MiniLM-L6-v2;
+  semantic-int8  `metarag chunk --method semantic --precision int8` (the embedder's int8 graph)
+            vs the same chonkie run, and vs metarag's fp32 `semantic` when it ran too;
   margin    `metarag chunk --method margin` vs lmchunker's llm_chunker_ms (the first text only:
             the reference recomputes the whole prompt for every sentence);
   margin-cached  `metarag chunk --method margin --margin-prompt cached` (the chunk once, then
@@ -68,8 +70,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads on both sides (default 2)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per measurement after the warm-up, median kept (default 3; margin: 1)")
-    p.add_argument("--methods", default="ppl,ppl-int8,semantic,margin,margin-cached",
-                   help="comma-separated subset of ppl,ppl-int8,semantic,margin,margin-cached")
+    p.add_argument("--methods", default="ppl,ppl-int8,semantic,semantic-int8,margin,margin-cached",
+                   help="comma-separated subset of ppl,ppl-int8,semantic,semantic-int8,margin,margin-cached")
     p.add_argument("--texts", nargs="+", metavar="FILE",
                    help="instead of SQuAD dev: the first file alone, then all of them joined")
     p.add_argument("--out", default=os.path.join(REPO, "target", "bench"), help="output directory")
@@ -169,7 +171,7 @@ class Reference:
             t0 = time.perf_counter()
             self._load_lm(args.models)
             self.load_s["lm"] = time.perf_counter() - t0
-        if "semantic" in methods:
+        if any(m.startswith("semantic") for m in methods):
             t0 = time.perf_counter()
             self._load_chonkie(args.models)
             self.load_s["semantic"] = time.perf_counter() - t0
@@ -352,11 +354,13 @@ METARAG_OPTIONS = {
     "margin": ["--threshold", str(THETA)],
     "margin-cached": ["--threshold", str(THETA), "--margin-prompt", "cached"],
     "semantic": [],
+    "semantic-int8": ["--precision", "int8"],
 }
 # Each compared method's `metarag chunk --method`, which also names its reference chunker.
-BASE_METHOD = {"ppl": "ppl", "ppl-int8": "ppl", "margin": "margin", "margin-cached": "margin", "semantic": "semantic"}
+BASE_METHOD = {"ppl": "ppl", "ppl-int8": "ppl", "margin": "margin", "margin-cached": "margin", "semantic": "semantic",
+               "semantic-int8": "semantic"}
 # Variants also compared with metarag's own run of the method they change (one option apart).
-VARIANT_OF = {"ppl-int8": "ppl", "margin-cached": "margin"}
+VARIANT_OF = {"ppl-int8": "ppl", "margin-cached": "margin", "semantic-int8": "semantic"}
 
 
 def time_metarag(args, runs: int, path: str, method: str) -> tuple[list[dict], float, float]:
@@ -422,7 +426,7 @@ def main() -> None:
             if not any(k[0] == ref_method for k in reference_runs):
                 time_reference(ref, 1, ref_method, warm)  # warm-up, once per side
             run_metarag(args, warmup, BASE_METHOD[method], *METARAG_OPTIONS[method])
-            framework_and_model = ref.load_s["framework"] + ref.load_s["semantic" if method == "semantic" else "lm"]
+            framework_and_model = ref.load_s["framework"] + ref.load_s["semantic" if method.startswith("semantic") else "lm"]
             for t in texts[:1] if margin else texts:
                 log(f"{method} on {t['name']}: metarag, {runs} run(s)")
                 m_chunks, m_wall, m_s = time_metarag(args, runs, t["path"], method)

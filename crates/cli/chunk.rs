@@ -55,7 +55,7 @@ pub enum Groups {
 pub enum PrecisionArg {
     /// The converted fp32 graph (what the oracle tests check).
     Fp32,
-    /// model-int8.onnx: SmoothQuant + dynamic int8 MatMuls.
+    /// model-int8.onnx (of the LM, or of the embedder): SmoothQuant + dynamic int8 MatMuls.
     Int8,
 }
 
@@ -176,9 +176,11 @@ pub struct ChunkArgs {
     /// tokens before it. Larger is closer to "everything before it" and slower (1024: ~15%).
     #[arg(long, default_value_t = 512)]
     max_context: usize,
-    /// PPL / margin: the causal LM's graph. `int8` (SmoothQuant + dynamic int8, written by
-    /// onnx/setup.py): PPL chunking 1.5x faster than fp32 on an AVX-512 Xeon (1.1-1.2x on AVX2
-    /// CPUs), 97.7% of its boundaries identical to fp32's on six SQuAD dev articles.
+    /// The graphs the chunker runs. PPL / margin: the causal LM's; `int8` (SmoothQuant + dynamic
+    /// int8, written by onnx/setup.py): PPL chunking 1.5x faster than fp32 on an AVX-512 Xeon
+    /// (1.1-1.2x on AVX2 CPUs), 97.7% of its boundaries identical to fp32's on six SQuAD dev
+    /// articles. Semantic: the embedder's; `int8`: 1.6x faster than fp32 (AVX-512), 91-97% of
+    /// fp32's chunk ends. An index's vectors are always fp32.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
     /// Give up on a PDF that makes no progress (parsing it, or one page) for this many seconds

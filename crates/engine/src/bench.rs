@@ -96,8 +96,8 @@ pub struct BenchOptions {
     #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub limit: Option<usize>,
     /// Chunkers to compare (each reads pipelines/bench-<name>.toml): ppl, margin, semantic,
-    /// fixed, sentence; also margin-cached and semantic-mean (variants). Default: the first
-    /// five, unless --pipeline is given.
+    /// fixed, sentence; also margin-cached, semantic-mean, ppl-int8 and semantic-int8
+    /// (variants). Default: the first five, unless --pipeline is given.
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub chunkers: Vec<String>,
     /// Also compare the pipeline in FILE (named after the file); repeatable.
