@@ -16,6 +16,12 @@ use crate::store::{ChunkRecord, Filter, Hit, normalize_prefix, path_prefixes};
 use crate::{Error, Result};
 
 const TOKENIZER: &str = "en_stem";
+
+/// A word of a plain multi-word query found in more than this share of the chunks is left out
+/// of the BM25 search (stop words, in effect: its IDF is below ln 2, against 5–12 for the words
+/// that find something). Such terms barely move the ranking, but their long posting lists
+/// defeat block-max WAND: they made the slowest queries.
+pub const COMMON_TERM_SHARE: f64 = 0.5;
 const WRITER_HEAP: usize = 64 << 20;
 /// [`LexicalIndex::optimize`] merges the segments into one when there are more than this.
 const MERGE_ABOVE: usize = 2;
@@ -266,6 +272,7 @@ impl LexicalIndex {
         }
         let parser = QueryParser::for_index(&self.index, vec![self.fields.text]);
         let (parsed, _errors) = parser.parse_query_lenient(query);
+        let parsed = without_common_terms(searcher, parsed);
         let filters = self.filter_clauses(filter);
         // Without filters the parsed query (a union of term queries) is searched as it is:
         // wrapped in another BooleanQuery it would reach tantivy's top-k collector as an
@@ -433,6 +440,44 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A word in more than half of the chunks is left out of a plain query's BM25 search: the
+    /// hits are the rest of the query's, ranked as the query without that word would rank
+    /// them; a query of only such words, or with query syntax, is searched as it is.
+    #[test]
+    fn words_in_most_chunks_are_left_out_of_plain_queries() {
+        let dir = temp("common");
+        let lex = LexicalIndex::open_or_create(&dir).unwrap();
+        // "report" in 8 of 10 chunks; "harbour" in 3, "census" in 2 (one with both).
+        let recs: Vec<ChunkRecord> = (0..10u64)
+            .map(|i| {
+                let mut words = vec!["filler"; 6];
+                if i < 8 {
+                    words.push("report");
+                }
+                if i % 4 == 1 {
+                    words.push("harbour");
+                }
+                if i == 1 || i == 6 {
+                    words.push("census");
+                }
+                rec(i, "a.txt", DocKind::Text, &words.join(" "))
+            })
+            .collect();
+        lex.add(&recs).unwrap();
+        lex.commit().unwrap();
+        let all = Filter::default();
+        let ids = |q: &str| ranked(&lex, q, &all).into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids("the harbour report census"), ids("harbour census"));
+        assert_eq!(ranked(&lex, "harbour report", &all), ranked(&lex, "harbour", &all));
+        // Only common words: searched as they are (8 chunks have "report").
+        assert_eq!(ids("report filler").len(), 10);
+        // Query syntax (a required word, a phrase) is not touched.
+        assert_eq!(ids("+report harbour").len(), 8);
+        assert_eq!(ids("\"filler report\" census").len(), 8);
+        drop(lex);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn get_reads_the_live_records_of_the_ids_across_segments() {
         let dir = temp("get");
@@ -470,4 +515,25 @@ mod tests {
         drop(lex);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// `parsed` without the words found in more than [`COMMON_TERM_SHARE`] of the chunks, when it
+/// is a plain union of words (what the parser makes of text without query syntax) and at least
+/// one word is left; any other query as it is.
+fn without_common_terms(searcher: &tantivy::Searcher, parsed: Box<dyn Query>) -> Box<dyn Query> {
+    let Some(union) = parsed.downcast_ref::<BooleanQuery>() else { return parsed };
+    let limit = COMMON_TERM_SHARE * searcher.num_docs() as f64;
+    let mut kept: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for (occur, clause) in union.clauses() {
+        let Some(term) = clause.downcast_ref::<TermQuery>().filter(|_| *occur == Occur::Should) else {
+            return parsed;
+        };
+        if (searcher.doc_freq(term.term()).unwrap_or(0) as f64) <= limit {
+            kept.push((Occur::Should, clause.box_clone()));
+        }
+    }
+    if kept.is_empty() || kept.len() == union.clauses().len() {
+        return parsed;
+    }
+    Box::new(BooleanQuery::new(kept))
 }
