@@ -100,6 +100,16 @@ def toposort(m: onnx.ModelProto) -> None:
     quantize.replace_graph(m, order, set(), [])
 
 
+def wiring(g: onnx.GraphProto) -> tuple[dict, dict, dict]:
+    """Each value's producing node, each value's consuming nodes, and the initializers as arrays."""
+    prod = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for node in g.node:
+        for i in node.input:
+            users.setdefault(i, []).append(node)
+    return prod, users, {i.name: numpy_helper.to_array(i) for i in g.initializer}
+
+
 def fuse_attention(src: onnx.ModelProto, heads: int = HEADS) -> onnx.ModelProto:
     """`src` with each Softmax-centred attention block replaced by one MultiHeadAttention.
 
@@ -110,12 +120,7 @@ def fuse_attention(src: onnx.ModelProto, heads: int = HEADS) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(src)
     g = m.graph
-    prod = {o: n for n in g.node for o in n.output}
-    users: dict[str, list] = {}
-    for node in g.node:
-        for i in node.input:
-            users.setdefault(i, []).append(node)
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    prod, users, consts = wiring(g)
     for node in g.node:
         if node.op_type == "Constant" and node.attribute:
             consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
@@ -169,12 +174,7 @@ def fuse_gelu(src: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(src)
     g = m.graph
-    prod = {o: n for n in g.node for o in n.output}
-    users: dict[str, list] = {}
-    for node in g.node:
-        for i in node.input:
-            users.setdefault(i, []).append(node)
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    prod, users, consts = wiring(g)
 
     def const(node, value: float) -> str | None:
         """The input of `node` that is not the scalar constant `value` (None if it has no such constant)."""

@@ -395,6 +395,15 @@ def ensure_converted(models: str, lock: dict, hashes: Hashes, py: str, force: bo
                 "(changed converter or package versions?); after review, re-pin with --update-lock")
 
 
+def committed_scales(entry: dict) -> str:
+    """The path of a lock entry's committed scales file, after checking its pinned sha256."""
+    scales = os.path.join(REPO, entry["scales"])
+    got = sha256_file(scales) if os.path.isfile(scales) else None
+    if got != entry["scales_sha256"]:
+        raise SetupError(f"{scales}: sha256 {got} does not match the pinned {entry['scales_sha256']} in {LOCK_PATH}")
+    return scales
+
+
 def ensure_int8(models: str, lock: dict, hashes: Hashes, py: str, force: bool, update_lock: bool,
                 variant: str) -> None:
     """The int8 scoring graph (onnx/quantize.py) from the converted fp32 graph and the committed
@@ -409,10 +418,7 @@ def ensure_int8(models: str, lock: dict, hashes: Hashes, py: str, force: bool, u
         return
     if not force and pinned and hashes.matches(out, pinned):
         return
-    scales = os.path.join(REPO, q["scales"])
-    got = sha256_file(scales) if os.path.isfile(scales) else None
-    if got != q["scales_sha256"]:
-        raise SetupError(f"{scales}: sha256 {got} does not match the pinned {q['scales_sha256']} in {LOCK_PATH}")
+    scales = committed_scales(q)
     log(f"writing {out} (SmoothQuant + dynamic int8, onnx/quantize.py; seconds)")
     path = os.path.join(models, out)
     run([py, QUANTIZER, "build", "--model", os.path.join(models, model_rel(lock)), "--scales", scales,
@@ -433,10 +439,7 @@ def ensure_embedder_graphs(models: str, lock: dict, hashes: Hashes, py: str, for
     pins = [lock["artefacts"].get(o) for o in outs]
     if not force and all(p and hashes.matches(o, p) for o, p in zip(outs, pins)):
         return
-    scales = os.path.join(REPO, e["scales"])
-    got = sha256_file(scales) if os.path.isfile(scales) else None
-    if got != e["scales_sha256"]:
-        raise SetupError(f"{scales}: sha256 {got} does not match the pinned {e['scales_sha256']} in {LOCK_PATH}")
+    scales = committed_scales(e)
     log(f"writing {outs[0]} and {outs[1]} (fused attention; SmoothQuant + dynamic int8; seconds)")
     run([py, EMBEDDER_GRAPHS, "build", "--model", os.path.join(models, lock["embedder"]["dir"], "model.onnx"),
          "--scales", scales, "--fused", os.path.join(models, outs[0]), "--int8", os.path.join(models, outs[1])],
