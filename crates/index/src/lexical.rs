@@ -364,6 +364,27 @@ impl LexicalIndex {
     }
 }
 
+/// `parsed` without the words found in more than [`COMMON_TERM_SHARE`] of the chunks, when it
+/// is a plain union of words (what the parser makes of text without query syntax) and at least
+/// one word is left; any other query as it is.
+fn without_common_terms(searcher: &tantivy::Searcher, parsed: Box<dyn Query>) -> Box<dyn Query> {
+    let Some(union) = parsed.downcast_ref::<BooleanQuery>() else { return parsed };
+    let limit = COMMON_TERM_SHARE * searcher.num_docs() as f64;
+    let mut kept: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for (occur, clause) in union.clauses() {
+        let Some(term) = clause.downcast_ref::<TermQuery>().filter(|_| *occur == Occur::Should) else {
+            return parsed;
+        };
+        if (searcher.doc_freq(term.term()).unwrap_or(0) as f64) <= limit {
+            kept.push((Occur::Should, clause.box_clone()));
+        }
+    }
+    if kept.is_empty() || kept.len() == union.clauses().len() {
+        return parsed;
+    }
+    Box::new(BooleanQuery::new(kept))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,25 +536,4 @@ mod tests {
         drop(lex);
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// `parsed` without the words found in more than [`COMMON_TERM_SHARE`] of the chunks, when it
-/// is a plain union of words (what the parser makes of text without query syntax) and at least
-/// one word is left; any other query as it is.
-fn without_common_terms(searcher: &tantivy::Searcher, parsed: Box<dyn Query>) -> Box<dyn Query> {
-    let Some(union) = parsed.downcast_ref::<BooleanQuery>() else { return parsed };
-    let limit = COMMON_TERM_SHARE * searcher.num_docs() as f64;
-    let mut kept: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    for (occur, clause) in union.clauses() {
-        let Some(term) = clause.downcast_ref::<TermQuery>().filter(|_| *occur == Occur::Should) else {
-            return parsed;
-        };
-        if (searcher.doc_freq(term.term()).unwrap_or(0) as f64) <= limit {
-            kept.push((Occur::Should, clause.box_clone()));
-        }
-    }
-    if kept.is_empty() || kept.len() == union.clauses().len() {
-        return parsed;
-    }
-    Box::new(BooleanQuery::new(kept))
 }
