@@ -20,7 +20,8 @@ const TOKENIZER: &str = "en_stem";
 /// A word of a plain multi-word query found in more than this share of the chunks is left out
 /// of the BM25 search (stop words, in effect: its IDF is below ln 2, against 5–12 for the words
 /// that find something). Such terms barely move the ranking, but their long posting lists
-/// defeat block-max WAND: they made the slowest queries.
+/// defeat block-max WAND: they made the slowest queries (1M synthetic chunks: BM25 p99 7.5 ->
+/// 4.6 ms; a share of 0.2 gave 6.4 ms).
 pub const COMMON_TERM_SHARE: f64 = 0.5;
 const WRITER_HEAP: usize = 64 << 20;
 /// [`LexicalIndex::optimize`] merges the segments into one when there are more than this.
