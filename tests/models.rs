@@ -338,16 +338,20 @@ fn int8_graph_keeps_the_ppl_boundaries() {
     assert!(kept >= 0.9, "only {kept} of fp32's boundaries kept by int8");
 }
 
-/// `--precision int8` without the int8 graph names the missing file and the models directory.
+/// `--precision int8` without the int8 graphs names the missing file: the LM's
+/// (`model-int8.onnx`) and the embedder's (in its own directory).
 #[test]
 fn a_missing_int8_graph_is_a_clear_error() {
+    use metarag_core::pipeline::Precision;
     let dir = std::env::temp_dir().join(format!("metarag-no-int8-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let opts = RuntimeOptions::default().with_models_dir(&dir);
-    let err = CausalLm::load_precision(&opts, LmConfig::default(), metarag_core::pipeline::Precision::Int8)
-        .expect_err("no int8 graph there");
-    let msg = err.to_string();
+    let lm = CausalLm::load_precision(&opts, LmConfig::default(), Precision::Int8).expect_err("no int8 graph there");
+    let msg = lm.to_string();
     assert!(msg.contains("model-int8.onnx"), "{msg}");
+    let embedder = Embedder::load_precision(&opts, Precision::Int8).expect_err("nothing there");
+    let msg = embedder.to_string();
+    assert!(msg.contains("model-int8.onnx") && msg.contains(metarag_onnx::MINILM_DIR), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -407,16 +411,4 @@ fn embedder_graphs_keep_the_vectors_and_the_semantic_boundaries() {
     assert!(mean8 < 0.99999, "int8 vectors equal fp32's ({mean8}): is model-int8.onnx the fp32 graph?");
     assert!(mean8 > 0.99 && min(&c8) > 0.95, "int8 drifts: mean cosine {mean8}, min {}", min(&c8));
     assert!(kept >= 0.85, "only {kept} of fp32's semantic chunk ends kept by int8");
-}
-
-/// `--precision int8` semantic chunking without the embedder's int8 graph names the file.
-#[test]
-fn a_missing_int8_embedder_graph_is_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("metarag-no-int8-embedder-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let opts = RuntimeOptions::default().with_models_dir(&dir);
-    let err = Embedder::load_precision(&opts, metarag_core::pipeline::Precision::Int8).expect_err("nothing there");
-    let msg = err.to_string();
-    assert!(msg.contains("model-int8.onnx") && msg.contains(metarag_onnx::MINILM_DIR), "{msg}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,15 +2,15 @@
 //! `token_type_ids` → `last_hidden_state`), with masked mean pooling and L2 normalisation.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use ort::session::Session;
 use ort::value::Tensor;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use metarag_core::pipeline::Precision;
 
-use crate::runtime::{RuntimeOptions, check_names};
+use rayon::prelude::*;
+
+use crate::runtime::{RuntimeOptions, SessionPool, check_names};
 use crate::{Error, Result};
 
 const CONTRACT: &str = "sentence-embedder";
@@ -40,9 +40,9 @@ pub const EMBEDDER_INT8_FILE: &str = "model-int8.onnx";
 pub struct Embedder {
     model: PathBuf,
     tokenizer_path: PathBuf,
-    /// One session, or several of one thread each that take a call's batches in turn
-    /// ([`Embedder::with_sessions`]).
-    sessions: Vec<Mutex<Session>>,
+    /// One session, or several of one thread each that take a call's batches as they are
+    /// free ([`Embedder::with_sessions`]).
+    sessions: SessionPool,
     opts: RuntimeOptions,
     tokenizer: Tokenizer,
     dims: usize,
@@ -53,9 +53,6 @@ pub struct Embedder {
 /// cache: on SQuAD sentences and chunk-sized texts, runs of ≤ 512 tokens were 1.1–1.3x faster
 /// than runs of 2,048 (AVX-512 Xeon, 2 threads).
 pub const TOKENS_PER_RUN: usize = 512;
-
-/// A batch's index in a call's plan and its vectors.
-type Embedded = (usize, Vec<Vec<f32>>);
 
 /// Most texts in one embedding run.
 pub const BATCH: usize = 16;
@@ -116,7 +113,7 @@ impl Embedder {
         Ok(Embedder {
             model: model.to_path_buf(),
             tokenizer_path: tokenizer.to_path_buf(),
-            sessions: vec![Mutex::new(session)],
+            sessions: SessionPool::new(model, session),
             opts: opts.clone(),
             tokenizer: tok,
             dims,
@@ -140,8 +137,7 @@ impl Embedder {
             return Ok(self);
         }
         let opts = self.opts.clone().with_threads(if n == 1 { self.opts.intra_threads } else { 1 });
-        self.sessions =
-            (0..n).map(|_| opts.session_for_varying_shapes(&self.model).map(Mutex::new)).collect::<Result<_>>()?;
+        self.sessions = self.sessions.resized(n, || opts.session_for_varying_shapes(&self.model))?;
         Ok(self)
     }
 
@@ -175,61 +171,26 @@ impl Embedder {
             plan.push(start..end);
             start = end;
         }
-        let run = |session: &Mutex<Session>, range: &std::ops::Range<usize>| {
+        let run = |range: &std::ops::Range<usize>| {
             let batch: Vec<&str> = order[range.clone()].iter().map(|&i| texts[i]).collect();
-            self.embed_one_batch(session, &batch)
+            self.embed_one_batch(&batch)
+        };
+        // Several sessions: the batches run in parallel, each on a free session.
+        let vectors: Vec<Vec<Vec<f32>>> = if self.sessions.len() > 1 {
+            plan.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            plan.iter().map(run).collect::<Result<_>>()?
         };
         let mut out = vec![Vec::new(); texts.len()];
-        if self.sessions.len() == 1 || plan.len() == 1 {
-            for range in &plan {
-                for (&i, v) in order[range.clone()].iter().zip(run(&self.sessions[0], range)?) {
-                    out[i] = v;
-                }
-            }
-            return Ok(out);
-        }
-        // Several sessions: each takes the next batch until none is left.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done: Vec<Result<Vec<Embedded>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = self
-                .sessions
-                .iter()
-                .map(|session| {
-                    let (next, plan, run) = (&next, &plan, &run);
-                    scope.spawn(move || {
-                        let mut got = Vec::new();
-                        loop {
-                            let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(range) = plan.get(b) else { return Ok(got) };
-                            got.push((b, run(session, range)?));
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        Err(Error::Ort {
-                            model: self.model.clone(),
-                            context: "embedding",
-                            detail: "an embedding thread panicked".into(),
-                        })
-                    })
-                })
-                .collect()
-        });
-        for worker in done {
-            for (b, vectors) in worker? {
-                for (&i, v) in order[plan[b].clone()].iter().zip(vectors) {
-                    out[i] = v;
-                }
+        for (range, vectors) in plan.iter().zip(vectors) {
+            for (&i, v) in order[range.clone()].iter().zip(vectors) {
+                out[i] = v;
             }
         }
         Ok(out)
     }
 
-    fn embed_one_batch(&self, session: &Mutex<Session>, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    fn embed_one_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -252,11 +213,7 @@ impl Embedder {
             }
         }
         let err = |e: ort::Error| Error::Ort { model: self.model.clone(), context: "embedding", detail: e.to_string() };
-        let mut session = session.lock().map_err(|_| Error::Ort {
-            model: self.model.clone(),
-            context: "session lock",
-            detail: "a previous run panicked".into(),
-        })?;
+        let mut session = self.sessions.lock()?;
         let has_types = session.inputs().iter().any(|o| o.name() == "token_type_ids");
         let mut inputs: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> = vec![
             ("input_ids".into(), Tensor::from_array(([b, t], ids)).map_err(err)?.into()),

@@ -13,15 +13,14 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ndarray::{Array4, ArrayView4, Ix4};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
-use crate::runtime::{RuntimeOptions, check_names};
+use crate::runtime::{RuntimeOptions, SessionPool, check_names};
 use crate::{Error, Result};
 
 /// Contract name of the causal graph (for errors).
@@ -56,8 +55,7 @@ pub(crate) struct Graph {
     contract: &'static str,
     /// One session by default; [`Graph::with_sessions`] makes more, so that documents scored
     /// on several threads run side by side instead of queueing on one.
-    sessions: Vec<Mutex<Session>>,
-    next_session: AtomicUsize,
+    sessions: SessionPool,
     past_names: Vec<String>,
     present_names: Vec<String>,
     prefix_names: Vec<String>,
@@ -126,8 +124,7 @@ impl Graph {
             path: path.to_path_buf(),
             contract: CAUSAL,
             has_logits_from: session.inputs().iter().any(|o| o.name() == "logits_from"),
-            sessions: vec![Mutex::new(session)],
-            next_session: AtomicUsize::new(0),
+            sessions: SessionPool::new(path, session),
             past_names,
             present_names,
             prefix_names,
@@ -154,8 +151,7 @@ impl Graph {
             path: path.to_path_buf(),
             contract: SHARED_PREFIX,
             has_logits_from: session.inputs().iter().any(|o| o.name() == "logits_from"),
-            sessions: vec![Mutex::new(session)],
-            next_session: AtomicUsize::new(0),
+            sessions: SessionPool::new(path, session),
             past_names: causal.past_names.clone(),
             present_names: causal.present_names.clone(),
             prefix_names: causal.prefix_names.clone(),
@@ -174,7 +170,7 @@ impl Graph {
             return Ok(self);
         }
         let opts = opts.clone().with_threads(opts.intra_threads / n);
-        self.sessions = (0..n).map(|_| opts.session(&self.path).map(Mutex::new)).collect::<Result<_>>()?;
+        self.sessions = self.sessions.resized(n, || opts.session(&self.path))?;
         Ok(self)
     }
 
@@ -209,22 +205,7 @@ impl Graph {
 
     /// A free session, or (all busy) the next one in turn, waited for.
     pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
-        let poisoned = || Error::Ort {
-            model: self.path.clone(),
-            context: "session lock",
-            detail: "a previous run panicked".into(),
-        };
-        if self.sessions.len() > 1 {
-            for s in &self.sessions {
-                match s.try_lock() {
-                    Ok(guard) => return Ok(guard),
-                    Err(std::sync::TryLockError::WouldBlock) => {}
-                    Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
-                }
-            }
-        }
-        let i = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
-        self.sessions[i].lock().map_err(|_| poisoned())
+        self.sessions.lock()
     }
 
     /// One forward pass on `session` (one of this graph's, from [`Graph::lock`]). `f` sees the

@@ -1,7 +1,8 @@
 //! Finding the models directory and the ONNX Runtime library, and building sessions.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -170,4 +171,50 @@ pub(crate) fn check_names(
         }
     }
     Ok(())
+}
+
+/// One graph's sessions: one, or several that calls take as they are free (documents scored at
+/// once, embedding batches in parallel).
+pub(crate) struct SessionPool {
+    model: PathBuf,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+}
+
+impl SessionPool {
+    /// A pool of the one session `session` of `model`.
+    pub(crate) fn new(model: &Path, session: Session) -> Self {
+        SessionPool { model: model.to_path_buf(), sessions: vec![Mutex::new(session)], next: AtomicUsize::new(0) }
+    }
+
+    /// `n` sessions (at least one) made by `make`, in place of these.
+    pub(crate) fn resized(mut self, n: usize, make: impl Fn() -> Result<Session>) -> Result<Self> {
+        self.sessions = (0..n.max(1)).map(|_| make().map(Mutex::new)).collect::<Result<_>>()?;
+        Ok(self)
+    }
+
+    /// How many sessions there are.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A free session, or (all busy) the next one in turn, waited for.
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Session>> {
+        let poisoned = || Error::Ort {
+            model: self.model.clone(),
+            context: "session lock",
+            detail: "a previous run panicked".into(),
+        };
+        if self.sessions.len() > 1 {
+            for s in &self.sessions {
+                match s.try_lock() {
+                    Ok(guard) => return Ok(guard),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                    Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+                }
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
+        self.sessions[i].lock().map_err(|_| poisoned())
+    }
 }
