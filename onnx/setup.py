@@ -404,6 +404,14 @@ def committed_scales(entry: dict) -> str:
     return scales
 
 
+def check_written(models: str, hashes: Hashes, rel: str, pinned: dict | None, writer: str) -> None:
+    """A file a script derived has its pinned sha256 (when it is pinned)."""
+    if pinned and not hashes.matches(rel, pinned):
+        raise SetupError(f"{os.path.join(models, rel)}: sha256 {hashes.get(rel)} does not match the pinned "
+                         f"{pinned['sha256']} in {LOCK_PATH} (changed {writer} or package versions?); after review, "
+                         "re-pin with --update-lock")
+
+
 def ensure_int8(models: str, lock: dict, hashes: Hashes, py: str, force: bool, update_lock: bool,
                 variant: str) -> None:
     """The int8 scoring graph (onnx/quantize.py) from the converted fp32 graph and the committed
@@ -423,9 +431,8 @@ def ensure_int8(models: str, lock: dict, hashes: Hashes, py: str, force: bool, u
     path = os.path.join(models, out)
     run([py, QUANTIZER, "build", "--model", os.path.join(models, model_rel(lock)), "--scales", scales,
          "--out", path], "int8 quantization (onnx/quantize.py)")
-    if pinned and not update_lock and not hashes.matches(out, pinned):
-        raise SetupError(f"{path}: sha256 {hashes.get(out)} does not match the pinned {pinned['sha256']} in "
-                         f"{LOCK_PATH} (changed quantizer or package versions?); after review, re-pin with --update-lock")
+    if not update_lock:
+        check_written(models, hashes, out, pinned, "quantizer")
 
 
 def ensure_embedder_graphs(models: str, lock: dict, hashes: Hashes, py: str, force: bool,
@@ -444,11 +451,9 @@ def ensure_embedder_graphs(models: str, lock: dict, hashes: Hashes, py: str, for
     run([py, EMBEDDER_GRAPHS, "build", "--model", os.path.join(models, lock["embedder"]["dir"], "model.onnx"),
          "--scales", scales, "--fused", os.path.join(models, outs[0]), "--int8", os.path.join(models, outs[1])],
         "embedder graphs (onnx/embedder_graphs.py)")
-    for o, p in zip(outs, pins):
-        if p and not update_lock and not hashes.matches(o, p):
-            raise SetupError(f"{os.path.join(models, o)}: sha256 {hashes.get(o)} does not match the pinned "
-                             f"{p['sha256']} in {LOCK_PATH} (changed script or package versions?); after review, "
-                             "re-pin with --update-lock")
+    if not update_lock:
+        for o, p in zip(outs, pins):
+            check_written(models, hashes, o, p, "script")
 
 
 # What each kind of committed adapter becomes: its files, the extra graph, the small JSON file
