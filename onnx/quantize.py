@@ -1,4 +1,4 @@
-"""The int8 PPL scoring graph: SmoothQuant scales, then dynamic int8 MatMuls.
+"""The int8 PPL scoring graph: SmoothQuant scales, then dynamic int8 MatMuls with per-token scales.
 
     # once, by a developer (writes the committed scales; needs the fp32 graph and token ids):
     python3 onnx/quantize.py calibrate --model models/smollm2-135m-instruct/model.onnx \
@@ -7,23 +7,30 @@
     python3 onnx/quantize.py build --model models/smollm2-135m-instruct/model.onnx \
         --scales onnx/smollm2-int8-scales.npz --out models/smollm2-135m-instruct/model-int8.onnx
 
-What `build` does to every MatMul whose second input is a weight (the LM head is a Gemm/MatMul on
-the tied embedding and is left alone by name, see KEEP_FP32):
+What `build` does to every MatMul whose second input is a weight, and to the LM head (the
+FusedMatMul on the tied embedding):
 
-- SmoothQuant (Xiao et al. 2023): for the activation x feeding the MatMul, one scale per input
-  channel s = max|x|^alpha / max|w|^(1-alpha) (alpha 0.5), x / s goes in and s * w is the weight,
-  so the product is unchanged while the activation outliers move into the weights;
-- the scaled weight becomes int8 with one symmetric scale per output column, 7 bits (values in
-  [-63, 63]: AVX2's u8 x s8 multiply-add saturates int16 with full 8-bit weights);
-- DynamicQuantizeMatMul (ONNX Runtime's contrib op) quantizes the activation to uint8 per tensor
-  at run time and multiplies in integers.
+- SmoothQuant (Xiao et al. 2023): for the activation x feeding a weight MatMul, one scale per
+  input channel s = max|x|^alpha / max|w|^(1-alpha) (alpha 0.5), x / s goes in and s * w is the
+  weight, so the product is unchanged while the activation outliers move into the weights (the
+  LM head is not smoothed: smoothing its input measured worse);
+- the (scaled) weight becomes int8 with one symmetric scale per output column, 7 bits (values in
+  [-63, 63]: AVX2's u8 x s8 multiply-add saturates int16 with full 8-bit weights); the LM head
+  gets its own int8 copy of the transposed embedding;
+- per-token activation scales for the MLP down projections and the LM head (PER_TOKEN): each
+  row (token) of the MatMul's input is divided by its own max |x| and the product multiplied
+  back, so DynamicQuantizeMatMul (ONNX Runtime's contrib op, which quantizes its input to uint8
+  with ONE scale per tensor at run time) in effect quantizes every token with its own scale: a
+  token with large activations no longer coarsens the others'. The other MatMuls read RMS-normed
+  activations, where per-token scales measured no better and cost elementwise passes.
 
-The MLP down projections stay fp32 (their input, after the SiLU gate, carries the largest
-outliers). The per-channel activation maxima come from fp32 runs on calibration text (`calibrate`,
-the example corpus, never an evaluation set) and are committed, because ONNX Runtime's fp32
-results differ in their last bits between CPUs and the graph must be the same bytes everywhere.
-Measured (issue 15): 97.7% of PPL boundaries identical to fp32 on six SQuAD dev articles,
-sentence-score RMS difference 0.04 nats; see benches/reference/README.md.
+The per-channel activation maxima come from fp32 runs on calibration text (`calibrate`, the
+example corpus, never an evaluation set) and are committed, because ONNX Runtime's fp32 results
+differ in their last bits between CPUs and the graph must be the same bytes everywhere.
+Measured (issue 15): 97.3% of PPL boundaries identical to fp32 on six SQuAD dev articles,
+sentence-score RMS difference 0.06 nats, ~1.2x the speed of the first int8 graph (MLP down
+projections and LM head fp32, one activation scale per tensor) on an AVX-512 Xeon; see
+benches/reference/README.md.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from onnx import helper, numpy_helper
 
 ALPHA = 0.5
 WEIGHT_TOP = 63  # 7-bit weights
-KEEP_FP32 = ("mlp.down",)  # weight names containing these stay fp32
+PER_TOKEN = ("mlp.down", "lm_head")  # MatMuls whose input gets per-token scales (see build)
+KEEP_FP32 = ("mlp.down",)  # weight names the first int8 graph kept fp32 (quant_probe's *-down-fp32 variants)
 
 
 def weight_matmuls(m: onnx.ModelProto) -> dict[str, list[str]]:
@@ -180,6 +188,64 @@ def smooth_int8(src: onnx.ModelProto, scales: dict[str, np.ndarray] | None, top:
     return m
 
 
+def int8_lm_head(m: onnx.ModelProto, top: int = WEIGHT_TOP) -> None:
+    """The LM head (a MatMul with transB on the tied embedding, which the input Gather also
+    reads) as a DynamicQuantizeMatMul over an int8 copy of the transposed embedding, in place."""
+    inits = {i.name: i for i in m.graph.initializer}
+    heads = [i for i, n in enumerate(m.graph.node) if n.op_type in ("FusedMatMul", "Gemm")
+             and len(n.input) > 1 and n.input[1] in inits
+             and any(a.name == "transB" and a.i == 1 for a in n.attribute)]
+    if len(heads) != 1:
+        raise ValueError(f"expected one LM head (MatMul with transB on a weight), found {len(heads)}")
+    head = m.graph.node[heads[0]]
+    if head.op_type == "Gemm" or any(a.name in ("transA", "alpha") and a.HasField("i") and a.i != 0
+                                     for a in head.attribute):
+        raise ValueError(f"the LM head {head.name!r} is not a plain x @ E^T ({head.op_type})")
+    emb = numpy_helper.to_array(inits[head.input[1]])
+    plain = helper.make_node("MatMul", [head.input[0], "lm_head.weight"], list(head.output), name=head.name)
+    new, extra = dynamic_node(plain, np.ascontiguousarray(emb.T), top)
+    m.graph.node[heads[0]].CopyFrom(new)
+    m.graph.initializer.extend(extra)
+
+
+def per_token_scales(m: onnx.ModelProto, weights=PER_TOKEN) -> None:
+    """The input of every DynamicQuantizeMatMul whose weight name contains one of `weights`
+    divided by its own rows' max |x| (one Div per distinct input) and its output multiplied back:
+    one activation scale per token instead of per tensor. In place."""
+    nodes, normed = [], {}
+    for node in m.graph.node:
+        if node.op_type != "DynamicQuantizeMatMul" or not any(w in node.input[1] for w in weights):
+            nodes.append(node)
+            continue
+        x = node.input[0]
+        if x not in normed:
+            absolute, top, row_max, xn = x + ".abs", x + ".abs_max", x + ".row_max", x + ".per_token"
+            nodes += [helper.make_node("Abs", [x], [absolute]),
+                      helper.make_node("ReduceMax", [absolute, "per_token.axes"], [top], keepdims=1),
+                      helper.make_node("Max", [top, "per_token.eps"], [row_max]),
+                      helper.make_node("Div", [x, row_max], [xn])]
+            normed[x] = (xn, row_max)
+        xn, row_max = normed[x]
+        scaled = onnx.NodeProto()
+        scaled.CopyFrom(node)
+        scaled.input[0] = xn
+        scaled.output[0] = node.output[0] + ".per_token"
+        nodes += [scaled, helper.make_node("Mul", [scaled.output[0], row_max], [node.output[0]])]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    m.graph.initializer.extend([numpy_helper.from_array(np.array([-1], np.int64), "per_token.axes"),
+                                numpy_helper.from_array(np.array(1e-6, np.float32), "per_token.eps")])
+
+
+def build(src: onnx.ModelProto, scales: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The shipped int8 scoring graph: every weight MatMul smoothed and int8, the LM head int8,
+    per-token activation scales throughout."""
+    m = smooth_int8(src, scales, keep=())
+    int8_lm_head(m)
+    per_token_scales(m)
+    return m
+
+
 def load_scales(path: str) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k].astype(np.float64) for k in z.files}
@@ -207,12 +273,10 @@ def main(argv=None) -> int:
         if not windows:
             sys.exit(f"quantize: {args.ids} has {len(ids)} tokens, fewer than one window of {args.window}")
         scales = smooth_scales(src, activation_absmax(src, windows, args.threads), args.alpha)
-        keep = {x: s.astype(np.float32) for x, s in scales.items()
-                if not all(kept_fp32(w) for w in weight_matmuls(src)[x])}
-        np.savez_compressed(args.out, **keep)
-        print(f"quantize: {len(keep)} smoothing scales from {len(windows)} windows -> {args.out}")
+        np.savez_compressed(args.out, **{x: s.astype(np.float32) for x, s in scales.items()})
+        print(f"quantize: {len(scales)} smoothing scales from {len(windows)} windows -> {args.out}")
         return 0
-    m = smooth_int8(src, load_scales(args.scales))
+    m = build(src, load_scales(args.scales))
     tmp = args.out + ".partial"
     onnx.save(m, tmp)
     os.replace(tmp, args.out)

@@ -28,9 +28,9 @@ What it does (each step is skipped when its result is already there and verified
      checked against the training framework's per-token NLLs (tests/fixtures/infill_oracle.json)
      before it is put in place.
   6b. Writes <models>/smollm2-135m-instruct/model-int8.onnx (onnx/quantize.py: SmoothQuant with
-     the committed scales of onnx/smollm2-int8-scales.npz, then dynamic int8 MatMuls; the MLP
-     down projections and the LM head stay fp32): the faster PPL scoring graph of
-     `metarag chunk --precision int8`. Deterministic bytes, pinned per graph variant.
+     the committed scales of onnx/smollm2-int8-scales.npz, then dynamic int8 MatMuls, the LM head
+     included; per-token activation scales for the MLP down projections and the LM head): the
+     faster PPL scoring graph of `metarag chunk --precision int8`. Deterministic bytes, pinned per graph variant.
   6c. Writes <models>/all-minilm-l6-v2-int8/{model-fused.onnx,model-int8.onnx}
      (onnx/embedder_graphs.py): the embedder with each layer's attention as one fused op (what
      metarag embeds with: same vectors, faster), and its SmoothQuant + dynamic int8 version for

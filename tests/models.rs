@@ -309,7 +309,11 @@ fn sliding_window_stays_close_to_full_context() {
 }
 
 /// The int8 scoring graph (`onnx/quantize.py`, `--precision int8`) is another graph, close to
-/// fp32: its sentence scores move by hundredths of a nat and its PPL boundaries stay.
+/// fp32: its sentence scores move by hundredths of a nat and its PPL boundaries stay. A shift
+/// shared by all sentences (int8 noise raises every log-sum-exp a little) moves no boundary, so
+/// the spread around it is bounded on its own. Measured on this text: shift +0.026, spread 0.074,
+/// 45 of 47 boundaries (the shipped graph); a per-tensor int8 graph without smoothing scatters
+/// sentence scores ~0.18 nats (benches/reference/README.md) and fails.
 #[test]
 fn int8_graph_keeps_the_ppl_boundaries() {
     use metarag_core::chunk::{BoundaryRule, ppl_boundaries};
@@ -322,19 +326,23 @@ fn int8_graph_keeps_the_ppl_boundaries() {
         .score_sentences(&pieces)
         .expect("score int8");
     assert_eq!(int8.len(), fp32.len());
-    let diffs: Vec<f32> = int8.iter().zip(&fp32).map(|(a, b)| (a - b).abs()).collect();
-    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-    let max = diffs.iter().cloned().fold(0.0, f32::max);
+    let diffs: Vec<f32> = int8.iter().zip(&fp32).map(|(a, b)| a - b).collect();
+    let n = diffs.len() as f32;
+    let shift = diffs.iter().sum::<f32>() / n;
+    let spread = (diffs.iter().map(|d| (d - shift).powi(2)).sum::<f32>() / n).sqrt();
+    let max = diffs.iter().map(|d| d.abs()).fold(0.0, f32::max);
     let b0 = ppl_boundaries(&fp32, 0.0, BoundaryRule::Either, false);
     let b1 = ppl_boundaries(&int8, 0.0, BoundaryRule::Either, false);
     let kept = b0.iter().filter(|x| b1.contains(x)).count() as f32 / b0.len().max(1) as f32;
     eprintln!(
-        "int8 vs fp32 over {} sentences: mean |Δ| {mean:.4}, max {max:.3} nats; {kept:.3} of {} boundaries kept",
+        "int8 vs fp32 over {} sentences: shift {shift:+.4}, spread (RMS around it) {spread:.4}, max |Δ| {max:.3} nats; \
+         {kept:.3} of {} boundaries kept",
         pieces.len(),
         b0.len()
     );
-    assert!(mean > 1e-4, "int8 scores equal fp32's ({mean}): is model-int8.onnx the fp32 graph?");
-    assert!(mean < 0.05, "int8 drifts {mean} nats from fp32");
+    assert!(max > 1e-4, "int8 scores equal fp32's (max |Δ| {max}): is model-int8.onnx the fp32 graph?");
+    assert!(shift.abs() < 0.05, "int8 shifts the sentence scores by {shift} nats");
+    assert!(spread < 0.1, "int8 sentence scores scatter {spread} nats around fp32's");
     assert!(kept >= 0.9, "only {kept} of fp32's boundaries kept by int8");
 }
 

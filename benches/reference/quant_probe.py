@@ -30,7 +30,12 @@ The variants (K = input features, blocks of 32 along K):
   instead of per tensor, written out as ONNX ops (absmax per row, round, MatMulInteger with
   zero point 128, rescale by row and column), each distinct input quantized once.
 
-The LM head (the tied embedding) stays fp32 in every variant. Runs in the models venv (onnx,
+- `smooth-*`: SmoothQuant scales (from `--calibration`) before `dyn-*`.
+- `smooth-s7-pt`: what `onnx/quantize.py build` ships: `smooth-s7` with the LM head in int8 too
+  and one activation scale per token for the MLP down projections and the LM head (each row
+  divided by its max |x| before DynamicQuantizeMatMul, multiplied back after).
+
+The LM head (the tied embedding) stays fp32 in every variant but `smooth-s7-pt`. Runs in the models venv (onnx,
 onnxruntime, numpy); the token ids come from `--ids` (quant_probe.sh writes them with the
 SmolLM2 tokenizer.json). Variants are written to a temporary folder and deleted.
 """
@@ -51,12 +56,12 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "onnx"))
-from quantize import (KEEP_FP32, activation_absmax, feed, kept_fp32, per_column_int8, replace_graph,  # noqa: E402
-                      session, smooth_int8, smooth_scales)
+from quantize import (KEEP_FP32, activation_absmax, build, feed, kept_fp32, per_column_int8,  # noqa: E402
+                      replace_graph, session, smooth_int8, smooth_scales)
 
 BLOCK = 32
 VARIANTS = ["fp32", "nbits4-exact", "nbits4-int8", "nbits8-int8", "dyn-s8", "dyn-s7", "dyn-s7-down-fp32", "row-s7",
-            "row-s7-down-fp32", "smooth-s7", "smooth-s7-down-fp32", "smooth-s8"]
+            "row-s7-down-fp32", "smooth-s7", "smooth-s7-down-fp32", "smooth-s8", "smooth-s7-pt"]
 
 
 def q4_grid(w: np.ndarray):
@@ -137,8 +142,10 @@ ROW_CONSTANTS = [numpy_helper.from_array(np.array([-1], np.int64), "rowq.axes"),
 
 
 def make_variant(src: onnx.ModelProto, variant: str, scales: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    if variant == "smooth-s7-pt":
+        return build(src, scales)
     if variant.startswith(("dyn", "smooth")):
-        # onnx/quantize.py's rewrite (what setup ships for smooth-s7-down-fp32), smoothed or not
+        # onnx/quantize.py's weight rewrite, smoothed or not (smooth-s7-down-fp32 was the first shipped graph)
         top = 127 if variant.endswith("s8") else 63
         keep = KEEP_FP32 if variant.endswith("down-fp32") else ()
         return smooth_int8(src, scales if variant.startswith("smooth") else None, top, keep)

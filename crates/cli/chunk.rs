@@ -177,9 +177,9 @@ pub struct ChunkArgs {
     #[arg(long, default_value_t = 512)]
     max_context: usize,
     /// The graphs the chunker runs. PPL / margin: the causal LM's; `int8` (SmoothQuant + dynamic
-    /// int8, written by onnx/setup.py): PPL chunking 1.5x faster than fp32 on an AVX-512 Xeon
-    /// (1.1-1.2x on AVX2 CPUs), 97.7% of its boundaries identical to fp32's on six SQuAD dev
-    /// articles. Semantic: the embedder's; `int8`: 1.6x faster than fp32 (AVX-512), 91-97% of
+    /// int8, written by onnx/setup.py): PPL chunking 2.1-2.2x faster than fp32 on an AVX-512
+    /// Xeon (less on AVX2 CPUs without VNNI), 97.3% of its boundaries identical to fp32's on six
+    /// SQuAD dev articles. Semantic: the embedder's; `int8`: 1.6x faster than fp32 (AVX-512), 91-97% of
     /// fp32's chunk ends. An index's vectors are always fp32.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,

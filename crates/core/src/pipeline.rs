@@ -284,8 +284,8 @@ pub enum Precision {
     /// The converted fp32 graph (what the oracle tests check).
     #[default]
     Fp32,
-    /// SmoothQuant + dynamic int8 MatMuls (`model-int8.onnx` of each model): ~1.5x faster PPL
-    /// chunking on AVX-512 CPUs, 97.7% of boundaries identical to fp32 on six SQuAD dev
+    /// SmoothQuant + dynamic int8 MatMuls (`model-int8.onnx` of each model): ~2.1x faster PPL
+    /// chunking on AVX-512 CPUs, 97.3% of boundaries identical to fp32 on six SQuAD dev
     /// articles; for semantic chunking, the embedder's int8 graph.
     Int8,
 }
