@@ -172,7 +172,12 @@ def make_variant(src: onnx.ModelProto, variant: str, scales: dict[str, np.ndarra
 
 
 def token_nll(s: ort.InferenceSession, x: np.ndarray, layers: int) -> np.ndarray:
-    logits = s.run(["logits"], feed(x, layers))[0][0].astype(np.float64)
+    names = [o.name for o in s.get_outputs()]
+    wanted = ["logits"] + (["logit_scale"] if "logit_scale" in names else [])
+    out = s.run(wanted, feed(x, layers))
+    logits = out[0][0].astype(np.float64)
+    if len(out) > 1:  # the shipped graph leaves the LM head's row scales to the reader
+        logits *= out[1][0][:, None]
     top = logits.max(-1)
     lse = np.log(np.exp(logits - top[:, None]).sum(-1)) + top
     return lse[:-1] - logits[np.arange(len(x) - 1), x[1:]]

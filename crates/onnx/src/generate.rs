@@ -175,8 +175,8 @@ impl CausalModel for CausalLm {
             let end = (start + window).min(prompt.len());
             let last = end == prompt.len();
             let piece = &prompt[start..end];
-            let (l, next) = self.extend(&mut session, cache.take(), piece, piece.len() - 1, |lg, vocab| {
-                if last { lg[lg.len() - vocab..].to_vec() } else { Vec::new() }
+            let (l, next) = self.extend(&mut session, cache.take(), piece, piece.len() - 1, |lg| {
+                if last { lg.scaled_row(lg.rows() - 1) } else { Vec::new() }
             })?;
             if last {
                 logits = l;

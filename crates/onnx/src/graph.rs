@@ -9,7 +9,10 @@
 //!   attention mask; the prompt's batch-1 cache comes in as `prefix.{i}.key/value` and is read
 //!   by every row, `past`/`present` hold only the rows' own tokens.
 //!
-//! Either may take an optional `logits_from` input (logits only from that position on).
+//! Either may take an optional `logits_from` input (logits only from that position on), and
+//! may have an optional `logit_scale` output `[batch, rows]`: each logits row is then to be
+//! multiplied by its scale (the int8 scoring graph leaves this to the reader, who folds it
+//! into the log-sum-exp it computes anyway: see [`Logits`]).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -20,8 +23,53 @@ use ndarray::{Array4, ArrayView4, Ix4};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
+use rayon::prelude::*;
+
+use crate::math::log_sum_exp_scaled;
 use crate::runtime::{RuntimeOptions, SessionPool, check_names};
 use crate::{Error, Result};
+
+/// Name of the optional per-row logits scale output.
+const LOGIT_SCALE: &str = "logit_scale";
+
+/// The logits of one forward pass, `[batch, rows, vocab]` row-major, still inside ONNX
+/// Runtime's buffer: `scale(r) · row(r)` are row `r`'s logits.
+#[derive(Clone, Copy)]
+pub(crate) struct Logits<'a> {
+    data: &'a [f32],
+    /// Width of a row.
+    pub vocab: usize,
+    scale: Option<&'a [f32]>,
+}
+
+impl<'a> Logits<'a> {
+    /// Rows, over the batch.
+    pub(crate) fn rows(&self) -> usize {
+        self.data.len() / self.vocab.max(1)
+    }
+
+    /// Row `r` as the graph wrote it (multiply by [`Logits::scale`] for the logits).
+    pub(crate) fn row(&self, r: usize) -> &'a [f32] {
+        &self.data[r * self.vocab..(r + 1) * self.vocab]
+    }
+
+    /// Row `r`'s scale (1 when the graph has no `logit_scale` output).
+    pub(crate) fn scale(&self, r: usize) -> f32 {
+        self.scale.map_or(1.0, |s| s[r])
+    }
+
+    /// `log p(token)` under row `r`.
+    pub(crate) fn log_prob(&self, r: usize, token: u32) -> f32 {
+        let (row, s) = (self.row(r), self.scale(r));
+        s * row[token as usize] - log_sum_exp_scaled(row, s)
+    }
+
+    /// Row `r`'s logits, scaled, as an owned vector.
+    pub(crate) fn scaled_row(&self, r: usize) -> Vec<f32> {
+        let s = self.scale(r);
+        if s == 1.0 { self.row(r).to_vec() } else { self.row(r).iter().map(|&x| x * s).collect() }
+    }
+}
 
 /// Contract name of the causal graph (for errors).
 pub(crate) const CAUSAL: &str = "causal-LM";
@@ -63,6 +111,7 @@ pub(crate) struct Graph {
     kv_heads: usize,
     head_dim: usize,
     has_logits_from: bool,
+    has_logit_scale: bool,
     /// The narrowest logits row accepted (the tokenizer's vocabulary: token ids from outside
     /// index these rows).
     min_vocab: usize,
@@ -124,6 +173,7 @@ impl Graph {
             path: path.to_path_buf(),
             contract: CAUSAL,
             has_logits_from: session.inputs().iter().any(|o| o.name() == "logits_from"),
+            has_logit_scale: session.outputs().iter().any(|o| o.name() == LOGIT_SCALE),
             sessions: SessionPool::new(path, session),
             past_names,
             present_names,
@@ -151,6 +201,7 @@ impl Graph {
             path: path.to_path_buf(),
             contract: SHARED_PREFIX,
             has_logits_from: session.inputs().iter().any(|o| o.name() == "logits_from"),
+            has_logit_scale: session.outputs().iter().any(|o| o.name() == LOGIT_SCALE),
             sessions: SessionPool::new(path, session),
             past_names: causal.past_names.clone(),
             present_names: causal.present_names.clone(),
@@ -210,13 +261,34 @@ impl Graph {
 
     /// One forward pass on `session` (one of this graph's, from [`Graph::lock`]). `f` sees the
     /// logits `[batch, t - logits_from, vocab]` (see [`ForwardInputs::logits_from`]) while they
-    /// are still inside ONNX Runtime's buffer, with the row width; the `present` tensors are
-    /// returned.
+    /// are still inside ONNX Runtime's buffer, with the row width, already scaled by
+    /// `logit_scale` when the graph has it; the `present` tensors are returned.
     pub(crate) fn forward<R>(
         &self,
         session: &mut Session,
         inputs: ForwardInputs<'_>,
         f: impl FnOnce(&[f32], usize) -> R,
+    ) -> Result<(R, Vec<DynValue>)> {
+        self.forward_scaled(session, inputs, true, |l| f(l.data, l.vocab))
+    }
+
+    /// [`Graph::forward`] with the logits as [`Logits`], the row scales (if any) not applied:
+    /// for readers that only need log-probabilities.
+    pub(crate) fn forward_logits<R>(
+        &self,
+        session: &mut Session,
+        inputs: ForwardInputs<'_>,
+        f: impl FnOnce(Logits<'_>) -> R,
+    ) -> Result<(R, Vec<DynValue>)> {
+        self.forward_scaled(session, inputs, false, f)
+    }
+
+    fn forward_scaled<R>(
+        &self,
+        session: &mut Session,
+        inputs: ForwardInputs<'_>,
+        apply_scale: bool,
+        f: impl FnOnce(Logits<'_>) -> R,
     ) -> Result<(R, Vec<DynValue>)> {
         let ForwardInputs { batch, ids, positions, attention, prefix, past, logits_from } = inputs;
         let t = ids.len() / batch.max(1);
@@ -259,20 +331,40 @@ impl Graph {
         let mut outputs = session.run(feed).map_err(&err)?;
         self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.run_tokens.fetch_add((batch * t) as u64, Ordering::Relaxed);
+        let rows = t - logits_from;
+        let scale = if self.has_logit_scale {
+            let (_, s) = outputs
+                .get(LOGIT_SCALE)
+                .ok_or_else(|| self.contract_err(format!("no `{LOGIT_SCALE}` output")))?
+                .try_extract_tensor::<f32>()
+                .map_err(&err)?;
+            if s.len() != batch * rows {
+                return Err(self.contract_err(format!(
+                    "`{LOGIT_SCALE}` has {} values, expected one per logits row ({batch} × {rows})",
+                    s.len()
+                )));
+            }
+            Some(s.to_vec())
+        } else {
+            None
+        };
         let (shape, data) = outputs
-            .get("logits")
+            .get_mut("logits")
             .ok_or_else(|| self.contract_err("no `logits` output".into()))?
-            .try_extract_tensor::<f32>()
+            .try_extract_tensor_mut::<f32>()
             .map_err(&err)?;
         let vocab = shape.last().copied().unwrap_or(0) as usize;
-        let rows = t - logits_from;
         if vocab < self.min_vocab || data.len() != batch * rows * vocab {
             return Err(self.contract_err(format!(
                 "logits shape {shape:?}, expected [{batch}, {rows}, vocab ≥ {}] (the tokenizer's)",
                 self.min_vocab
             )));
         }
-        let r = f(data, vocab);
+        let mut scale = scale;
+        if apply_scale && let Some(s) = scale.take() {
+            data.par_chunks_mut(vocab).zip(s.par_iter()).for_each(|(row, &k)| row.iter_mut().for_each(|x| *x *= k));
+        }
+        let r = f(Logits { data, vocab, scale: scale.as_deref() });
         let mut present = Vec::with_capacity(self.present_names.len());
         for name in &self.present_names {
             present

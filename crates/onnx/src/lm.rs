@@ -14,9 +14,9 @@ use ort::value::DynValue;
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
-use crate::graph::{ForwardInputs, Graph};
+use crate::graph::{ForwardInputs, Graph, Logits};
 use crate::kv;
-use crate::math::log_sum_exp;
+use crate::math::log_sum_exp_scaled;
 use crate::runtime::RuntimeOptions;
 use crate::{Error, Result};
 
@@ -294,7 +294,7 @@ impl CausalLm {
         cache: Option<KvCache>,
         tokens: &[u32],
         logits_from: usize,
-        f: impl FnOnce(&[f32], usize) -> R,
+        f: impl FnOnce(Logits<'_>) -> R,
     ) -> Result<(R, KvCache)> {
         let (past_len, start_pos) = cache.as_ref().map_or((0, 0), |c| (c.tokens.len(), c.next_position));
         let t = tokens.len();
@@ -309,7 +309,7 @@ impl CausalLm {
             logits_from,
             ..ForwardInputs::default()
         };
-        let (r, present) = self.graph.forward(session, inputs, f)?;
+        let (r, present) = self.graph.forward_logits(session, inputs, f)?;
         let mut kept = cache.map(|c| c.tokens).unwrap_or_default();
         kept.extend_from_slice(tokens);
         Ok((r, KvCache { values: present, tokens: kept, next_position: start_pos + t as i64 }))
@@ -332,7 +332,7 @@ impl CausalLm {
             if tokens.is_empty() {
                 return Ok(None);
             }
-            let ((), fresh) = self.extend(session, None, &tokens, tokens.len() - 1, |_, _| ())?;
+            let ((), fresh) = self.extend(session, None, &tokens, tokens.len() - 1, |_| ())?;
             return Ok(Some(fresh));
         }
         Ok(Some(cache))
@@ -359,12 +359,10 @@ impl CausalLm {
             }
             let targets = &tokens[start + 1..=end];
             let out = &mut nll[start..end];
-            let ((), next) = self.extend(&mut session, cache.take(), &tokens[start..end], 0, |logits, vocab| {
-                logits
-                    .par_chunks(vocab)
-                    .zip(out.par_iter_mut())
-                    .zip(targets.par_iter())
-                    .for_each(|((row, o), &tgt)| *o = log_sum_exp(row) - row[tgt as usize]);
+            let ((), next) = self.extend(&mut session, cache.take(), &tokens[start..end], 0, |logits| {
+                out.par_iter_mut().zip(targets.par_iter()).enumerate().for_each(|(r, (o, &tgt))| {
+                    *o = -logits.log_prob(r, tgt);
+                });
             })?;
             cache = Some(next);
             start = end;
@@ -400,19 +398,16 @@ impl CausalLm {
             }
         }
         let mut session = self.graph.lock()?;
-        let (out, _) = self.graph.forward(
+        let (out, _) = self.graph.forward_logits(
             &mut session,
             ForwardInputs { batch: b, ids, positions, attention: Some(attention), ..ForwardInputs::default() },
-            |logits, vocab| {
+            |logits| {
                 batch
                     .par_iter()
                     .enumerate()
                     .map(|(r, s)| {
                         (0..s.len().saturating_sub(1))
-                            .map(|j| {
-                                let row = &logits[(r * t + j) * vocab..(r * t + j + 1) * vocab];
-                                row[s[j + 1] as usize] - log_sum_exp(row)
-                            })
+                            .map(|j| logits.log_prob(r * t + j, s[j + 1]))
                             .collect::<Vec<f32>>()
                     })
                     .collect::<Vec<_>>()
@@ -466,10 +461,11 @@ impl CausalLm {
         };
         let done = reuse.as_ref().map_or(0, |c| c.tokens.len());
         let fed = prompt.len() - done;
-        let (lps, next) = self.extend(&mut session, reuse, &prompt[done..], fed - 1, |logits, vocab| {
-            let last = &logits[logits.len() - vocab..];
-            let lse = log_sum_exp(last);
-            candidates.iter().map(|&c| last[c as usize] - lse).collect::<Vec<f32>>()
+        let (lps, next) = self.extend(&mut session, reuse, &prompt[done..], fed - 1, |logits| {
+            let last = logits.rows() - 1;
+            let (row, s) = (logits.row(last), logits.scale(last));
+            let lse = log_sum_exp_scaled(row, s);
+            candidates.iter().map(|&c| s * row[c as usize] - lse).collect::<Vec<f32>>()
         })?;
         *cache = Some(next);
         Ok(lps)
