@@ -17,7 +17,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use metarag_core::model::SentenceEmbedder;
 use metarag_core::pipeline::Pipeline;
 use metarag_index::manifest::DocEntry;
-use metarag_index::{ChunkRecord, Index, Mode, Point, Query, Sparse, StoreConfig, point_id};
+use metarag_index::{
+    ChunkRecord, DEFAULT_CANDIDATES, Index, Mode, Point, Query, Sparse, StoreConfig, VectorQuery, point_id,
+};
 use metarag_onnx::{Embedder, RuntimeOptions};
 
 /// Documents in the synthetic index (`METARAG_BENCH_DOCS`, default 10,000: 100,000 chunks).
@@ -212,6 +214,7 @@ fn report() {
     assert_eq!(n as usize, docs() * PER_DOC);
     let qs = queries(1000);
     let mut lines = Vec::new();
+    let mut hybrid_t = Vec::new();
     for (name, mode) in [("bm25", Mode::Bm25), ("dense", Mode::Dense), ("hybrid", Mode::Hybrid)] {
         let t = time_each(&qs, |(text, v)| {
             index.search_with_vector(&Query::new(text.clone()).k(10).mode(mode), Some(v)).expect("search").len()
@@ -219,23 +222,50 @@ fn report() {
         if mode != Mode::Dense {
             lines.push(format!("{name:>7}: {}", tail_words(&qs, &t)));
         }
+        if mode == Mode::Hybrid {
+            hybrid_t = t.clone();
+        }
         lines.push(format!("{name:>7}: {}", latency(t)));
     }
+    let mut sides = Vec::new();
     // Baseline: tantivy's own top-k search of the same lexical index (a second reader on its
     // files), against metarag's ids-only BM25 (`LexicalIndex::search_ids`), at the k a plain
-    // query asks and the 50 candidates a hybrid query's lexical side asks.
+    // query asks and the candidates a hybrid query's lexical side asks.
     let own = tantivy::Index::open_in_dir(data_dir().join("lexical")).expect("tantivy index");
     let searcher = own.reader().expect("tantivy reader").searcher();
     let text = own.schema().get_field("text").expect("text field");
     let parser = tantivy::query::QueryParser::for_index(&own, vec![text]);
     let lex = index.lexical().expect("embedded store");
-    for k in [10, 50] {
+    for k in [10, DEFAULT_CANDIDATES] {
         let top = tantivy::collector::TopDocs::with_limit(k).order_by_score();
         let t = time_each(&qs, |(q, _)| searcher.search(&parser.parse_query_lenient(q).0, &top).expect("search").len());
         lines.push(format!("tantivy: {} (TopDocs({k}) of the parsed query)", latency(t)));
         let t = time_each(&qs, |(q, _)| lex.search_ids(q, k, &Default::default()).expect("search").len());
+        if k == DEFAULT_CANDIDATES {
+            sides.push(("BM25", t.clone()));
+        }
         lines.push(format!("    ids: {} (metarag BM25 ids, k = {k})", latency(t)));
     }
+    // A hybrid query's dense side alone: ids only, as many as its candidates.
+    let t = time_each(&qs, |(_, v)| {
+        index
+            .vectors()
+            .search_ids(&VectorQuery::Dense(v.clone()), DEFAULT_CANDIDATES, &Default::default())
+            .expect("search")
+            .len()
+    });
+    sides.push(("dense", t.clone()));
+    lines.push(format!("    ids: {} (dense ids, k = {DEFAULT_CANDIDATES})", latency(t)));
+    // What the slowest hybrid queries spend on each side when it runs alone.
+    let mut order: Vec<usize> = (0..qs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(hybrid_t[i]));
+    let slow = &order[..(qs.len() / 100).max(1)];
+    let of = |t: &[Duration]| percentiles(slow.iter().map(|&i| t[i]).collect()).0;
+    lines.push(format!(
+        "  tail: the slowest 1% of hybrid queries (median {:.2} ms) alone: {}",
+        of(&hybrid_t),
+        sides.iter().map(|(s, t)| format!("{s} ids {:.2} ms", of(t))).collect::<Vec<_>>().join(", ")
+    ));
     // Baseline: exact scan of the same vectors (what the store would cost without HNSW).
     let ids = index.vectors().ids().expect("ids");
     // Any 100k × 384 matrix costs the same to scan: draw a fresh one of the same size.
@@ -270,7 +300,7 @@ fn report() {
     }
     // Hybrid as users call it (the query embedded by the index): BM25 runs while the query is
     // embedded and the dense list fetched. Its sequential cost, the sum of the parts with the
-    // same 50 candidates per side, is measured here too: the ratio is the gain.
+    // same candidates per side, is measured here too: the ratio is the gain.
     let embedder: Arc<dyn SentenceEmbedder> =
         Arc::new(Embedder::load(&RuntimeOptions::default().with_threads(1)).expect("embedder"));
     let index = index.with_embedder(embedder);
@@ -280,7 +310,8 @@ fn report() {
             index.search(&Query::new(text.clone()).k(k).mode(mode)).expect("search").len()
         }))
     };
-    let (bm25, dense, hybrid) = (run(Mode::Bm25, 50), run(Mode::Dense, 50), run(Mode::Hybrid, 10));
+    let c = DEFAULT_CANDIDATES;
+    let (bm25, dense, hybrid) = (run(Mode::Bm25, c), run(Mode::Dense, c), run(Mode::Hybrid, 10));
     lines.push(format!(
         "hybrid+embed: p50 {:.2} ms  mean {:.2} ms; sequential sum bm25 + (embed + dense): p50 {:.2} ms  mean {:.2} ms; \
          ratio (mean) {:.2}x",
@@ -290,7 +321,7 @@ fn report() {
         bm25.2 + dense.2,
         (bm25.2 + dense.2) / hybrid.2
     ));
-    eprintln!("query latency over {n} chunks, 1000 queries, k = 10, hybrid candidates 50 per side:");
+    eprintln!("query latency over {n} chunks, 1000 queries, k = 10, hybrid candidates {DEFAULT_CANDIDATES} per side:");
     for l in lines {
         eprintln!("  {l}");
     }

@@ -27,7 +27,7 @@ EXAMPLES:
   metarag search --index idx 'price of Louisiana' --path examples/corpus --kind text --json
 
 Hybrid takes the best --candidates chunks of each retriever and fuses them with reciprocal rank
-fusion: score = Σ w / (k + rank), k = --rrf-k (60). Scores are BM25 scores in bm25 mode, cosine
+fusion: score = Σ w / (k + rank), k = --rrf-k (5). Scores are BM25 scores in bm25 mode, cosine
 similarities in dense mode and RRF scores in hybrid mode.")]
 pub struct SearchArgs {
     /// Index directory (made by `metarag ingest`).
@@ -49,10 +49,11 @@ pub struct SearchArgs {
     #[arg(long, value_name = "KIND")]
     kind: Vec<String>,
     /// Candidates per retriever before fusion (hybrid).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = metarag_index::DEFAULT_CANDIDATES)]
     candidates: usize,
-    /// RRF constant k.
-    #[arg(long, default_value_t = 60.0)]
+    /// RRF constant k (small: a retriever's first hits count most; the paper's 60 measured
+    /// worse on SQuAD-style QA, see `metarag_core::fusion::Rrf`).
+    #[arg(long, default_value_t = metarag_core::fusion::Rrf::default().k)]
     rrf_k: f32,
     /// RRF weights "BM25,DENSE" (default 1,1).
     #[arg(long, value_name = "W1,W2", value_parser = metarag_engine::bench::parse_weights)]

@@ -25,7 +25,7 @@ EXAMPLES:
   METARAG_SERVE_TOKEN=secret metarag serve --index idx --addr 0.0.0.0:8080
 
 Endpoints (JSON in, JSON out; the bodies match the --json output of search and ask):
-  POST /search  {query, k=10, mode=hybrid|bm25|dense, path_prefix?, kinds?, candidates=50}
+  POST /search  {query, k=10, mode=hybrid|bm25|dense, path_prefix?, kinds?, candidates=20}
   POST /ask     {question, k=2, samples=8, aggregate=rpc|vote|ppl, infill=extractive|free, seed=0}
   POST /chunk   {text}: the text cut by the index's own pipeline (as ingest would)
   GET  /health  index, documents, chunks; never needs the token

@@ -20,8 +20,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rrf {
-    /// The rank constant `k` (60, as in the original paper; a Qdrant server defaults to 2,
-    /// so the server adapter always sends it).
+    /// The rank constant `k`: 5 by default. The original paper's 60 (many runs fused, deep
+    /// lists) makes a chunk that both retrievers rank ~30th outscore each one's first; with two
+    /// lists and a top 10, a small k measured better: hybrid recall@5 on SQuAD dev 0.905 (k 60)
+    /// -> 0.917 (20) -> 0.927 (10) -> 0.935 (5), on SQuAD-Shifts new_wiki 0.904 -> 0.929 (5),
+    /// MRR@10 0.764 -> 0.782 (`metarag bench --rrf-k`, 50 candidates per side). A Qdrant
+    /// server defaults to 2, so the server adapter always sends it.
     pub k: f32,
     /// One weight per ranked list; `None` weighs all lists 1.
     pub weights: Option<Vec<f32>>,
@@ -29,7 +33,7 @@ pub struct Rrf {
 
 impl Default for Rrf {
     fn default() -> Self {
-        Rrf { k: 60.0, weights: None }
+        Rrf { k: 5.0, weights: None }
     }
 }
 

@@ -107,7 +107,7 @@ pub struct BenchOptions {
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ',', default_value = "bm25,dense,hybrid"))]
     pub retrieval: Vec<Mode>,
     /// RRF constant k for hybrid retrieval.
-    #[cfg_attr(feature = "clap", arg(long, default_value_t = 60.0))]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = metarag_core::fusion::Rrf::default().k))]
     pub rrf_k: f32,
     /// RRF weights "BM25,DENSE" for hybrid retrieval (default 1,1).
     #[cfg_attr(feature = "clap", arg(long, value_name = "W1,W2", value_parser = parse_weights))]

@@ -143,7 +143,7 @@ fn default_k() -> usize {
     10
 }
 fn default_candidates() -> usize {
-    50
+    metarag_index::DEFAULT_CANDIDATES
 }
 
 impl SearchRequest {
@@ -415,7 +415,7 @@ fn openapi_document() -> serde_json::Value {
                     "mode": {"type": "string", "enum": ["bm25", "dense", "hybrid"], "default": "hybrid"},
                     "path_prefix": {"type": "string", "nullable": true},
                     "kinds": {"type": "array", "items": {"type": "string"}},
-                    "candidates": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 50}}},
+                    "candidates": {"type": "integer", "minimum": 1, "maximum": 10000, "default": metarag_index::DEFAULT_CANDIDATES}}},
                 "AskRequest": {"type": "object", "required": ["question"], "additionalProperties": false, "properties": {
                     "question": {"type": "string", "minLength": 1, "pattern": "\\S"},
                     "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 2},

@@ -18,11 +18,13 @@ use crate::{Error, Result};
 const TOKENIZER: &str = "en_stem";
 
 /// A word of a plain multi-word query found in more than this share of the chunks is left out
-/// of the BM25 search (stop words, in effect: its IDF is below ln 2, against 5–12 for the words
-/// that find something). Such terms barely move the ranking, but their long posting lists
-/// defeat block-max WAND: they made the slowest queries (1M synthetic chunks: BM25 p99 7.5 ->
-/// 4.6 ms; a share of 0.2 gave 6.4 ms).
-pub const COMMON_TERM_SHARE: f64 = 0.5;
+/// of the BM25 search (stop words, in effect: its IDF is below 1.2, against 5–12 for the words
+/// that find something); a query made only of such words is searched as its rarest word. Such
+/// terms barely move the ranking, but their long posting lists defeat block-max WAND: they
+/// made the slowest queries. 1M synthetic chunks (benches/retrieval.rs), BM25 ids for a hybrid
+/// query's 20 candidates, p99: 4.4 ms at 0.5, 3.4 ms at 0.3; SQuAD dev BM25 recall@5 0.912 at
+/// both, SQuAD-Shifts new_wiki 0.914 -> 0.912 (0.910 at 0.2).
+pub const COMMON_TERM_SHARE: f64 = 0.3;
 const WRITER_HEAP: usize = 64 << 20;
 /// [`LexicalIndex::optimize`] merges the segments into one when there are more than this.
 const MERGE_ABOVE: usize = 2;
@@ -366,24 +368,34 @@ impl LexicalIndex {
 }
 
 /// `parsed` without the words found in more than [`COMMON_TERM_SHARE`] of the chunks, when it
-/// is a plain union of words (what the parser makes of text without query syntax) and at least
-/// one word is left; any other query as it is.
+/// is a plain union of words (what the parser makes of text without query syntax); when every
+/// word is that common, the rarest one alone. Any other query as it is.
 fn without_common_terms(searcher: &tantivy::Searcher, parsed: Box<dyn Query>) -> Box<dyn Query> {
     let Some(union) = parsed.downcast_ref::<BooleanQuery>() else { return parsed };
     let limit = COMMON_TERM_SHARE * searcher.num_docs() as f64;
     let mut kept: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    let mut rarest: Option<(u64, &dyn Query)> = None;
     for (occur, clause) in union.clauses() {
         let Some(term) = clause.downcast_ref::<TermQuery>().filter(|_| *occur == Occur::Should) else {
             return parsed;
         };
-        if (searcher.doc_freq(term.term()).unwrap_or(0) as f64) <= limit {
+        let df = searcher.doc_freq(term.term()).unwrap_or(0);
+        if (df as f64) <= limit {
             kept.push((Occur::Should, clause.box_clone()));
         }
+        if rarest.is_none_or(|(least, _)| df < least) {
+            rarest = Some((df, clause.as_ref()));
+        }
     }
-    if kept.is_empty() || kept.len() == union.clauses().len() {
+    if kept.len() == union.clauses().len() {
         return parsed;
     }
-    Box::new(BooleanQuery::new(kept))
+    match (kept.is_empty(), rarest) {
+        // Every word is common: the rarest ranks best among them and has the shortest list.
+        (true, Some((_, clause))) => clause.box_clone(),
+        (true, None) => parsed,
+        (false, _) => Box::new(BooleanQuery::new(kept)),
+    }
 }
 
 #[cfg(test)]
@@ -462,9 +474,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A word in more than half of the chunks is left out of a plain query's BM25 search: the
+    /// A word in more than [`COMMON_TERM_SHARE`] of the chunks is left out of a plain query's BM25 search: the
     /// hits are the rest of the query's, ranked as the query without that word would rank
-    /// them; a query of only such words, or with query syntax, is searched as it is.
+    /// them; a query of only such words is searched as its rarest word; one with query syntax as
+    /// it is.
     #[test]
     fn words_in_most_chunks_are_left_out_of_plain_queries() {
         let dir = temp("common");
@@ -491,8 +504,9 @@ mod tests {
         let ids = |q: &str| ranked(&lex, q, &all).into_iter().map(|(id, _)| id).collect::<Vec<_>>();
         assert_eq!(ids("the harbour report census"), ids("harbour census"));
         assert_eq!(ranked(&lex, "harbour report", &all), ranked(&lex, "harbour", &all));
-        // Only common words: searched as they are (8 chunks have "report").
-        assert_eq!(ids("report filler").len(), 10);
+        // Only common words: the rarest alone ("report", in 8 chunks; "filler" is in all 10).
+        assert_eq!(ranked(&lex, "report filler", &all), ranked(&lex, "report", &all));
+        assert_eq!(ids("filler report").len(), 8);
         // Query syntax (a required word, a phrase) is not touched.
         assert_eq!(ids("+report harbour").len(), 8);
         assert_eq!(ids("\"filler report\" census").len(), 8);

@@ -70,7 +70,7 @@ pub use error::{Error, Result};
 pub use index::{BatchWrite, CONFIG_FILE, Index, IndexConfig, StoreConfig};
 pub use ingest::{FileOutcome, IngestObserver, IngestOptions, IngestReport, Silent, Stages, document_id, ingest};
 pub use lexical::LexicalIndex;
-pub use search::{Mode, Query, SearchHit};
+pub use search::{DEFAULT_CANDIDATES, Mode, Query, SearchHit};
 #[cfg(feature = "server")]
 pub use server::{ServerConfig, ServerStore};
 pub use sparse::{bm25_document_vector, bm25_query_vector, term_id};

@@ -296,7 +296,7 @@ impl Index {
     }
 
     /// Searches the index: `mode` is "hybrid" (BM25 + dense, fused), "bm25" or "dense".
-    #[pyo3(signature = (query, k=5, *, mode="hybrid", path_prefix=None, kinds=None, candidates=50))]
+    #[pyo3(signature = (query, k=5, *, mode="hybrid", path_prefix=None, kinds=None, candidates=20))]
     #[allow(clippy::too_many_arguments, reason = "a Python signature: keyword arguments with defaults")]
     fn search(
         &self,

@@ -192,7 +192,7 @@ class Index:
         mode: str = "hybrid",
         path_prefix: Optional[str] = None,
         kinds: Optional[Sequence[str]] = None,
-        candidates: int = 50,
+        candidates: int = 20,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``: ``mode`` ``"hybrid"`` (BM25 and dense lists
         fused by reciprocal rank), ``"bm25"`` or ``"dense"``; ``path_prefix`` (whole path

@@ -107,7 +107,7 @@ class Index:
         mode: str = "hybrid",
         path_prefix: Optional[str] = None,
         kinds: Optional[list[str]] = None,
-        candidates: int = 50,
+        candidates: int = 20,
     ) -> list[Hit]: ...
     def ask(
         self,
