@@ -8,7 +8,7 @@
 //! let dense = vec![3_u64, 5];
 //! let fused = rrf(&[bm25, dense], &Rrf::default());
 //! assert_eq!(fused[0].0, 3); // ranked high by both
-//! assert!((fused[0].1 - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-6);
+//! assert!((fused[0].1 - (1.0 / 7.0 + 1.0 / 6.0)).abs() < 1e-6); // k = 5
 //! ```
 
 use std::collections::HashMap;
