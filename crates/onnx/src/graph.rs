@@ -344,6 +344,10 @@ impl Graph {
                     s.len()
                 )));
             }
+            // The log-sum-exp fold needs scale > 0 (max(s·x) = s·max(x)).
+            if let Some(bad) = s.iter().find(|&&x| !(x > 0.0 && x.is_finite())) {
+                return Err(self.contract_err(format!("`{LOGIT_SCALE}` holds {bad}, expected positive finite scales")));
+            }
             Some(s.to_vec())
         } else {
             None
