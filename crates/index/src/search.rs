@@ -46,9 +46,10 @@ impl std::str::FromStr for Mode {
 }
 
 /// Candidates a hybrid query takes from each retriever before fusion, by default. Measured
-/// (with [`Rrf`]'s default k = 5; `metarag bench --retrieval hybrid`, recall@5): 20 is within
-/// 0.004 of 50 on SQuAD dev (0.931 vs 0.935) and SQuAD-Shifts new_wiki (0.927 vs 0.929; common-word share 0.5), and a
-/// 1M-chunk hybrid query is faster at 20 (benches/retrieval.rs: p99 5.5-6.9 -> 4.6-5.5 ms).
+/// (with [`Rrf`]'s default k = 5; `metarag bench --retrieval hybrid`, recall@5; common-word
+/// share 0.5): 20 is within 0.004 of 50 on SQuAD dev (0.931 vs 0.935) and SQuAD-Shifts
+/// new_wiki (0.927 vs 0.929), and a 1M-chunk hybrid query is faster at 20
+/// (benches/retrieval.rs: p99 5.5-6.9 -> 4.6-5.5 ms).
 pub const DEFAULT_CANDIDATES: usize = 20;
 
 /// A search request.

@@ -60,8 +60,14 @@ impl<'a> Logits<'a> {
 
     /// `log p(token)` under row `r`.
     pub(crate) fn log_prob(&self, r: usize, token: u32) -> f32 {
+        self.log_probs(r, std::slice::from_ref(&token))[0]
+    }
+
+    /// `log p(token)` of each of `tokens` under row `r` (one log-sum-exp for all).
+    pub(crate) fn log_probs(&self, r: usize, tokens: &[u32]) -> Vec<f32> {
         let (row, s) = (self.row(r), self.scale(r));
-        s * row[token as usize] - log_sum_exp_scaled(row, s)
+        let lse = log_sum_exp_scaled(row, s);
+        tokens.iter().map(|&t| s * row[t as usize] - lse).collect()
     }
 
     /// Row `r`'s logits, scaled, as an owned vector.
@@ -332,7 +338,7 @@ impl Graph {
         self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.run_tokens.fetch_add((batch * t) as u64, Ordering::Relaxed);
         let rows = t - logits_from;
-        let scale = if self.has_logit_scale {
+        let mut scale = if self.has_logit_scale {
             let (_, s) = outputs
                 .get(LOGIT_SCALE)
                 .ok_or_else(|| self.contract_err(format!("no `{LOGIT_SCALE}` output")))?
@@ -364,7 +370,6 @@ impl Graph {
                 self.min_vocab
             )));
         }
-        let mut scale = scale;
         if apply_scale && let Some(s) = scale.take() {
             data.par_chunks_mut(vocab).zip(s.par_iter()).for_each(|(row, &k)| row.iter_mut().for_each(|x| *x *= k));
         }

@@ -16,7 +16,6 @@ use tokenizers::Tokenizer;
 
 use crate::graph::{ForwardInputs, Graph, Logits};
 use crate::kv;
-use crate::math::log_sum_exp_scaled;
 use crate::runtime::RuntimeOptions;
 use crate::{Error, Result};
 
@@ -462,10 +461,7 @@ impl CausalLm {
         let done = reuse.as_ref().map_or(0, |c| c.tokens.len());
         let fed = prompt.len() - done;
         let (lps, next) = self.extend(&mut session, reuse, &prompt[done..], fed - 1, |logits| {
-            let last = logits.rows() - 1;
-            let (row, s) = (logits.row(last), logits.scale(last));
-            let lse = log_sum_exp_scaled(row, s);
-            candidates.iter().map(|&c| s * row[c as usize] - lse).collect::<Vec<f32>>()
+            logits.log_probs(logits.rows() - 1, candidates)
         })?;
         *cache = Some(next);
         Ok(lps)
